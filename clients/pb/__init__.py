@@ -1,0 +1,1 @@
+"""Generated protobuf and gRPC stubs (python -m clients.codegen). Do not edit."""

@@ -1,0 +1,252 @@
+"""Gateway configuration: the one module that reads the environment.
+
+Every setting is declared once in ``SETTINGS`` (name, default, parser, help). ``load()``
+reads them into frozen dataclasses nested by concern and validates everything at once:
+``ConfigError`` lists every problem, not only the first. The same table renders
+``tracegw config`` and the README's configuration table.
+
+The spec's MLflow variables keep their names and meanings; the gateway's own settings use
+the ``TRACEGW_`` prefix. With nothing set, the gateway listens on loopback and writes to a
+local SQLite MLflow store (``sqlite:///mlflow.db``, which ``mlflow ui`` opens by default).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+
+
+class ConfigError(ValueError):
+    """One or more settings are invalid; ``problems`` lists each one."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("invalid configuration:\n  - " + "\n  - ".join(problems))
+
+
+@dataclass(frozen=True)
+class ListenConfig:
+    grpc_address: str
+    metrics_address: str
+    max_receive_message_bytes: int
+
+
+@dataclass(frozen=True)
+class MlflowConfig:
+    tracking_uri: str
+    experiment_name: str
+    async_logging: bool
+    request_timeout_s: float
+    artifact_root: str
+    bundle_experiment_name: str
+
+    @property
+    def embedded(self) -> bool:
+        return self.tracking_uri.startswith("sqlite:")
+
+
+@dataclass(frozen=True)
+class AssemblyConfig:
+    root_grace_s: float
+    decision_timeout_s: float
+    max_traces_in_flight: int
+    max_spans_per_trace: int
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    ratio: float
+
+
+@dataclass(frozen=True)
+class RedactionConfig:
+    max_preview_chars: int
+
+
+@dataclass(frozen=True)
+class BatchConfig:
+    max_spans: int
+    max_bytes: int
+    max_delay_s: float
+
+
+@dataclass(frozen=True)
+class WriterConfig:
+    concurrency: int
+    queue_max_batches: int
+
+
+@dataclass(frozen=True)
+class Config:
+    listen: ListenConfig
+    mlflow: MlflowConfig
+    assembly: AssemblyConfig
+    sampling: SamplingConfig
+    redaction: RedactionConfig
+    batch: BatchConfig
+    writer: WriterConfig
+    environment: str
+    region: str
+    shutdown_grace_s: float
+    log_level: str
+
+
+@dataclass(frozen=True)
+class Setting:
+    env: str
+    path: str  # "section.field" or "field" on Config
+    default: str
+    parse: Callable[[str], Any]
+    help: str
+    check: Callable[[Any], str | None] = lambda _v: None
+
+
+def _bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected true or false, got {text!r}")
+
+
+def _positive(v: float) -> str | None:
+    return None if v > 0 else "must be > 0"
+
+
+def _non_negative(v: float) -> str | None:
+    return None if v >= 0 else "must be >= 0"
+
+
+def _ratio(v: float) -> str | None:
+    return None if 0.0 <= v <= 1.0 else "must be between 0.0 and 1.0"
+
+
+def _address(v: str) -> str | None:
+    host, sep, port = v.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        return "must be host:port (port 0 picks a free one)"
+    return None
+
+
+def _optional_address(v: str) -> str | None:
+    return None if v == "" else _address(v)
+
+
+def _tracking_uri(v: str) -> str | None:
+    if v.startswith(("http://", "https://", "sqlite:///")):
+        return None
+    return "must be http(s)://host:port or sqlite:///path.db (other stores cannot ingest spans)"
+
+
+def _non_empty(v: str) -> str | None:
+    return None if v.strip() else "must not be empty"
+
+
+def _log_level(v: str) -> str | None:
+    return None if v.upper() in ("DEBUG", "INFO", "WARNING", "ERROR") else "must be DEBUG, INFO, WARNING or ERROR"
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("TRACEGW_LISTEN_ADDRESS", "listen.grpc_address", "127.0.0.1:4317", str,
+            "gRPC address for the native service and OTLP/gRPC (4317 is OTLP's port)", _address),
+    Setting("TRACEGW_METRICS_ADDRESS", "listen.metrics_address", "127.0.0.1:9464", str,
+            "Prometheus /metrics address; empty disables it", _optional_address),
+    Setting("TRACEGW_MAX_RECEIVE_MESSAGE_BYTES", "listen.max_receive_message_bytes", str(16 * 1024 * 1024), int,
+            "largest gRPC request accepted", _positive),
+    Setting("MLFLOW_TRACKING_URI", "mlflow.tracking_uri", DEFAULT_TRACKING_URI, str,
+            "http(s):// tracking server (OTLP /v1/traces) or sqlite:/// file written in-process", _tracking_uri),
+    Setting("MLFLOW_EXPERIMENT_NAME", "mlflow.experiment_name", "mangaassist-local", str,
+            "experiment for spans whose request names none (created if missing)", _non_empty),
+    Setting("MLFLOW_ENABLE_ASYNC_LOGGING", "mlflow.async_logging", "true", _bool,
+            "accepted for compatibility; the gateway is always asynchronous to the application"),
+    Setting("TRACEGW_MLFLOW_REQUEST_TIMEOUT_S", "mlflow.request_timeout_s", "10", float,
+            "timeout of one HTTP request to the tracking server", _positive),
+    Setting("TRACEGW_ARTIFACT_ROOT", "mlflow.artifact_root", "./mlartifacts", str,
+            "artifact root for experiments created in embedded (sqlite) mode", _non_empty),
+    Setting("TRACEGW_BUNDLE_EXPERIMENT", "mlflow.bundle_experiment_name", "mangaassist-release-bundles", str,
+            "experiment holding one run per release bundle (its lifecycle events)", _non_empty),
+    Setting("TRACEGW_ROOT_GRACE_S", "assembly.root_grace_s", "0.5", float,
+            "wait this long after a root span ends for late children", _non_negative),
+    Setting("TRACEGW_DECISION_TIMEOUT_S", "assembly.decision_timeout_s", "30", float,
+            "decide a trace whose root never arrives after this long (tagged incomplete)", _positive),
+    Setting("TRACEGW_MAX_TRACES_IN_FLIGHT", "assembly.max_traces_in_flight", "20000", int,
+            "traces held in assembly at once; beyond it the oldest is decided early", _positive),
+    Setting("TRACEGW_MAX_SPANS_PER_TRACE", "assembly.max_spans_per_trace", "2000", int,
+            "spans kept per trace; more are dropped and counted", _positive),
+    Setting("MLFLOW_TRACE_SAMPLING_RATIO", "sampling.ratio", "1.0", float,
+            "head sampling ratio, deterministic by trace id", _ratio),
+    Setting("MLFLOW_ARTIFACT_MAX_PREVIEW_CHARS", "redaction.max_preview_chars", "500", int,
+            "inputs/outputs previews are capped at this many characters", _positive),
+    Setting("TRACEGW_BATCH_MAX_SPANS", "batch.max_spans", "2000", int,
+            "spans per write request to MLflow", _positive),
+    Setting("TRACEGW_BATCH_MAX_BYTES", "batch.max_bytes", str(4 * 1024 * 1024), int,
+            "approximate bytes per write request", _positive),
+    Setting("TRACEGW_BATCH_MAX_DELAY_S", "batch.max_delay_s", "0.5", float,
+            "send a partial batch after this long", _positive),
+    Setting("TRACEGW_WRITER_CONCURRENCY", "writer.concurrency", "2", int,
+            "concurrent write requests to MLflow (1 in sqlite mode)", _positive),
+    Setting("TRACEGW_WRITER_QUEUE_BATCHES", "writer.queue_max_batches", "64", int,
+            "batches waiting for a writer; beyond it batches are dropped and counted", _positive),
+    Setting("MANGAASSIST_ENV", "environment", "local", str, "deployment environment label", _non_empty),
+    Setting("MANGAASSIST_REGION", "region", "us-east-1", str, "AWS region label", _non_empty),
+    Setting("TRACEGW_SHUTDOWN_GRACE_S", "shutdown_grace_s", "20", float,
+            "on SIGTERM, time allowed to drain before exiting", _positive),
+    Setting("TRACEGW_LOG_LEVEL", "log_level", "INFO", str, "DEBUG, INFO, WARNING or ERROR", _log_level),
+)
+
+
+def load(environ: Mapping[str, str], overrides: Mapping[str, str] | None = None) -> Config:
+    """Build the configuration from ``environ`` (plus CLI ``overrides`` keyed by env name)."""
+    merged = dict(environ)
+    merged.update(overrides or {})
+    problems: list[str] = []
+    values: dict[str, Any] = {}
+    for s in SETTINGS:
+        raw = merged.get(s.env, s.default)
+        try:
+            value = s.parse(raw)
+        except ValueError as exc:
+            problems.append(f"{s.env}={raw!r}: {exc}")
+            continue
+        why = s.check(value)
+        if why:
+            problems.append(f"{s.env}={raw!r}: {why}")
+        values[s.path] = value
+    if problems:
+        raise ConfigError(problems)
+    return _build(values)
+
+
+def _build(values: dict[str, Any]) -> Config:
+    sections: dict[str, dict[str, Any]] = {}
+    top: dict[str, Any] = {}
+    for path, value in values.items():
+        section, _, name = path.partition(".")
+        if name:
+            sections.setdefault(section, {})[name] = value
+        else:
+            top[section] = value
+    types = {f.name: f.type for f in dataclasses.fields(Config)}
+    classes = {
+        "listen": ListenConfig, "mlflow": MlflowConfig, "assembly": AssemblyConfig,
+        "sampling": SamplingConfig, "redaction": RedactionConfig, "batch": BatchConfig,
+        "writer": WriterConfig,
+    }
+    assert set(classes) | set(top) == set(types), "SETTINGS and Config disagree"
+    return Config(**{k: cls(**sections[k]) for k, cls in classes.items()}, **top)
+
+
+def describe(config: Config) -> list[tuple[str, str, str]]:
+    """(env name, effective value, help) for every setting, for ``tracegw config``."""
+    rows = []
+    for s in SETTINGS:
+        obj: Any = config
+        for part in s.path.split("."):
+            obj = getattr(obj, part)
+        rows.append((s.env, str(obj), s.help))
+    return rows

@@ -1,0 +1,335 @@
+"""Proto → model: validate incoming spans and events and convert them to ``gateway.model``.
+
+Both receivers use it: the native ``TraceGatewayService`` and OTLP ``TraceService/Export``.
+Bad items are not fatal to a batch: each one becomes a ``Rejection`` naming the field and the
+reason, and the rest of the batch is accepted (partial success).
+
+Keys under ``mlflow.`` are reserved to the gateway, which writes MLflow's own attribute
+conventions itself; an application-sent ``mlflow.*`` attribute or trace tag is stripped and
+counted (one such tag made a trace unreadable in MLflow 3.17). From OTLP, the few MLflow keys
+that MLflow's own SDK sends with a known meaning are understood instead.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.model import (
+    BundleRecord,
+    FeedbackRecord,
+    FeedbackValue,
+    SpanEvent,
+    SpanRecord,
+    SpanStatus,
+)
+
+RESERVED_PREFIX = "mlflow."
+MAX_NAME_CHARS = 256
+MAX_TAG_KEY_CHARS = 250
+MAX_TAG_VALUE_CHARS = 8000
+
+# MLflow span attributes (mlflow/tracing/constant.py, SpanAttributeKey) that OTLP senders such
+# as MLflow's own SDK may set and that the gateway passes through unchanged.
+_OTLP_PASSTHROUGH = frozenset({
+    "mlflow.chat.tokenUsage", "mlflow.llm.cost", "mlflow.llm.model", "mlflow.llm.provider",
+    "mlflow.message.format", "mlflow.spanFunctionName",
+})
+_TRACE_TAG_PREFIX = "mlflow.traceTag."
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    index: int
+    field: str
+    reason: str
+
+
+@dataclass(slots=True)
+class Decoded:
+    """The outcome of decoding one request."""
+
+    spans: list[SpanRecord] = field(default_factory=list)
+    rejections: list[Rejection] = field(default_factory=list)
+    stripped_keys: int = 0
+
+
+class _Reject(Exception):
+    def __init__(self, field_name: str, reason: str) -> None:
+        super().__init__(reason)
+        self.field = field_name
+        self.reason = reason
+
+
+def _check_id(raw: bytes, size: int, where: str, *, optional: bool = False) -> str | None:
+    if not raw and optional:
+        return None
+    if len(raw) != size:
+        raise _Reject(where, f"must be {size} bytes, got {len(raw)}")
+    if raw == bytes(size):
+        raise _Reject(where, "must not be all zero")
+    return raw.hex()
+
+
+def _check_times(start: int, end: int, where: str) -> None:
+    if start <= 0:
+        raise _Reject(f"{where}.start_time_unix_nano", "must be set (Unix epoch nanoseconds)")
+    if end < start:
+        raise _Reject(f"{where}.end_time_unix_nano", "must not be before start_time_unix_nano")
+
+
+def _check_name(name: str, where: str) -> None:
+    if not name:
+        raise _Reject(f"{where}.name", "must not be empty")
+    if len(name) > MAX_NAME_CHARS:
+        raise _Reject(f"{where}.name", f"longer than {MAX_NAME_CHARS} characters")
+
+
+def _json(text: str, where: str) -> Any:
+    if not text:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise _Reject(where, f"is not valid JSON ({exc.msg} at char {exc.pos})") from None
+
+
+def _clean_tags(tags: Any, where: str, out: dict[str, str]) -> int:
+    stripped = 0
+    for key, value in tags.items():
+        if key.startswith(RESERVED_PREFIX):
+            stripped += 1
+            continue
+        if not key or len(key) > MAX_TAG_KEY_CHARS:
+            raise _Reject(f"{where}[{key!r}]", f"tag key must be 1..{MAX_TAG_KEY_CHARS} characters")
+        if len(value) > MAX_TAG_VALUE_CHARS:
+            raise _Reject(f"{where}[{key!r}]", f"tag value longer than {MAX_TAG_VALUE_CHARS} characters")
+        out[key] = value
+    return stripped
+
+
+# ---- native TraceGatewayService ------------------------------------------------------------
+
+_NATIVE_STATUS = {0: SpanStatus.UNSET, 1: SpanStatus.OK, 2: SpanStatus.ERROR}
+
+
+def _native_value(v: Any, where: str) -> Any:
+    kind = v.WhichOneof("value")
+    if kind is None:
+        raise _Reject(where, "attribute value has no value set")
+    if kind == "string_list_value":
+        return list(v.string_list_value.values)
+    if kind == "json_value":
+        return _json(v.json_value, where)
+    return getattr(v, kind)
+
+
+def _native_attributes(attrs: Any, where: str, out: dict[str, Any]) -> int:
+    stripped = 0
+    for key, value in attrs.items():
+        if key.startswith(RESERVED_PREFIX):
+            stripped += 1
+            continue
+        out[key] = _native_value(value, f"{where}[{key!r}]")
+    return stripped
+
+
+def decode_native_spans(spans: Any) -> Decoded:
+    """Decode ``ExportSpansRequest.spans``."""
+    result = Decoded()
+    for i, s in enumerate(spans):
+        where = f"spans[{i}]"
+        try:
+            trace_id = _check_id(s.trace_id, 16, f"{where}.trace_id")
+            span_id = _check_id(s.span_id, 8, f"{where}.span_id")
+            parent = _check_id(s.parent_span_id, 8, f"{where}.parent_span_id", optional=True)
+            _check_name(s.name, where)
+            _check_times(s.start_time_unix_nano, s.end_time_unix_nano, where)
+            status = _NATIVE_STATUS.get(s.status_code)
+            if status is None:
+                raise _Reject(f"{where}.status_code", f"unknown value {s.status_code}")
+            attributes: dict[str, Any] = {}
+            stripped = _native_attributes(s.attributes, f"{where}.attributes", attributes)
+            events = []
+            for j, e in enumerate(s.events):
+                ev_attrs: dict[str, Any] = {}
+                stripped += _native_attributes(e.attributes, f"{where}.events[{j}].attributes", ev_attrs)
+                events.append(SpanEvent(e.name or "event", e.time_unix_nano, ev_attrs))
+            tags: dict[str, str] = {}
+            stripped += _clean_tags(s.trace_tags, f"{where}.trace_tags", tags)
+            record = SpanRecord(
+                trace_id=trace_id or "",
+                span_id=span_id or "",
+                parent_span_id=parent,
+                name=s.name,
+                span_type=s.span_type or "UNKNOWN",
+                start_time_ns=s.start_time_unix_nano,
+                end_time_ns=s.end_time_unix_nano,
+                status=status,
+                status_message=s.status_message,
+                attributes=attributes,
+                events=events,
+                inputs=_json(s.inputs_json, f"{where}.inputs_json"),
+                outputs=_json(s.outputs_json, f"{where}.outputs_json"),
+                trace_tags=tags,
+            )
+        except _Reject as r:
+            result.rejections.append(Rejection(i, r.field, r.reason))
+            continue
+        result.stripped_keys += stripped
+        result.spans.append(record)
+    return result
+
+
+# ---- OTLP TraceService/Export ---------------------------------------------------------------
+
+_OTLP_STATUS = {0: SpanStatus.UNSET, 1: SpanStatus.OK, 2: SpanStatus.ERROR}
+
+
+def _any_value(v: Any) -> Any:
+    kind = v.WhichOneof("value")
+    if kind is None:
+        return None
+    if kind == "array_value":
+        return [_any_value(x) for x in v.array_value.values]
+    if kind == "kvlist_value":
+        return {kv.key: _any_value(kv.value) for kv in v.kvlist_value.values}
+    if kind == "bytes_value":
+        return v.bytes_value.hex()
+    return getattr(v, kind)
+
+
+def _maybe_json(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
+def decode_otlp_spans(resource_spans: Any) -> Decoded:
+    """Decode ``ExportTraceServiceRequest.resource_spans`` (indexes count spans in order)."""
+    result = Decoded()
+    index = -1
+    for r, rs in enumerate(resource_spans):
+        for s_i, ss in enumerate(rs.scope_spans):
+            for k, s in enumerate(ss.spans):
+                index += 1
+                where = f"resource_spans[{r}].scope_spans[{s_i}].spans[{k}]"
+                try:
+                    record, stripped = _otlp_span(s, where)
+                except _Reject as rej:
+                    result.rejections.append(Rejection(index, rej.field, rej.reason))
+                    continue
+                result.stripped_keys += stripped
+                result.spans.append(record)
+    return result
+
+
+def _otlp_span(s: Any, where: str) -> tuple[SpanRecord, int]:
+    trace_id = _check_id(s.trace_id, 16, f"{where}.trace_id")
+    span_id = _check_id(s.span_id, 8, f"{where}.span_id")
+    parent = _check_id(s.parent_span_id, 8, f"{where}.parent_span_id", optional=True)
+    _check_name(s.name, where)
+    _check_times(s.start_time_unix_nano, s.end_time_unix_nano, where)
+    attributes: dict[str, Any] = {}
+    tags: dict[str, str] = {}
+    span_type = "UNKNOWN"
+    inputs: Any = None
+    outputs: Any = None
+    stripped = 0
+    for kv in s.attributes:
+        key = kv.key
+        value = _any_value(kv.value)
+        if not key.startswith(RESERVED_PREFIX):
+            attributes[key] = value
+        elif key == "mlflow.spanType":
+            span_type = str(_maybe_json(value))
+        elif key == "mlflow.spanInputs":
+            inputs = _maybe_json(value)
+        elif key == "mlflow.spanOutputs":
+            outputs = _maybe_json(value)
+        elif key.startswith(_TRACE_TAG_PREFIX):
+            stripped += _clean_tags({key[len(_TRACE_TAG_PREFIX):]: str(_maybe_json(value))},
+                                    f"{where}.attributes", tags)
+        elif key in _OTLP_PASSTHROUGH:
+            attributes[key] = _maybe_json(value)
+        else:
+            stripped += 1
+    events = [
+        SpanEvent(e.name or "event", e.time_unix_nano,
+                  {kv.key: _any_value(kv.value) for kv in e.attributes if not kv.key.startswith(RESERVED_PREFIX)})
+        for e in s.events
+    ]
+    record = SpanRecord(
+        trace_id=trace_id or "",
+        span_id=span_id or "",
+        parent_span_id=parent,
+        name=s.name,
+        span_type=span_type,
+        start_time_ns=s.start_time_unix_nano,
+        end_time_ns=s.end_time_unix_nano,
+        status=_OTLP_STATUS.get(s.status.code, SpanStatus.UNSET),
+        status_message=s.status.message,
+        attributes=attributes,
+        events=events,
+        inputs=inputs,
+        outputs=outputs,
+        trace_tags=tags,
+    )
+    return record, stripped
+
+
+# ---- feedback and bundle events --------------------------------------------------------------
+
+_FEEDBACK = {1: FeedbackValue.THUMBS_UP, 2: FeedbackValue.THUMBS_DOWN}
+_HEX = frozenset("0123456789abcdef")
+
+
+def decode_feedback(events: Any) -> tuple[list[FeedbackRecord], list[Rejection]]:
+    records: list[FeedbackRecord] = []
+    rejections: list[Rejection] = []
+    for i, e in enumerate(events):
+        where = f"events[{i}]"
+        trace_id = e.trace_id.lower()
+        if not e.event_id:
+            rejections.append(Rejection(i, f"{where}.event_id", "must not be empty"))
+        elif len(trace_id) != 32 or not set(trace_id) <= _HEX or trace_id == "0" * 32:
+            rejections.append(Rejection(i, f"{where}.trace_id", "must be 32 hex characters, not all zero"))
+        elif e.feedback not in _FEEDBACK:
+            rejections.append(Rejection(i, f"{where}.feedback", "must be THUMBS_UP or THUMBS_DOWN"))
+        else:
+            records.append(FeedbackRecord(
+                event_id=e.event_id, response_id=e.response_id, trace_id=trace_id,
+                value=_FEEDBACK[e.feedback], time_ns=e.time.ToNanoseconds() if e.HasField("time") else 0,
+                reason_code=e.reason_code, comment=e.comment, session_id=e.session_id,
+                prompt_version=e.prompt_version, release_bundle=e.release_bundle,
+            ))
+    return records, rejections
+
+
+def decode_bundle_events(events: Any) -> tuple[list[BundleRecord], list[Rejection]]:
+    from google.protobuf.json_format import MessageToDict
+
+    records: list[BundleRecord] = []
+    rejections: list[Rejection] = []
+    for i, e in enumerate(events):
+        where = f"events[{i}]"
+        kind = e.WhichOneof("kind")
+        if not e.event_id:
+            rejections.append(Rejection(i, f"{where}.event_id", "must not be empty"))
+        elif not e.bundle_name or not e.bundle_version:
+            rejections.append(Rejection(i, f"{where}.bundle_name", "bundle_name and bundle_version are required"))
+        elif kind is None:
+            rejections.append(Rejection(i, f"{where}.kind", "one of registered, evaluated, signed_off, "
+                                                            "promoted, rolled_back must be set"))
+        else:
+            details = MessageToDict(getattr(e, kind), preserving_proto_field_name=True)
+            records.append(BundleRecord(
+                event_id=e.event_id, bundle_name=e.bundle_name, bundle_version=e.bundle_version,
+                kind=kind, time_ns=e.time.ToNanoseconds() if e.HasField("time") else 0,
+                actor_id=e.actor_id, note=e.note, details=details,
+            ))
+    return records, rejections

@@ -1,0 +1,123 @@
+"""The gateway's own data model. Proto types stop at the receivers; every stage after them
+works on these small classes.
+
+Ids are lowercase hex (32 chars for a trace, 16 for a span), times are Unix epoch
+nanoseconds, attribute values are plain Python values (str, bool, int, float, list, dict),
+and inputs/outputs are decoded JSON values (``None`` when unset).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class SpanStatus(enum.Enum):
+    """Outcome of a span, as OpenTelemetry defines it."""
+
+    UNSET = "UNSET"
+    OK = "OK"
+    ERROR = "ERROR"
+
+
+@dataclass(slots=True)
+class SpanEvent:
+    """A timestamped event inside a span (for example a recorded exception)."""
+
+    name: str
+    time_ns: int
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class SpanRecord:
+    """One finished span as received, after validation."""
+
+    trace_id: str
+    span_id: str
+    parent_span_id: str | None
+    name: str
+    span_type: str
+    start_time_ns: int
+    end_time_ns: int
+    status: SpanStatus = SpanStatus.UNSET
+    status_message: str = ""
+    attributes: dict[str, Any] = field(default_factory=dict)
+    events: list[SpanEvent] = field(default_factory=list)
+    inputs: Any = None
+    outputs: Any = None
+    trace_tags: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def is_root(self) -> bool:
+        return self.parent_span_id is None
+
+
+@dataclass(slots=True)
+class TraceRecord:
+    """A trace assembled from its spans, ready for the stages after assembly.
+
+    ``complete`` is false when assembly gave up waiting for the root span; the writer then
+    synthesizes a root so that MLflow finalizes and tags the trace.
+    """
+
+    trace_id: str
+    experiment_name: str
+    spans: list[SpanRecord]
+    tags: dict[str, str]
+    complete: bool = True
+    reasons: list[str] = field(default_factory=list)
+
+    @property
+    def root(self) -> SpanRecord | None:
+        for span in self.spans:
+            if span.parent_span_id is None:
+                return span
+        return None
+
+    @property
+    def has_error(self) -> bool:
+        return any(s.status is SpanStatus.ERROR for s in self.spans)
+
+    @property
+    def mlflow_trace_id(self) -> str:
+        return "tr-" + self.trace_id
+
+
+class FeedbackValue(enum.Enum):
+    """The customer's verdict on a response."""
+
+    THUMBS_UP = "thumbs_up"
+    THUMBS_DOWN = "thumbs_down"
+
+
+@dataclass(slots=True, frozen=True)
+class FeedbackRecord:
+    """A feedback event (spec section 10)."""
+
+    event_id: str
+    response_id: str
+    trace_id: str
+    value: FeedbackValue
+    time_ns: int
+    reason_code: str = ""
+    comment: str = ""
+    session_id: str = ""
+    prompt_version: str = ""
+    release_bundle: str = ""
+
+
+@dataclass(slots=True, frozen=True)
+class BundleRecord:
+    """A release bundle lifecycle event. ``kind`` is one of registered, evaluated,
+    signed_off, promoted, rolled_back; ``details`` holds that kind's fields."""
+
+    event_id: str
+    bundle_name: str
+    bundle_version: str
+    kind: str
+    time_ns: int
+    actor_id: str = ""
+    note: str = ""
+    details: dict[str, Any] = field(default_factory=dict)

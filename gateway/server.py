@@ -1,0 +1,172 @@
+"""The sidecar process: gRPC server (native service, OTLP, health, reflection), Prometheus
+``/metrics``, and graceful shutdown.
+
+``create_server(address, gateway)`` binds and starts the gRPC server and returns it with its
+port (port 0 picks a free one, as tests do). ``serve(config)`` runs the whole sidecar until
+SIGTERM or SIGINT, then drains: health goes NOT_SERVING, new RPCs are refused, in-flight RPCs
+finish, assembly and batches are flushed and delivered within ``TRACEGW_SHUTDOWN_GRACE_S``,
+and the process exits 0. ``start_in_thread(config)`` runs the same thing on a background
+event loop, for tests and the demo.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+from prometheus_client import CollectorRegistry, start_http_server
+
+from clients.pb import trace_gateway_service_pb2, trace_gateway_service_pb2_grpc
+from gateway.config import Config
+from gateway.metrics import GatewayMetrics
+from gateway.receivers import NativeReceiver, OtlpReceiver
+from gateway.service import Gateway
+from gateway.writer import TraceWriter, make_writer
+
+log = logging.getLogger(__name__)
+
+NATIVE_SERVICE = trace_gateway_service_pb2.DESCRIPTOR.services_by_name["TraceGatewayService"].full_name
+OTLP_SERVICE = trace_service_pb2.DESCRIPTOR.services_by_name["TraceService"].full_name
+RPC_GRACE_S = 2.0
+
+
+async def create_server(address: str, gateway: Gateway, max_receive_message_bytes: int,
+                        health: HealthServicer) -> tuple[grpc.aio.Server, int]:
+    server = grpc.aio.server(options=[
+        ("grpc.max_receive_message_length", max_receive_message_bytes),
+        ("grpc.so_reuseport", 0),
+    ])
+    trace_gateway_service_pb2_grpc.add_TraceGatewayServiceServicer_to_server(NativeReceiver(gateway), server)
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(OtlpReceiver(gateway), server)
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    reflection.enable_server_reflection(
+        (NATIVE_SERVICE, OTLP_SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+         reflection.SERVICE_NAME), server)
+    port = server.add_insecure_port(address)
+    if port == 0:
+        raise OSError(f"cannot listen on {address}")
+    await server.start()
+    for service in ("", NATIVE_SERVICE, OTLP_SERVICE):
+        await health.set(service, health_pb2.HealthCheckResponse.SERVING)
+    return server, port
+
+
+@dataclass
+class Running:
+    """A started sidecar: its ports and the handles needed to stop it."""
+
+    config: Config
+    gateway: Gateway
+    metrics: GatewayMetrics
+    grpc_port: int
+    metrics_port: int | None
+    _server: grpc.aio.Server
+    _health: HealthServicer
+    _httpd: Any = None
+    _stopped: bool = field(default=False)
+
+    async def stop(self, timeout_s: float | None = None) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        budget = self.config.shutdown_grace_s if timeout_s is None else timeout_s
+        log.info("shutting down: draining for up to %.1fs", budget)
+        await self._health.enter_graceful_shutdown()
+        await self.gateway.shutdown_receiving()
+        await self._server.stop(min(RPC_GRACE_S, budget / 4))
+        await self.gateway.shutdown(budget)
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+        log.info("stopped")
+
+
+async def start(config: Config, writer: TraceWriter | None = None,
+                registry: CollectorRegistry | None = None) -> Running:
+    registry = registry or CollectorRegistry()
+    metrics = GatewayMetrics(registry)
+    writer = writer or make_writer(config.mlflow.tracking_uri, config.mlflow.request_timeout_s,
+                                   config.mlflow.artifact_root)
+    gateway = Gateway(config, metrics, writer)
+    await gateway.start()
+    httpd = None
+    metrics_port = None
+    if config.listen.metrics_address:
+        host, _, port = config.listen.metrics_address.rpartition(":")
+        httpd, _thread = start_http_server(int(port), addr=host.strip("[]"), registry=registry)
+        metrics_port = httpd.server_port
+    health = HealthServicer()
+    server, grpc_port = await create_server(config.listen.grpc_address, gateway,
+                                            config.listen.max_receive_message_bytes, health)
+    log.info("listening grpc=%s:%d metrics_port=%s tracking=%s experiment=%s sampling_ratio=%s",
+             config.listen.grpc_address.rpartition(":")[0], grpc_port, metrics_port,
+             _safe_uri(config.mlflow.tracking_uri), config.mlflow.experiment_name, config.sampling.ratio)
+    return Running(config, gateway, metrics, grpc_port, metrics_port, server, health, httpd)
+
+
+def _safe_uri(uri: str) -> str:
+    """The tracking URI without credentials, for logs."""
+    scheme, sep, rest = uri.partition("://")
+    if sep and "@" in rest.split("/", 1)[0]:
+        rest = rest.split("@", 1)[1]
+    return f"{scheme}{sep}{rest}"
+
+
+async def serve(config: Config) -> int:
+    """Run until SIGTERM/SIGINT, then drain and return the exit code."""
+    running = await start(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await running.stop()
+    return 0
+
+
+class ThreadedGateway:
+    """A sidecar on its own event loop thread (tests, demo). ``stop()`` drains it."""
+
+    def __init__(self, config: Config, writer: TraceWriter | None = None,
+                 registry: CollectorRegistry | None = None) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="tracegw-loop", daemon=True)
+        self._thread.start()
+        self.running: Running = asyncio.run_coroutine_threadsafe(
+            start(config, writer, registry), self._loop).result(timeout=60)
+
+    @property
+    def grpc_port(self) -> int:
+        return self.running.grpc_port
+
+    @property
+    def target(self) -> str:
+        host = self.running.config.listen.grpc_address.rpartition(":")[0]
+        return f"{host}:{self.grpc_port}"
+
+    @property
+    def metrics(self) -> GatewayMetrics:
+        return self.running.metrics
+
+    def call(self, fn: Any) -> Any:
+        """Run ``fn()`` on the gateway's loop thread and return its result."""
+        async def _run() -> Any:
+            return fn()
+        return asyncio.run_coroutine_threadsafe(_run(), self._loop).result(timeout=30)
+
+    def stop(self, timeout_s: float | None = None) -> None:
+        if not self._loop.is_running():
+            return
+        asyncio.run_coroutine_threadsafe(self.running.stop(timeout_s), self._loop).result(timeout=120)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self._loop.close()

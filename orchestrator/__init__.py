@@ -1,0 +1,1 @@
+"""MangaAssist reference chatbot and its traffic driver."""
