@@ -78,6 +78,7 @@ class BatchConfig:
 class WriterConfig:
     concurrency: int
     queue_max_batches: int
+    feedback_join_window_s: float
 
 
 @dataclass(frozen=True)
@@ -192,6 +193,8 @@ SETTINGS: tuple[Setting, ...] = (
             "concurrent write requests to MLflow (1 in sqlite mode)", _positive),
     Setting("TRACEGW_WRITER_QUEUE_BATCHES", "writer.queue_max_batches", "64", int,
             "batches waiting for a writer; beyond it batches are dropped and counted", _positive),
+    Setting("TRACEGW_FEEDBACK_JOIN_WINDOW_S", "writer.feedback_join_window_s", "120", float,
+            "feedback whose trace is not in MLflow yet is retried for this long, then counted", _positive),
     Setting("MANGAASSIST_ENV", "environment", "local", str, "deployment environment label", _non_empty),
     Setting("MANGAASSIST_REGION", "region", "us-east-1", str, "AWS region label", _non_empty),
     Setting("TRACEGW_SHUTDOWN_GRACE_S", "shutdown_grace_s", "20", float,

@@ -12,6 +12,7 @@ durable-delivery issue's; they slot in between ``WriterPool._deliver`` and the w
 
 from __future__ import annotations
 
+import heapq
 import logging
 import queue
 import threading
@@ -109,14 +110,30 @@ class _RateLimitedLog:
 
 
 _STOP = object()
+FEEDBACK_RETRY_FIRST_S = 0.5
+FEEDBACK_RETRY_MAX_S = 8.0
+
+
+@dataclass(slots=True)
+class EventItem:
+    """A feedback or bundle event on its way, with its delivery attempts so far."""
+
+    record: FeedbackRecord | BundleRecord
+    first_at: float
+    attempts: int = 0
 
 
 class WriterPool:
     """Named writer threads taking span batches and feedback from one bounded queue."""
 
     def __init__(self, writer: TraceWriter, config: WriterConfig, metrics: GatewayMetrics,
-                 bundle_experiment: str, concurrency: int | None = None) -> None:
+                 bundle_experiment: str, feedback_join_window_s: float = 120.0,
+                 concurrency: int | None = None) -> None:
         self._writer = writer
+        self._join_window_s = feedback_join_window_s
+        self._deferred: list[tuple[float, int, EventItem]] = []
+        self._deferred_lock = threading.Lock()
+        self._seq = 0
         self._bundle_experiment = bundle_experiment
         self._metrics = metrics
         self._concurrency = concurrency or config.concurrency
@@ -137,10 +154,36 @@ class WriterPool:
         self._offer(batch, "spans", batch.span_count)
 
     def submit_feedback(self, record: FeedbackRecord) -> None:
-        self._offer(record, "feedback", 1)
+        self._offer(EventItem(record, time.monotonic()), "feedback", 1)
 
     def submit_bundle_event(self, record: BundleRecord) -> None:
-        self._offer(record, "bundle", 1)
+        self._offer(EventItem(record, time.monotonic()), "bundle", 1)
+
+    def poll_deferred(self, force: bool = False) -> None:
+        """Re-queue feedback whose trace was not in MLflow yet, once its retry is due (or now)."""
+        now = float("inf") if force else time.monotonic()
+        due: list[EventItem] = []
+        with self._deferred_lock:
+            while self._deferred and self._deferred[0][0] <= now:
+                due.append(heapq.heappop(self._deferred)[2])
+        for item in due:
+            self._offer(item, _kind(item), 1)
+
+    @property
+    def deferred_count(self) -> int:
+        with self._deferred_lock:
+            return len(self._deferred)
+
+    def _defer(self, item: EventItem) -> bool:
+        """Schedule a retry for feedback whose trace is not stored yet; False once out of time."""
+        item.attempts += 1
+        delay = min(FEEDBACK_RETRY_MAX_S, FEEDBACK_RETRY_FIRST_S * 2 ** (item.attempts - 1))
+        if time.monotonic() + delay - item.first_at > self._join_window_s:
+            return False
+        with self._deferred_lock:
+            self._seq += 1
+            heapq.heappush(self._deferred, (time.monotonic() + delay, self._seq, item))
+        return True
 
     def _offer(self, item: object, kind: str, count: int) -> None:
         if self._stopped:
@@ -174,8 +217,18 @@ class WriterPool:
         """Deliver what is queued within ``timeout_s``; count the rest as ``shutdown`` drops."""
         if self._stopped:
             return
-        self.wait_idle(timeout_s)
+        deadline = time.monotonic() + timeout_s
+        self.wait_idle(timeout_s)  # everything queued, span batches first
+        for _ in range(3):  # then deferred feedback gets a prompt last chance, its traces now written
+            if not self.deferred_count or time.monotonic() >= deadline:
+                break
+            self.poll_deferred(force=True)
+            self.wait_idle(max(0.0, deadline - time.monotonic()))
         self._stopped = True
+        with self._deferred_lock:
+            for _, _, item in self._deferred:
+                self._count_drop(_kind(item), "shutdown", 1)
+            self._deferred.clear()
         while True:
             try:
                 item = self._queue.get_nowait()
@@ -237,8 +290,9 @@ class WriterPool:
         self._metrics.spans_written.inc(batch.span_count)
         self._metrics.traces_written.inc(len(batch.traces))
 
-    def _deliver_event(self, record: object) -> None:
-        kind = _kind(record)
+    def _deliver_event(self, item: EventItem) -> None:
+        kind = _kind(item)
+        record = item.record
         started = time.perf_counter()
         try:
             if isinstance(record, FeedbackRecord):
@@ -248,6 +302,14 @@ class WriterPool:
         except WriteError as exc:
             outcome = "permanent_error" if isinstance(exc, PermanentWriteError) else "retryable_error"
             self._metrics.write_requests.labels(kind, outcome).inc()
+            if kind == "feedback" and exc.status == 404:
+                # The trace is not in MLflow yet (still in assembly or a batch): join it later.
+                if self._defer(item):
+                    return
+                self._count_drop(kind, "trace_not_found", 1)
+                self._warn.warning("feedback_orphan", "feedback for trace %s: trace not in MLflow after %.0fs",
+                                   record.trace_id, self._join_window_s)
+                return
             self._count_drop(kind, "write_failed", 1)
             self._warn.warning("write_" + kind, "%s write failed: %s", kind, exc.reason)
             return
@@ -258,4 +320,5 @@ class WriterPool:
 
 
 def _kind(item: object) -> str:
-    return "feedback" if isinstance(item, FeedbackRecord) else "bundle"
+    record = item.record if isinstance(item, EventItem) else item
+    return "feedback" if isinstance(record, FeedbackRecord) else "bundle"

@@ -21,6 +21,7 @@ DROP_REASONS = frozenset({
     "writer_queue_full",  # no room for another batch waiting for a writer
     "write_failed",       # MLflow answered an error or could not be reached
     "shutdown",           # still held when the drain deadline passed
+    "trace_not_found",    # feedback whose trace never reached MLflow within the join window
 })
 
 

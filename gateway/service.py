@@ -35,6 +35,7 @@ class Gateway:
         self._chain = StageChain([Sampler(config.sampling), Redactor(config.redaction)], metrics)
         concurrency = 1 if config.mlflow.embedded else config.writer.concurrency
         self._pool = WriterPool(writer, config.writer, metrics, config.mlflow.bundle_experiment_name,
+                                feedback_join_window_s=config.writer.feedback_join_window_s,
                                 concurrency=concurrency)
         self._batcher = Batcher(config.batch, self._pool.submit_batch)
         self._ticker: asyncio.Task[None] | None = None
@@ -75,6 +76,7 @@ class Gateway:
                 if ready:
                     self._hand_on(ready)
                 self._batcher.poll()
+                self._pool.poll_deferred()
             except Exception:  # loop boundary: keep ticking, but say so loudly
                 log.exception("pipeline tick failed")
 

@@ -1,0 +1,65 @@
+"""Fixtures for the whole suite: real MLflow servers (SQLite and PostgreSQL) and gateways.
+
+Servers are started once per session and stopped at the end; gateways are per test. Nothing
+is skipped when a service is missing: a test that needs PostgreSQL fails loudly if it cannot
+reach 127.0.0.1:5432 (``.ci/run`` starts it).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support import MlflowServer, create_pg_database, drop_pg_database
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
+    """A real ``mlflow server`` with a SQLite backend."""
+    workdir = tmp_path_factory.mktemp("mlflow-sqlite")
+    server = MlflowServer(f"sqlite:///{workdir / 'mlflow.db'}", workdir).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server_pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
+    """A real ``mlflow server`` on the machine's PostgreSQL, in a fresh database."""
+    name = f"tracegw_test_{os.getpid()}"
+    uri = create_pg_database(name)
+    workdir = tmp_path_factory.mktemp("mlflow-pg")
+    server = MlflowServer(uri, workdir).start()
+    yield server
+    server.stop()
+    drop_pg_database(name)
+
+
+@pytest.fixture
+def gateway_factory(tmp_path: Path) -> Iterator[Callable[..., object]]:
+    """Start in-process gateways (real gRPC on 127.0.0.1:0) with env-style overrides."""
+    from gateway import config
+    from gateway.server import ThreadedGateway
+
+    started: list[ThreadedGateway] = []
+
+    def make(**env: str) -> ThreadedGateway:
+        settings = {
+            "TRACEGW_LISTEN_ADDRESS": "127.0.0.1:0",
+            "TRACEGW_METRICS_ADDRESS": "127.0.0.1:0",
+            "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'embedded.db'}",
+            "TRACEGW_ARTIFACT_ROOT": str(tmp_path / "artifacts"),
+            "TRACEGW_ROOT_GRACE_S": "0.05",
+            "TRACEGW_BATCH_MAX_DELAY_S": "0.05",
+            "TRACEGW_SHUTDOWN_GRACE_S": "10",
+        }
+        settings.update(env)
+        gw = ThreadedGateway(config.load(settings))
+        started.append(gw)
+        return gw
+
+    yield make
+    for gw in started:
+        gw.stop()

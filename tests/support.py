@@ -1,0 +1,111 @@
+"""Test helpers shared by the suites: free ports, polling with a deadline, real MLflow servers."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
+
+PG_DSN = os.environ.get("TRACEGW_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(check: Callable[[], T], timeout_s: float = 20.0, interval_s: float = 0.05, what: str = "condition") -> T:
+    """Poll ``check`` until it returns something truthy; fail with ``what`` after the deadline."""
+    deadline = time.monotonic() + timeout_s
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval_s)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what} (last value: {last!r})")
+
+
+class MlflowServer:
+    """A real ``mlflow server`` subprocess on a free loopback port (one worker, see DESIGN §4)."""
+
+    def __init__(self, backend_uri: str, workdir: Path) -> None:
+        self.backend_uri = backend_uri
+        self.workdir = workdir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = workdir / f"mlflow-server-{self.port}.log"
+
+    def start(self, timeout_s: float = 90.0) -> MlflowServer:
+        mlflow_bin = shutil.which("mlflow", path=str(Path(sys.executable).parent)) or "mlflow"
+        artifacts = self.workdir / "artifacts"
+        artifacts.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ, MLFLOW_TRACKING_URI="", PYTHONUNBUFFERED="1")
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [mlflow_bin, "server", "--backend-store-uri", self.backend_uri,
+                 "--default-artifact-root", artifacts.as_uri(), "--host", "127.0.0.1",
+                 "--port", str(self.port), "--workers", "1"],
+                stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.workdir, start_new_session=True)
+        try:
+            wait_for(self._healthy, timeout_s=timeout_s, interval_s=0.25, what=f"mlflow server on {self.url}")
+        except AssertionError:
+            self.stop()
+            raise AssertionError(f"mlflow server did not start; log:\n{self.log_path.read_text()[-3000:]}") from None
+        return self
+
+    def _healthy(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise AssertionError(f"mlflow server exited: {self.log_path.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(self.url + "/health", timeout=1) as resp:
+                return bool(resp.status == 200)
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            return False
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=5)
+
+
+def create_pg_database(name: str) -> str:
+    """Create a fresh PostgreSQL database and return its SQLAlchemy URI."""
+    import psycopg2
+
+    conn = psycopg2.connect(PG_DSN)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        cur.execute(f'CREATE DATABASE "{name}"')
+    conn.close()
+    base = PG_DSN.rsplit("/", 1)[0]
+    return f"{base}/{name}"
+
+
+def drop_pg_database(name: str) -> None:
+    import psycopg2
+
+    conn = psycopg2.connect(PG_DSN)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    conn.close()
