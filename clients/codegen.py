@@ -31,8 +31,8 @@ _INIT = '"""Generated protobuf and gRPC stubs (python -m clients.codegen). Do no
 
 def generate() -> dict[str, bytes]:
     """Run protoc and return the generated files, keyed by file name."""
-    from grpc_tools import protoc  # dev-only dependency
     import grpc_tools
+    from grpc_tools import protoc  # dev-only dependency
 
     include = Path(grpc_tools.__file__).parent / "_proto"
     sources = sorted(str(p.relative_to(PROTO_ROOT)) for p in (PROTO_ROOT / PROTO_PACKAGE_DIR).glob("*.proto"))

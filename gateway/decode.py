@@ -91,7 +91,7 @@ def _json(text: str, where: str) -> Any:
         return None
     try:
         return json.loads(text)
-    except ValueError as exc:
+    except json.JSONDecodeError as exc:
         raise _Reject(where, f"is not valid JSON ({exc.msg} at char {exc.pos})") from None
 
 

@@ -226,18 +226,18 @@ class WriterPool:
             self.wait_idle(max(0.0, deadline - time.monotonic()))
         self._stopped = True
         with self._deferred_lock:
-            for _, _, item in self._deferred:
-                self._count_drop(_kind(item), "shutdown", 1)
+            for _, _, deferred in self._deferred:
+                self._count_drop(_kind(deferred), "shutdown", 1)
             self._deferred.clear()
         while True:
             try:
-                item = self._queue.get_nowait()
+                leftover = self._queue.get_nowait()
             except queue.Empty:
                 break
-            if isinstance(item, SpanBatch):
-                self._count_drop("spans", "shutdown", item.span_count)
+            if isinstance(leftover, SpanBatch):
+                self._count_drop("spans", "shutdown", leftover.span_count)
             else:
-                self._count_drop(_kind(item), "shutdown", 1)
+                self._count_drop(_kind(leftover), "shutdown", 1)
             self._queue.task_done()
         for _ in self._threads:
             self._queue.put(_STOP)
@@ -256,7 +256,7 @@ class WriterPool:
             try:
                 if isinstance(item, SpanBatch):
                     self._deliver(item)
-                else:
+                elif isinstance(item, EventItem):
                     self._deliver_event(item)
             except Exception:  # worker-loop boundary: never let the thread die
                 log.exception("writer thread failed on an item; counted as write_failed")
@@ -307,8 +307,8 @@ class WriterPool:
                 if self._defer(item):
                     return
                 self._count_drop(kind, "trace_not_found", 1)
-                self._warn.warning("feedback_orphan", "feedback for trace %s: trace not in MLflow after %.0fs",
-                                   record.trace_id, self._join_window_s)
+                self._warn.warning("feedback_orphan", "feedback %s: its trace was not in MLflow after %.0fs",
+                                   item.record.event_id, self._join_window_s)
                 return
             self._count_drop(kind, "write_failed", 1)
             self._warn.warning("write_" + kind, "%s write failed: %s", kind, exc.reason)

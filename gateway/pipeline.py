@@ -13,8 +13,12 @@ from gateway.model import TraceRecord
 
 
 class Stage(Protocol):
-    name: str
-    drop_reason: str | None
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def drop_reason(self) -> str | None:
+        """The reason counted for the spans of traces this stage drops (None: it never drops)."""
 
     def process(self, traces: list[TraceRecord]) -> list[TraceRecord]: ...
 

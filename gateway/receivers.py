@@ -44,7 +44,7 @@ class NativeReceiver(trace_gateway_service_pb2_grpc.TraceGatewayServiceServicer)
         self._gw = gateway
         self._m = gateway.metrics
 
-    async def ExportSpans(self, request, context):  # type: ignore[no-untyped-def]
+    async def ExportSpans(self, request, context):
         await _refuse_if_closed(self._gw, context)
         decoded = decode.decode_native_spans(request.spans)
         self._m.spans_received.labels("native").inc(len(request.spans))
@@ -57,7 +57,7 @@ class NativeReceiver(trace_gateway_service_pb2_grpc.TraceGatewayServiceServicer)
             self._gw.accept_spans(decoded.spans, request.experiment_name)
         return trace_gateway_service_pb2.ExportSpansResponse(partial_success=_partial(decoded.rejections))
 
-    async def RecordFeedback(self, request, context):  # type: ignore[no-untyped-def]
+    async def RecordFeedback(self, request, context):
         await _refuse_if_closed(self._gw, context)
         records, rejections = decode.decode_feedback(request.events)
         self._m.events_received.labels("feedback").inc(len(request.events))
@@ -66,7 +66,7 @@ class NativeReceiver(trace_gateway_service_pb2_grpc.TraceGatewayServiceServicer)
         self._gw.accept_feedback(records)
         return trace_gateway_service_pb2.RecordFeedbackResponse(partial_success=_partial(rejections))
 
-    async def RecordBundleEvents(self, request, context):  # type: ignore[no-untyped-def]
+    async def RecordBundleEvents(self, request, context):
         await _refuse_if_closed(self._gw, context)
         records, rejections = decode.decode_bundle_events(request.events)
         self._m.events_received.labels("bundle").inc(len(request.events))
@@ -87,7 +87,7 @@ class OtlpReceiver(trace_service_pb2_grpc.TraceServiceServicer):
         self._gw = gateway
         self._m = gateway.metrics
 
-    async def Export(self, request, context):  # type: ignore[no-untyped-def]
+    async def Export(self, request, context):
         await _refuse_if_closed(self._gw, context)
         decoded = decode.decode_otlp_spans(request.resource_spans)
         total = len(decoded.spans) + len(decoded.rejections)

@@ -31,7 +31,7 @@ import urllib.request
 from collections import Counter
 from pathlib import Path
 
-from clients import BundleEvent, ClientConfig, Tracer
+from clients import BundleEvent, ClientConfig, ClientStats, Tracer
 from clients.events import (
     BundleComponents,
     BundleEvaluated,
@@ -50,7 +50,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _wait(check, timeout_s: float, what: str) -> None:  # type: ignore[no-untyped-def]
+def _wait(check, timeout_s: float, what: str) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if check():
@@ -192,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
                     proc.kill()
 
 
-def _report(db_uri: str, workdir: Path, cost_lines: list[str], metrics: dict[str, float], stats, feedback_sent: int) -> None:  # type: ignore[no-untyped-def]
+def _report(db_uri: str, workdir: Path, cost_lines: list[str], metrics: dict[str, float],
+            stats: ClientStats, feedback_sent: int) -> None:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     import mlflow
 

@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass
 
 from clients import ClientConfig, FeedbackEvent, Tracer
+from clients.events import Feedback
 
 INTENTS = {
     # intent: (route uses Bedrock, prompt version, sample messages in English and Japanese)
@@ -228,7 +229,7 @@ def run(tracer: Tracer, plans: list[Plan], rate_per_s: float, max_seconds: float
         trace_ids.append(trace_id)
         if p.feedback:
             tracer.record_feedback(FeedbackEvent(
-                response_id="resp_" + p.request_id[-10:], trace_id=trace_id, feedback=p.feedback,
+                response_id="resp_" + p.request_id[-10:], trace_id=trace_id, feedback=Feedback(p.feedback),
                 reason_code="wrong_recommendation" if p.feedback == "thumbs_down" else "helpful",
                 session_id=p.session_id, prompt_version=p.prompt_version, release_bundle=RELEASE_BUNDLE))
             feedback += 1

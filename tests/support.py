@@ -97,7 +97,7 @@ def create_pg_database(name: str) -> str:
         cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
         cur.execute(f'CREATE DATABASE "{name}"')
     conn.close()
-    base = PG_DSN.rsplit("/", 1)[0]
+    base = PG_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg2://", 1)
     return f"{base}/{name}"
 
 

@@ -1,0 +1,367 @@
+"""The background sender: one daemon thread that ships queued spans and events to the gateway.
+
+The thread sleeps on an Event (``flush_interval_s``), or less when the span queue reaches
+``max_batch_spans``. Each wake-up drains the queues in bounded batches, converting spans to
+protobuf ``encode_chunk_spans`` at a time and yielding the GIL between chunks and batches, so
+the application's threads are never held up for long.
+
+A failed batch is dropped, counted by reason and followed by a pause (exponential backoff
+with jitter, or the gateway's RetryInfo delay) while the queues keep filling up to their
+bounds; nothing is retried, the gateway is a loopback sidecar and the queues are the buffer.
+During shutdown a failed RPC ends the drain at once: the rest is dropped with the same
+reason, so a dead gateway cannot hold the process up.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Final
+
+import grpc
+
+from clients.config import ClientConfig
+from clients.encode import encode_bundle_event, encode_feedback, encode_spans_chunk, export_header
+from clients.events import BundleEvent, Event, FeedbackEvent
+from clients.pb import trace_gateway_service_pb2 as svc_pb2
+from clients.retry_info import retry_delay_from_metadata
+from clients.span import SpanHandle
+from clients.stats import Counters
+
+_log = logging.getLogger(__name__)
+
+_SERVICE: Final = svc_pb2.DESCRIPTOR.services_by_name["TraceGatewayService"].full_name
+_YIELD_S: Final = 0.0002
+"""Pause between encode chunks and batches: long enough for a waiting thread to take the GIL."""
+_LOG_EVERY_S: Final = 30.0
+
+_REASONS: Final = {
+    grpc.StatusCode.UNAVAILABLE: "unavailable",
+    grpc.StatusCode.DEADLINE_EXCEEDED: "deadline_exceeded",
+    grpc.StatusCode.RESOURCE_EXHAUSTED: "resource_exhausted",
+}
+
+# Loopback sidecar: reconnect quickly after a gateway restart instead of grpc's 1 s .. 120 s.
+CHANNEL_OPTIONS: Final = (
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+    ("grpc.enable_retries", 0),
+)
+
+
+class _RateLimitedLog:
+    """Logs one warning per key every ``_LOG_EVERY_S`` seconds, with how many were skipped."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, float] = {}
+        self._skipped: dict[str, int] = {}
+
+    def warning(self, key: str, msg: str, *args: object, exc_info: bool = False) -> None:
+        now = time.monotonic()
+        last = self._last.get(key)
+        if last is not None and now - last < _LOG_EVERY_S:
+            self._skipped[key] = self._skipped.get(key, 0) + 1
+            return
+        skipped = self._skipped.pop(key, 0)
+        self._last[key] = now
+        _log.warning(msg + " (%d similar messages suppressed)", *args, skipped, exc_info=exc_info)
+
+
+class _Failure(Exception):
+    """A batch failed; ``reason`` is a drop reason, ``delay_s`` the server's RetryInfo if any."""
+
+    def __init__(self, reason: str, detail: str, delay_s: float | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.detail = detail
+        self.delay_s = delay_s
+
+
+def _pop_batch(queue: deque[Any], limit: int) -> list[Any]:
+    batch: list[Any] = []
+    append, popleft = batch.append, queue.popleft
+    try:
+        for _ in range(min(limit, len(queue))):
+            append(popleft())
+    except IndexError:  # emptied by a concurrent shutdown
+        pass
+    return batch
+
+
+def _drain_queue(queue: deque[Any]) -> int:
+    count = 0
+    try:
+        while True:
+            queue.popleft()
+            count += 1
+    except IndexError:
+        return count
+
+
+class Sender:
+    """Ships the span and event queues to the gateway from one daemon thread.
+
+    ``start()`` once; ``flush(timeout_s)`` and ``shutdown(timeout_s)`` from any thread.
+    """
+
+    def __init__(
+        self,
+        config: ClientConfig,
+        spans: deque[SpanHandle],
+        events: deque[Event],
+        wake: threading.Event,
+        counters: Counters,
+        channel_factory: Callable[[str], grpc.Channel] | None = None,
+    ) -> None:
+        self._config = config
+        self._spans = spans
+        self._events = events
+        self._wake = wake
+        self._counters = counters
+        factory = channel_factory or (lambda target: grpc.insecure_channel(target, options=CHANNEL_OPTIONS))
+        self._channel = factory(config.target)
+        self._export = self._channel.unary_unary(
+            f"/{_SERVICE}/ExportSpans",
+            request_serializer=None,  # the request is serialised chunk by chunk (encode_spans_chunk)
+            response_deserializer=svc_pb2.ExportSpansResponse.FromString,
+        )
+        self._feedback = self._channel.unary_unary(
+            f"/{_SERVICE}/RecordFeedback",
+            request_serializer=svc_pb2.RecordFeedbackRequest.SerializeToString,
+            response_deserializer=svc_pb2.RecordFeedbackResponse.FromString,
+        )
+        self._bundles = self._channel.unary_unary(
+            f"/{_SERVICE}/RecordBundleEvents",
+            request_serializer=svc_pb2.RecordBundleEventsRequest.SerializeToString,
+            response_deserializer=svc_pb2.RecordBundleEventsResponse.FromString,
+        )
+        self._header = export_header(config.experiment_name, config.service_name)
+        self._log = _RateLimitedLog()
+        self._thread = threading.Thread(target=self._run, name="tracegw-client-sender", daemon=True)
+        self._stop = threading.Event()
+        self._stop_deadline = 0.0
+        self._backoff_s = 0.0
+        self._resume_at = 0.0
+        self._probe = False
+        self._flush_cond = threading.Condition()
+        self._flush_requested = 0
+        self._flush_done = 0
+        self._shutdown_lock = threading.Lock()
+        self._shut_down = False
+
+    # -- control (any thread) ---------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the sender thread."""
+        self._thread.start()
+
+    def flush(self, timeout_s: float) -> bool:
+        """Wait until everything queued before the call was shipped or counted as dropped."""
+        if not self._thread.is_alive():
+            return not self._spans and not self._events
+        with self._flush_cond:
+            self._flush_requested += 1
+            generation = self._flush_requested
+        self._wake.set()
+        deadline = time.monotonic() + max(timeout_s, 0.0)
+        with self._flush_cond:
+            while self._flush_done < generation:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not self._thread.is_alive():
+                    return self._flush_done >= generation
+                self._flush_cond.wait(remaining)
+        return True
+
+    def shutdown(self, timeout_s: float) -> None:
+        """Drain what fits in ``timeout_s``, stop the thread, close the channel; idempotent."""
+        with self._shutdown_lock:
+            if self._shut_down:
+                return
+            self._shut_down = True
+        deadline = time.monotonic() + max(timeout_s, 0.0)
+        self._stop_deadline = deadline
+        self._stop.set()
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join(max(deadline - time.monotonic(), 0.0))
+        self._channel.close()  # cancels an RPC still in flight, the thread then exits
+        if self._thread.is_alive():
+            self._thread.join(0.5)
+        self._drop_rest("shutdown")
+
+    # -- the thread -----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        interval = self._config.flush_interval_s
+        while True:
+            try:
+                stopping = self._stop.is_set()
+                pause = self._resume_at - time.monotonic()
+                if pause > 0 and not stopping:
+                    self._stop.wait(pause)  # backing off; only shutdown cuts it short
+                    continue
+                generation = self._flush_requested
+                drained = self._drain(stopping)
+                if drained:
+                    with self._flush_cond:
+                        self._flush_done = max(self._flush_done, generation)
+                        self._flush_cond.notify_all()
+                if stopping:
+                    self._drop_rest("shutdown")
+                    return
+                if drained:
+                    self._wake.wait(interval)
+                    self._wake.clear()
+            except Exception as exc:  # worker-loop boundary: never let the thread die
+                self._counters.error("sender", type(exc).__name__)
+                self._log.warning("loop", "trace client sender failed: %s", type(exc).__name__, exc_info=True)
+                if self._stop.wait(self._next_backoff(None)):
+                    self._drop_rest("shutdown")
+                    return
+
+    def _drain(self, stopping: bool) -> bool:
+        """Ship batches until both queues are empty (True) or a batch fails (False)."""
+        spans, events = self._spans, self._events
+        max_spans, max_events = self._config.max_batch_spans, self._config.max_batch_events
+        while spans or events:
+            if stopping and time.monotonic() >= self._stop_deadline:
+                return False
+            try:
+                if spans:
+                    batch = _pop_batch(spans, max_spans)
+                    self._counters.spans_taken += len(batch)
+                    self._ship_spans(batch)
+                if events:
+                    batch_events = _pop_batch(events, max_events)
+                    self._counters.events_taken += len(batch_events)
+                    self._ship_events(batch_events)
+            except _Failure as failure:
+                self._probe = True
+                self._counters.note_failure("send", f"{failure.reason}: {failure.detail}")
+                self._log.warning(
+                    failure.reason, "trace gateway %s: %s; dropping batches for a while", failure.reason, failure.detail
+                )
+                if stopping:
+                    self._drop_rest(failure.reason)
+                    return True
+                delay = self._next_backoff(failure.delay_s)
+                self._resume_at = time.monotonic() + delay
+                return False
+            self._backoff_s = 0.0
+            time.sleep(_YIELD_S)
+        return True
+
+    def _next_backoff(self, server_delay_s: float | None) -> float:
+        cfg = self._config
+        self._backoff_s = min(max(self._backoff_s * 2, cfg.backoff_initial_s), cfg.backoff_max_s)
+        if server_delay_s is not None:
+            return min(server_delay_s, cfg.backoff_max_s)
+        return self._backoff_s * random.uniform(0.8, 1.2)
+
+    def _drop_rest(self, reason: str) -> None:
+        spans = _drain_queue(self._spans)
+        if spans:
+            self._counters.spans_taken += spans
+            self._counters.drop_spans(reason, spans)
+        events = _drain_queue(self._events)
+        if events:
+            self._counters.events_taken += events
+            self._counters.drop_events(reason, events)
+
+    def _ship_spans(self, batch: list[SpanHandle]) -> None:
+        chunk = self._config.encode_chunk_spans
+        if self._probe and len(batch) > chunk:
+            # After a failure, send one chunk first: a dead gateway then costs one chunk's
+            # encoding, not a whole batch's.
+            try:
+                self._ship_spans_now(batch[:chunk])
+            except _Failure as failure:
+                self._counters.drop_spans(failure.reason, len(batch) - chunk)
+                raise
+            batch = batch[chunk:]
+        self._ship_spans_now(batch)
+        self._probe = False
+
+    def _ship_spans_now(self, batch: list[SpanHandle]) -> None:
+        chunk = self._config.encode_chunk_spans
+        parts = [self._header]
+        failed = 0
+        for start in range(0, len(batch), chunk):
+            if start:
+                time.sleep(_YIELD_S)
+            data, bad = encode_spans_chunk(batch[start : start + chunk])
+            parts.append(data)
+            failed += bad
+        counters = self._counters
+        if failed:
+            counters.drop_spans("error", failed)
+            counters.error("encode_span", f"{failed} spans could not be encoded")
+        good = len(batch) - failed
+        if not good:
+            return
+        try:
+            response = self._export(b"".join(parts), timeout=self._config.rpc_timeout_s)
+        except grpc.RpcError as err:
+            failure = _failure(err)
+            counters.drop_spans(failure.reason, good)
+            raise failure from None
+        rejected = min(max(response.partial_success.rejected_count, 0), good)
+        if rejected:
+            counters.drop_spans("rejected", rejected)
+            counters.note_failure("ExportSpans", f"rejected {rejected}: {response.partial_success.error_message[:200]}")
+        counters.spans_sent += good - rejected
+
+    def _ship_events(self, batch: list[Event]) -> None:
+        counters = self._counters
+        feedback: list[Any] = []
+        bundles: list[Any] = []
+        for event in batch:
+            try:
+                if isinstance(event, FeedbackEvent):
+                    feedback.append(encode_feedback(event))
+                elif isinstance(event, BundleEvent):
+                    bundles.append(encode_bundle_event(event))
+                else:
+                    raise TypeError(type(event).__name__)
+            except Exception as exc:
+                counters.drop_events("error")
+                counters.error("encode_event", type(exc).__name__)
+        failure: _Failure | None = None
+        for method, request, count in (
+            (self._feedback, svc_pb2.RecordFeedbackRequest(events=feedback), len(feedback)),
+            (self._bundles, svc_pb2.RecordBundleEventsRequest(events=bundles), len(bundles)),
+        ):
+            if not count:
+                continue
+            if failure is not None:  # the first call failed: do not hammer the gateway
+                counters.drop_events(failure.reason, count)
+                continue
+            try:
+                response = method(request, timeout=self._config.rpc_timeout_s)
+            except grpc.RpcError as err:
+                failure = _failure(err)
+                counters.drop_events(failure.reason, count)
+                continue
+            rejected = min(max(response.partial_success.rejected_count, 0), count)
+            if rejected:
+                counters.drop_events("rejected", rejected)
+                counters.note_failure("events", f"rejected {rejected}: {response.partial_success.error_message[:200]}")
+            counters.events_sent += count - rejected
+        if failure is not None:
+            raise failure
+
+
+def _failure(err: grpc.RpcError) -> _Failure:
+    code = err.code() if isinstance(err, grpc.Call) else None
+    reason = _REASONS.get(code, "error") if code is not None else "error"
+    delay = None
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED and isinstance(err, grpc.Call):
+        delay = retry_delay_from_metadata(err.trailing_metadata())
+    name = code.name if code is not None else type(err).__name__
+    details = err.details() if isinstance(err, grpc.Call) else ""
+    return _Failure(reason, f"{name} {(details or '')[:200]}".strip(), delay)

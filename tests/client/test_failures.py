@@ -1,0 +1,137 @@
+"""Fault tests: gateway down, slow, full or rejecting; the request path never notices."""
+
+from __future__ import annotations
+
+import time
+
+from clients.retry_info import retry_delay_from_status
+from tests.client.conftest import MakeTracer
+from tests.client.fake_gateway import FakeGateway
+from tests.client.manga_tree import trace_manga_request
+
+
+def _wait_until(predicate: object, timeout_s: float = 5.0) -> bool:
+    """Poll ``predicate`` with a deadline (for client-side counters, which have no event)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return True
+        time.sleep(0.005)
+    return bool(predicate())  # type: ignore[operator]
+
+
+def test_gateway_down_never_blocks_and_drops_are_counted(make_tracer: MakeTracer, dead_target: str) -> None:
+    tracer = make_tracer(target=dead_target, max_queue_spans=40, max_batch_spans=16)
+    started = time.monotonic()
+    for i in range(10):
+        trace_manga_request(tracer, request_id=f"r{i}")
+    assert time.monotonic() - started < 0.5  # 170 spans recorded without waiting on the network
+    assert _wait_until(lambda: tracer.stats().spans_dropped["unavailable"] > 0)
+    t0 = time.monotonic()
+    tracer.shutdown(5.0)
+    assert time.monotonic() - t0 < 2.0
+    stats = tracer.stats()
+    assert stats.spans_sent == 0 and stats.spans_pending == 0
+    assert stats.spans_dropped["unavailable"] > 0
+    assert stats.spans_dropped["queue_full"] + stats.spans_enqueued == 170
+    assert stats.spans_dropped_total == 170
+    assert stats.errors == 0
+    assert stats.last_error is not None and "unavailable" in stats.last_error
+
+
+def test_queue_bound_accounts_for_every_span(make_tracer: MakeTracer, dead_target: str) -> None:
+    tracer = make_tracer(target=dead_target, max_queue_spans=5, flush_interval_s=60.0, max_batch_spans=512)
+    for _ in range(4):
+        trace_manga_request(tracer)
+    stats = tracer.stats()
+    assert stats.spans_enqueued == 5  # the sender sleeps: nothing left the queue
+    assert stats.spans_dropped["queue_full"] == 4 * 17 - 5
+    assert stats.spans_enqueued + stats.spans_dropped["queue_full"] == 4 * 17
+    tracer.shutdown(2.0)
+    after = tracer.stats()
+    assert after.spans_enqueued + after.spans_dropped["queue_full"] == 4 * 17
+    assert after.spans_sent + after.spans_dropped_total == 4 * 17
+
+
+def test_gateway_recovers_after_backoff(make_tracer: MakeTracer, gateway: FakeGateway) -> None:
+    gateway.exhausted = True
+    gateway.retry_delay_s = 0.05
+    tracer = make_tracer(target=gateway.target, backoff_initial_s=0.01, backoff_max_s=0.1)
+    trace_manga_request(tracer)
+    assert _wait_until(lambda: tracer.stats().spans_dropped["resource_exhausted"] == 17)
+    gateway.exhausted = False
+    trace_manga_request(tracer)
+    assert gateway.wait_for(lambda: len(gateway.spans()) == 17)
+    assert tracer.flush(5.0)
+    stats = tracer.stats()
+    assert stats.spans_sent == 17 and stats.spans_dropped_total == 17
+
+
+def test_slow_gateway_counts_deadline_exceeded(make_tracer: MakeTracer, gateway: FakeGateway) -> None:
+    gateway.delay_s = 5.0
+    tracer = make_tracer(target=gateway.target, rpc_timeout_s=0.1)
+    with tracer.start_span("slow"):
+        pass
+    assert _wait_until(lambda: tracer.stats().spans_dropped["deadline_exceeded"] == 1)
+    assert tracer.stats().spans_sent == 0
+
+
+def test_full_gateway_counts_resource_exhausted_and_honours_retry_info(
+    make_tracer: MakeTracer, gateway: FakeGateway
+) -> None:
+    gateway.exhausted = True
+    gateway.retry_delay_s = 30.0
+    tracer = make_tracer(target=gateway.target, backoff_max_s=60.0)
+    with tracer.start_span("first"):
+        pass
+    assert _wait_until(lambda: tracer.stats().spans_dropped["resource_exhausted"] == 1)
+    calls = gateway.calls
+    with tracer.start_span("second"):
+        pass
+    # The sender now waits the server's 30 s before the next call: flush cannot complete.
+    assert not tracer.flush(0.3)
+    assert gateway.calls == calls
+    t0 = time.monotonic()
+    tracer.shutdown(2.0)  # shutdown cuts the pause short
+    assert time.monotonic() - t0 < 2.0
+    assert tracer.stats().spans_dropped["resource_exhausted"] == 2
+
+
+def test_partial_rejections_are_counted(make_tracer: MakeTracer, gateway: FakeGateway) -> None:
+    gateway.reject_per_request = 2
+    tracer = make_tracer(target=gateway.target)
+    trace_manga_request(tracer)
+    assert tracer.flush(5.0)
+    stats = tracer.stats()
+    requests = len(gateway.export_requests)
+    assert stats.spans_dropped["rejected"] == 2 * requests
+    assert stats.spans_sent == 17 - 2 * requests
+    assert stats.last_error is not None and "rejected" in stats.last_error
+
+
+def test_shutdown_is_idempotent_and_later_spans_are_counted(make_tracer: MakeTracer, gateway: FakeGateway) -> None:
+    tracer = make_tracer(target=gateway.target)
+    with tracer.start_span("before"):
+        pass
+    tracer.shutdown(2.0)
+    tracer.shutdown(2.0)
+    assert [span.name for span in gateway.spans()] == ["before"]
+    with tracer.start_span("after"):
+        pass
+    stats = tracer.stats()
+    assert stats.spans_sent == 1 and stats.spans_dropped["shutdown"] == 1
+    assert tracer.flush(0.1)  # nothing left to ship
+
+
+def test_retry_info_decoding_matches_google_rpc() -> None:
+    from google.protobuf import any_pb2, duration_pb2
+    from google.rpc import error_details_pb2, status_pb2
+
+    detail = any_pb2.Any()
+    detail.Pack(error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=2, nanos=500_000_000)))
+    other = any_pb2.Any()
+    other.Pack(error_details_pb2.ErrorInfo(reason="FULL", domain="gw"))
+    status = status_pb2.Status(code=8, message="full", details=[other, detail])
+    assert retry_delay_from_status(status.SerializeToString()) == 2.5
+    assert retry_delay_from_status(status_pb2.Status(code=8).SerializeToString()) is None
+    assert retry_delay_from_status(b"\x1a\xff") is None  # truncated: ignored, not raised

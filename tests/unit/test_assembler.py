@@ -1,0 +1,95 @@
+from prometheus_client import CollectorRegistry
+
+from gateway.assembler import INCOMPLETE_TAG, SYNTHESIZED_ATTRIBUTE, Assembler
+from gateway.config import AssemblyConfig
+from gateway.metrics import GatewayMetrics
+from gateway.model import SpanRecord
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def mk(trace: str, span: str, parent: str | None, tags: dict[str, str] | None = None) -> SpanRecord:
+    return SpanRecord(trace_id=trace * 32, span_id=span * 16, parent_span_id=parent * 16 if parent else None,
+                      name=f"s{span}", span_type="CHAIN", start_time_ns=10, end_time_ns=20,
+                      trace_tags=tags or {})
+
+
+def make(**kw: float) -> tuple[Assembler, FakeClock, GatewayMetrics]:
+    cfg = AssemblyConfig(root_grace_s=kw.get("grace", 0.5), decision_timeout_s=kw.get("timeout", 30),
+                         max_traces_in_flight=int(kw.get("max_traces", 100)),
+                         max_spans_per_trace=int(kw.get("max_spans", 100)))
+    clock = FakeClock()
+    metrics = GatewayMetrics(CollectorRegistry())
+    return Assembler(cfg, metrics, clock), clock, metrics
+
+
+def sample(metrics: GatewayMetrics, name: str, labels: dict[str, str] | None = None) -> float:
+    value = metrics.registry.get_sample_value(name, labels or {})
+    return value or 0.0
+
+
+def test_trace_is_handed_on_after_root_plus_grace_with_merged_tags() -> None:
+    asm, clock, metrics = make()
+    asm.add([mk("a", "2", "1", {"intent": "faq"}), mk("a", "1", None, {"session_id": "s"})], "exp")
+    assert asm.poll() == []
+    clock.now += 0.49
+    assert asm.poll() == []
+    clock.now += 0.02
+    [trace] = asm.poll()
+    assert len(trace.spans) == 2 and trace.complete
+    assert trace.tags == {"intent": "faq", "session_id": "s"}
+    assert trace.experiment_name == "exp"
+    assert sample(metrics, "tracegw_traces_assembled_total", {"outcome": "root"}) == 1
+
+
+def test_late_child_follows_its_decided_trace() -> None:
+    asm, clock, _ = make()
+    asm.add([mk("a", "1", None)], "exp")
+    clock.now += 1
+    assert len(asm.poll()) == 1
+    asm.add([mk("a", "3", "1")], "other")
+    [late] = asm.poll()
+    assert late.reasons == ["late"] and late.experiment_name == "exp"
+    assert [s.span_id for s in late.spans] == ["3" * 16]
+
+
+def test_rootless_trace_is_decided_at_timeout_with_synthesized_root() -> None:
+    asm, clock, metrics = make(timeout=30)
+    asm.add([mk("b", "2", "1"), mk("b", "3", "2")], "exp")
+    clock.now += 29
+    assert asm.poll() == []
+    clock.now += 1.5
+    [trace] = asm.poll()
+    assert not trace.complete
+    assert trace.tags[INCOMPLETE_TAG] == "true"
+    root = trace.root
+    assert root is not None and root.span_id == "1" * 16  # the orphans hang under it
+    assert root.attributes[SYNTHESIZED_ATTRIBUTE] is True
+    assert sample(metrics, "tracegw_traces_assembled_total", {"outcome": "timeout"}) == 1
+
+
+def test_bounds_evict_oldest_and_count_span_limit() -> None:
+    asm, clock, metrics = make(max_traces=2, max_spans=2)
+    asm.add([mk("a", "1", None)], "e")
+    clock.now += 0.01
+    asm.add([mk("b", "1", None)], "e")
+    evicted = asm.add([mk("c", "1", None)], "e")
+    assert [t.trace_id for t in evicted] == ["a" * 32]
+    assert asm.traces_in_flight == 2
+    asm.add([mk("c", "2", "1"), mk("c", "3", "1")], "e")
+    assert sample(metrics, "tracegw_spans_dropped_total", {"stage": "assemble", "reason": "span_limit"}) == 1
+    assert sample(metrics, "tracegw_traces_assembled_total", {"outcome": "evicted"}) == 1
+
+
+def test_drain_hands_on_everything() -> None:
+    asm, _, _ = make()
+    asm.add([mk("a", "1", None), mk("b", "2", "1")], "e")
+    traces = asm.drain()
+    assert sorted(t.complete for t in traces) == [False, True]
+    assert asm.traces_in_flight == 0 and asm.spans_in_flight == 0
