@@ -44,6 +44,8 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--experiment", metavar="NAME", help="default experiment (MLFLOW_EXPERIMENT_NAME)")
         p.add_argument("--sampling-ratio", metavar="R", help="head sampling ratio (MLFLOW_TRACE_SAMPLING_RATIO)")
         p.add_argument("--log-level", metavar="LEVEL", help="DEBUG/INFO/WARNING/ERROR (TRACEGW_LOG_LEVEL)")
+        if name == "config":
+            p.add_argument("--markdown", action="store_true", help="print a Markdown table (for the README)")
     return parser
 
 
@@ -57,6 +59,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "check":
         print("configuration ok")
+        return 0
+    if args.command == "config" and args.markdown:
+        print("| variable | default | meaning |\n|---|---|---|")
+        for env, value, help_text in config_mod.describe(cfg):
+            print(f"| `{env}` | `{value}` | {help_text} |")
         return 0
     if args.command == "config":
         rows = config_mod.describe(cfg)

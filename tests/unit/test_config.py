@@ -63,3 +63,11 @@ def test_cli_check_reports_bad_settings(capsys: pytest.CaptureFixture[str]) -> N
     assert main(["check", "--sampling-ratio", "2"]) == 2
     assert "MLFLOW_TRACE_SAMPLING_RATIO" in capsys.readouterr().err
     assert main(["check"]) == 0
+
+
+def test_readme_configuration_table_lists_every_setting() -> None:
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    missing = [s.env for s in config.SETTINGS if f"| `{s.env}` |" not in readme]
+    assert missing == [], "README is missing settings; regenerate with `tracegw config --markdown`"

@@ -1,0 +1,52 @@
+# The few commands people type. Everything runs from a project-local virtualenv (.venv).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+BUF_VERSION := 1.75.0
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+
+.PHONY: help setup demo demo-server test test-fast lint fmt proto proto-check bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@rm -f $(VENV)/.installed-*; touch $@
+
+.tools/node_modules/.bin/buf:
+	npm install --silent --no-audit --no-fund --prefix .tools @bufbuild/buf@$(BUF_VERSION)
+
+setup: $(STAMP) .tools/node_modules/.bin/buf  ## create .venv with the gateway, client, orchestrator and dev tools
+
+demo: setup  ## run the sidecar on embedded SQLite with realistic traffic, print what landed
+	$(BIN)/mangaassist-demo --workdir .demo
+
+demo-server: setup  ## the same through a local `mlflow server`, stopped mid-run
+	$(BIN)/mangaassist-demo --workdir .demo-server --mlflow-server
+
+test: setup  ## the whole suite: unit, client, integration (real mlflow servers, PostgreSQL)
+	$(BIN)/python -m pytest
+
+test-fast: setup  ## unit and client tests only (seconds)
+	$(BIN)/python -m pytest tests/unit tests/client
+
+lint: setup  ## ruff, mypy, buf lint, stub drift
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	cd proto && ../.tools/node_modules/.bin/buf lint
+	$(BIN)/python -m clients.codegen --check
+
+fmt: setup  ## apply ruff's fixes
+	$(BIN)/ruff check --fix .
+
+proto: setup  ## regenerate clients/pb from proto/
+	$(BIN)/python -m clients.codegen
+
+bench: setup  ## request-path cost of the client against a hand-written floor
+	$(BIN)/python bench/client_overhead.py
+
+clean:  ## remove the venv, tools and demo output
+	rm -rf $(VENV) .tools .demo .demo-server .pytest_cache .mypy_cache .ruff_cache
