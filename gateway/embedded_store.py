@@ -18,11 +18,12 @@ from mlflow.exceptions import MlflowException
 from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from gateway import bundle_ledger
+from gateway import bundle_ledger, logs
 from gateway.model import BundleRecord, FeedbackRecord
 from gateway.writer import PermanentWriteError, RetryableWriteError
 
 log = logging.getLogger(__name__)
+logs.adopt("mlflow")  # importing mlflow replaced our handling of its logger
 
 
 def _translate(exc: MlflowException, what: str) -> Exception:

@@ -28,6 +28,17 @@ def configure(level: str, stream: TextIO = sys.stderr) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # MLflow and alembic log per call at INFO; keep the gateway's own lines readable.
     for noisy in ("mlflow", "alembic", "urllib3"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+        adopt(noisy)
+
+
+def adopt(name: str) -> None:
+    """Route a library's logger through ours, at WARNING or above.
+
+    MLflow installs its own plain-text handler when it is imported (and alembic when MLflow
+    migrates a database), which would break the JSON-lines log; call this after such imports.
+    """
+    logger = logging.getLogger(name)
+    logger.handlers[:] = []
+    logger.propagate = True
+    logger.setLevel(max(logging.WARNING, logging.getLogger().level))

@@ -91,6 +91,20 @@ def scrape(metrics_url: str) -> dict[str, float]:
     return values
 
 
+def _wait_written(metrics_url: str, timeout_s: float) -> float:
+    """Seconds until the gateway has written everything it received (MLflow is slower than the app)."""
+    started = time.monotonic()
+
+    def done() -> bool:
+        m = scrape(metrics_url)
+        received = sum(v for k, v in m.items() if k.startswith("tracegw_spans_received_total"))
+        settled = sum(v for k, v in m.items() if k.startswith("tracegw_spans_dropped_total"))
+        return received > 0 and m.get("tracegw_spans_written_total", 0.0) + settled >= received
+
+    _wait(done, timeout_s, "the gateway to write what it received")
+    return time.monotonic() - started
+
+
 def _cost_line(label: str, result: RunResult) -> str:
     c = result.costs_us
     return (f"  {label:<28} {len(c):>5} requests   tracing cost p50 {statistics.median(c):7.1f} µs"
@@ -127,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
                 [shutil.which("mlflow", path=str(bin_dir)) or "mlflow", "server", "--backend-store-uri", db_uri,
                  "--default-artifact-root", (workdir / "mlartifacts").as_uri(), "--host", "127.0.0.1",
                  "--port", str(port), "--workers", "1"],
-                stdout=mlflow_log, stderr=subprocess.STDOUT, start_new_session=True)
+                stdout=mlflow_log, stderr=subprocess.STDOUT, start_new_session=True,
+                env=dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false"))
             procs.append(mlflow_proc)
             _wait(lambda: _http_ok(tracking_uri + "/health"), 120, "mlflow server")
         grpc_port, metrics_port = _free_port(), _free_port()
@@ -159,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
             dataset_version="golden-v12"), actor_id="release-pipeline"))
         tracer.flush(timeout_s=10)
         cost_lines = [_cost_line("gateway up, MLflow up", up)]
+        caught_up_s = _wait_written(metrics_url, timeout_s=120)
+        print(f"      MLflow has every span the gateway received ({caught_up_s:.1f}s after the last request)")
 
         if mlflow_proc is not None:
             print("[3/5] stopping the MLflow server while traffic keeps flowing ...")
@@ -176,8 +193,8 @@ def main(argv: list[str] | None = None) -> int:
         no_gw = run(tracer, plans[-100:], args.rate)
         tracer.flush(timeout_s=2)
         cost_lines.append(_cost_line("gateway DOWN", no_gw))
-        stats = tracer.stats()
         tracer.shutdown(timeout_s=2)
+        stats = tracer.stats()
 
         print("[5/5] reading MLflow back ...\n")
         _report(db_uri, workdir, cost_lines, before_stop, stats, up.feedback_sent)
@@ -224,7 +241,8 @@ def _report(db_uri: str, workdir: Path, cost_lines: list[str], metrics: dict[str
         print(f"  e.g. {sample.info.trace_id}: {len(sample.data.spans)} spans, tags "
               f"intent={sample.info.tags.get('intent')} release_bundle={sample.info.tags.get('release_bundle')}")
     print("\nOpen it in the MLflow UI:")
-    print(f"  cd {workdir} && mlflow ui --backend-store-uri {db_uri} --port 5000   # then http://127.0.0.1:5000")
+    mlflow_bin = Path(sys.executable).parent / "mlflow"
+    print(f"  {mlflow_bin} ui --backend-store-uri {db_uri} --port 5000   # then http://127.0.0.1:5000")
     print(f"  search traces with: tags.intent = 'recommendation'   (experiment '{EXPERIMENT}')")
 
 

@@ -53,7 +53,9 @@ class MlflowServer:
         mlflow_bin = shutil.which("mlflow", path=str(Path(sys.executable).parent)) or "mlflow"
         artifacts = self.workdir / "artifacts"
         artifacts.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ, MLFLOW_TRACKING_URI="", PYTHONUNBUFFERED="1")
+        # No huey job-runner processes: tests do not use MLflow's background jobs, and on a
+        # 2-core machine those workers compete with the server for CPU.
+        env = dict(os.environ, MLFLOW_TRACKING_URI="", PYTHONUNBUFFERED="1", MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [mlflow_bin, "server", "--backend-store-uri", self.backend_uri,
