@@ -20,7 +20,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from gateway import bundle_ledger, logs
 from gateway.model import BundleRecord, FeedbackRecord
-from gateway.writer import PermanentWriteError, RetryableWriteError
+from gateway.writer import FEEDBACK_SOURCE_ID, PermanentWriteError, RetryableWriteError, feedback_details
 
 log = logging.getLogger(__name__)
 logs.adopt("mlflow")  # importing mlflow replaced our handling of its logger
@@ -69,16 +69,14 @@ class EmbeddedMlflowWriter:
 
     def write_feedback(self, record: FeedbackRecord) -> None:
         trace_id = "tr-" + record.trace_id
-        rationale = record.reason_code + (f": {record.comment}" if record.comment else "")
-        metadata = {"response_id": record.response_id, "feedback_event_id": record.event_id,
-                    "reason_code": record.reason_code, "session_id": record.session_id}
+        rationale, metadata = feedback_details(record)
         feedback = Feedback(
             name="user_feedback",
             value=record.value.value == "thumbs_up",
-            source=AssessmentSource(source_type="HUMAN", source_id="mangaassist-ui"),
+            source=AssessmentSource(source_type="HUMAN", source_id=FEEDBACK_SOURCE_ID),
             trace_id=trace_id,
             rationale=rationale,
-            metadata={k: v for k, v in metadata.items() if v},
+            metadata=metadata,
         )
         try:
             with self._lock:

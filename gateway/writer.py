@@ -196,20 +196,27 @@ class HttpMlflowWriter:
             session.close()
 
 
-def feedback_assessment(record: FeedbackRecord) -> dict[str, object]:
-    """The MLflow ``Assessment`` (feedback) for ``record``, as MLflow's REST JSON."""
+FEEDBACK_SOURCE_ID = "mangaassist-ui"
+
+
+def feedback_details(record: FeedbackRecord) -> tuple[str, dict[str, str]]:
+    """The rationale and metadata stored with a feedback assessment (both writers use them)."""
     rationale = record.reason_code + (f": {record.comment}" if record.comment else "")
     metadata = {"response_id": record.response_id, "feedback_event_id": record.event_id,
-                "reason_code": record.reason_code}
-    if record.session_id:
-        metadata["session_id"] = record.session_id
+                "reason_code": record.reason_code, "session_id": record.session_id}
+    return rationale, {k: v for k, v in metadata.items() if v}
+
+
+def feedback_assessment(record: FeedbackRecord) -> dict[str, object]:
+    """The MLflow ``Assessment`` (feedback) for ``record``, as MLflow's REST JSON."""
+    rationale, metadata = feedback_details(record)
     return {
         "trace_id": "tr-" + record.trace_id,
         "assessment_name": "user_feedback",
-        "source": {"source_type": "HUMAN", "source_id": "mangaassist-ui"},
+        "source": {"source_type": "HUMAN", "source_id": FEEDBACK_SOURCE_ID},
         "feedback": {"value": record.value.value == "thumbs_up"},
         "rationale": rationale,
-        "metadata": {k: v for k, v in metadata.items() if v},
+        "metadata": metadata,
     }
 
 

@@ -110,8 +110,8 @@ def test_client_trace_lands_in_mlflow_with_tree_tags_and_ids(backend: str, gatew
 
 
 @pytest.mark.integration
-def test_feedback_joins_its_trace(mlflow_server: MlflowServer, gateway_factory: Any) -> None:
-    gw = gateway_factory(MLFLOW_TRACKING_URI=mlflow_server.url, MLFLOW_EXPERIMENT_NAME="feedback")
+def test_feedback_joins_its_trace(backend: str, gateway_factory: Any) -> None:
+    gw = gateway_factory(MLFLOW_TRACKING_URI=backend, MLFLOW_EXPERIMENT_NAME="feedback")
     tracer = Tracer(ClientConfig(target=gw.target, flush_interval_s=0.05))
     plan = plan_requests(1, seed=9)[0]
     trace_id = handle_message(tracer, plan)
@@ -119,7 +119,7 @@ def test_feedback_joins_its_trace(mlflow_server: MlflowServer, gateway_factory: 
     assert tracer.record_feedback(FeedbackEvent(response_id="resp_1", trace_id=trace_id, feedback="thumbs_down",
                                                 reason_code="wrong_recommendation", session_id=plan.session_id))
     assert tracer.flush(timeout_s=10)
-    client = mlflow_client(mlflow_server.url)
+    client = mlflow_client(backend)
 
     def joined() -> Any:
         try:
