@@ -7,8 +7,9 @@ so that MLflow finalizes and tags it instead of leaving it IN_PROGRESS forever).
 arrive after their trace was decided follow it as a small "late" trace of their own (a bounded
 cache remembers recent decisions).
 
-Bounded: at most ``max_traces_in_flight`` traces (beyond that the oldest is decided early,
-outcome ``evicted``) and ``max_spans_per_trace`` spans per trace (extra spans are dropped and
+Bounded: at most ``max_traces_in_flight`` traces and about ``max_bytes_in_flight`` bytes
+(beyond either the oldest trace is decided early, outcome ``evicted_count`` or
+``evicted_bytes``), and ``max_spans_per_trace`` spans per trace (extra spans are dropped and
 counted with reason ``span_limit``). Not thread-safe: the gateway calls it from its event loop.
 """
 
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 
 from gateway.config import AssemblyConfig
 from gateway.metrics import GatewayMetrics
-from gateway.model import SpanRecord, SpanStatus, TraceRecord
+from gateway.model import SpanRecord, SpanStatus, TraceRecord, approx_span_bytes
 
 INCOMPLETE_TAG = "tracegw.incomplete"
 SYNTHESIZED_ATTRIBUTE = "tracegw.synthesized_root"
@@ -35,6 +36,7 @@ class _Pending:
     spans: list[SpanRecord] = field(default_factory=list)
     tags: dict[str, str] = field(default_factory=dict)
     root_done_at: float | None = None
+    approx_bytes: int = 0
 
 
 class Assembler:
@@ -49,6 +51,7 @@ class Assembler:
         self._decided: OrderedDict[str, str] = OrderedDict()
         self._late: dict[str, list[SpanRecord]] = {}
         self._span_count = 0
+        self._bytes = 0
 
     @property
     def traces_in_flight(self) -> int:
@@ -69,7 +72,7 @@ class Assembler:
                     self._late.setdefault(span.trace_id, []).append(span)
                     continue
                 if len(self._pending) >= self._cfg.max_traces_in_flight:
-                    oldest = self._evict_oldest()
+                    oldest = self._evict_oldest("evicted_count")
                     if oldest is not None:
                         evicted.append(oldest)
                 pending = _Pending(experiment, now)
@@ -78,13 +81,21 @@ class Assembler:
             if len(pending.spans) >= self._cfg.max_spans_per_trace:
                 self._metrics.drop_spans("assemble", "span_limit", 1)
                 continue
+            size = approx_span_bytes(span)
             pending.spans.append(span)
+            pending.approx_bytes += size
+            self._bytes += size
             self._span_count += 1
             if span.trace_tags:
                 pending.tags.update(span.trace_tags)
             if span.parent_span_id is None and pending.root_done_at is None:
                 pending.root_done_at = now
                 self._root_deadlines.append((now + self._cfg.root_grace_s, span.trace_id))
+        while self._bytes > self._cfg.max_bytes_in_flight and len(self._pending) > 1:
+            oldest = self._evict_oldest("evicted_bytes")
+            if oldest is None:
+                break
+            evicted.append(oldest)
         self._update_gauges()
         return evicted
 
@@ -114,17 +125,18 @@ class Assembler:
         self._update_gauges()
         return ready
 
-    def _evict_oldest(self) -> TraceRecord | None:
+    def _evict_oldest(self, outcome: str) -> TraceRecord | None:
         while self._timeout_deadlines:
             _, trace_id = self._timeout_deadlines.popleft()
             if trace_id in self._pending:
-                return self._finish(trace_id, "evicted")
+                return self._finish(trace_id, outcome)
         return None
 
     def _take_late(self) -> list[TraceRecord]:
         if not self._late:
             return []
-        late = [TraceRecord(tid, self._decided.get(tid, ""), spans, {}, complete=True, reasons=["late"])
+        now = self._clock()
+        late = [TraceRecord(tid, self._decided.get(tid, ""), spans, {}, late=True, first_seen=now)
                 for tid, spans in self._late.items()]
         self._late.clear()
         self._metrics.traces_assembled.labels("late").inc(len(late))
@@ -133,10 +145,12 @@ class Assembler:
     def _finish(self, trace_id: str, outcome: str) -> TraceRecord:
         pending = self._pending.pop(trace_id)
         self._span_count -= len(pending.spans)
+        self._bytes -= pending.approx_bytes
         self._decided[trace_id] = pending.experiment
         if len(self._decided) > DECISION_CACHE_SIZE:
             self._decided.popitem(last=False)
-        trace = TraceRecord(trace_id, pending.experiment, pending.spans, pending.tags)
+        trace = TraceRecord(trace_id, pending.experiment, pending.spans, pending.tags,
+                            first_seen=pending.first_seen)
         if pending.root_done_at is None:
             trace.complete = False
             trace.tags[INCOMPLETE_TAG] = "true"
@@ -147,6 +161,7 @@ class Assembler:
     def _update_gauges(self) -> None:
         self._metrics.traces_in_flight.set(len(self._pending))
         self._metrics.spans_in_flight.set(self._span_count)
+        self._metrics.assembly_bytes.set(self._bytes)
 
 
 def synthesize_root(trace: TraceRecord) -> SpanRecord:

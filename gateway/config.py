@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+DEFAULT_KEEP_TAGS = ("session_id,request_id,response_id,release_bundle,prompt_version,bedrock_model_id,intent,"
+                     "page_type,cache_hit,user_type,deployment_stage,experiment_id")
 
 
 class ConfigError(ValueError):
@@ -55,16 +57,37 @@ class AssemblyConfig:
     decision_timeout_s: float
     max_traces_in_flight: int
     max_spans_per_trace: int
+    max_bytes_in_flight: int
 
 
 @dataclass(frozen=True)
 class SamplingConfig:
     ratio: float
+    keep_errors: bool
+    keep_guardrail: bool
+    latency_threshold_s: float
+    keep_stages: tuple[str, ...]
+    keep_contract_violations: bool
+    keep_forced: bool
+    rescue_window_s: float
+    rescue_max_bytes: int
+
+
+@dataclass(frozen=True)
+class ContractConfig:
+    mode: str
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    max_label_values: int
 
 
 @dataclass(frozen=True)
 class RedactionConfig:
     max_preview_chars: int
+    hmac_key: str = field(default="", repr=False)  # a secret: never shown by repr
+    keep_tags: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -87,6 +110,8 @@ class Config:
     mlflow: MlflowConfig
     assembly: AssemblyConfig
     sampling: SamplingConfig
+    contract: ContractConfig
+    metrics: MetricsConfig
     redaction: RedactionConfig
     batch: BatchConfig
     writer: WriterConfig
@@ -104,6 +129,7 @@ class Setting:
     parse: Callable[[str], Any]
     help: str
     check: Callable[[Any], str | None] = lambda _v: None
+    secret: bool = False  # shown as "***" by describe() when set
 
 
 def _bool(text: str) -> bool:
@@ -148,6 +174,14 @@ def _non_empty(v: str) -> str | None:
     return None if v.strip() else "must not be empty"
 
 
+def _csv(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def _contract_mode(v: str) -> str | None:
+    return None if v in ("off", "warn", "strict") else "must be off, warn or strict"
+
+
 def _log_level(v: str) -> str | None:
     return None if v.upper() in ("DEBUG", "INFO", "WARNING", "ERROR") else "must be DEBUG, INFO, WARNING or ERROR"
 
@@ -179,10 +213,39 @@ SETTINGS: tuple[Setting, ...] = (
             "traces held in assembly at once; beyond it the oldest is decided early", _positive),
     Setting("TRACEGW_MAX_SPANS_PER_TRACE", "assembly.max_spans_per_trace", "2000", int,
             "spans kept per trace; more are dropped and counted", _positive),
+    Setting("TRACEGW_MAX_ASSEMBLY_BYTES", "assembly.max_bytes_in_flight", str(128 * 1024 * 1024), int,
+            "approximate bytes held in assembly; beyond it the oldest trace is decided early", _positive),
     Setting("MLFLOW_TRACE_SAMPLING_RATIO", "sampling.ratio", "1.0", float,
-            "head sampling ratio, deterministic by trace id", _ratio),
+            "head sampling ratio, deterministic by trace id (OpenTelemetry's TraceIdRatioBased rule)", _ratio),
+    Setting("TRACEGW_TAIL_KEEP_ERRORS", "sampling.keep_errors", "true", _bool,
+            "always store traces with an ERROR span"),
+    Setting("TRACEGW_TAIL_KEEP_GUARDRAIL", "sampling.keep_guardrail", "true", _bool,
+            "always store traces where a guardrail blocked or redacted, or a fallback triggered"),
+    Setting("TRACEGW_TAIL_LATENCY_THRESHOLD_S", "sampling.latency_threshold_s", "3.0", float,
+            "always store traces whose root took longer than this; 0 disables", _non_negative),
+    Setting("TRACEGW_TAIL_KEEP_STAGES", "sampling.keep_stages", "canary,shadow", _csv,
+            "always store traces whose deployment_stage tag is one of these"),
+    Setting("TRACEGW_TAIL_KEEP_CONTRACT_VIOLATIONS", "sampling.keep_contract_violations", "true", _bool,
+            "always store traces that break the trace contract"),
+    Setting("TRACEGW_TAIL_KEEP_FORCED", "sampling.keep_forced", "true", _bool,
+            "always store traces tagged sampling.force=true by the application, or with feedback"),
+    Setting("TRACEGW_RESCUE_WINDOW_S", "sampling.rescue_window_s", "1800", float,
+            "sampled-out traces stay (redacted, in memory) this long, so feedback can still store them",
+            _positive),
+    Setting("TRACEGW_RESCUE_MAX_BYTES", "sampling.rescue_max_bytes", str(64 * 1024 * 1024), int,
+            "approximate memory for sampled-out traces; the oldest go first", _positive),
+    Setting("TRACEGW_CONTRACT_MODE", "contract.mode", "warn", str,
+            "trace contract (spec §5): off, warn (count + tag + keep) or strict (violating traces not stored)",
+            _contract_mode),
+    Setting("TRACEGW_METRICS_MAX_LABEL_VALUES", "metrics.max_label_values", "50", int,
+            "distinct values per business-metric label; later ones are reported as 'other'", _positive),
     Setting("MLFLOW_ARTIFACT_MAX_PREVIEW_CHARS", "redaction.max_preview_chars", "500", int,
             "inputs/outputs previews are capped at this many characters", _positive),
+    Setting("TRACEGW_REDACTION_HMAC_KEY", "redaction.hmac_key", "", str,
+            "empty: PII becomes typed placeholders (<EMAIL>); set: keyed pseudonyms (<EMAIL:3f9a1c2b>, HMAC-SHA256)",
+            secret=True),
+    Setting("TRACEGW_REDACTION_KEEP_TAGS", "redaction.keep_tags", DEFAULT_KEEP_TAGS, _csv,
+            "comma list of trace tag keys that hold ids and are not redacted"),
     Setting("TRACEGW_BATCH_MAX_SPANS", "batch.max_spans", "2000", int,
             "spans per write request to MLflow", _positive),
     Setting("TRACEGW_BATCH_MAX_BYTES", "batch.max_bytes", str(4 * 1024 * 1024), int,
@@ -237,7 +300,8 @@ def _build(values: dict[str, Any]) -> Config:
     types = {f.name: f.type for f in dataclasses.fields(Config)}
     classes = {
         "listen": ListenConfig, "mlflow": MlflowConfig, "assembly": AssemblyConfig,
-        "sampling": SamplingConfig, "redaction": RedactionConfig, "batch": BatchConfig,
+        "sampling": SamplingConfig, "contract": ContractConfig, "metrics": MetricsConfig,
+        "redaction": RedactionConfig, "batch": BatchConfig,
         "writer": WriterConfig,
     }
     assert set(classes) | set(top) == set(types), "SETTINGS and Config disagree"
@@ -251,5 +315,7 @@ def describe(config: Config) -> list[tuple[str, str, str]]:
         obj: Any = config
         for part in s.path.split("."):
             obj = getattr(obj, part)
-        rows.append((s.env, str(obj), s.help))
+        if s.secret and obj:
+            obj = "***"
+        rows.append((s.env, ",".join(obj) if isinstance(obj, tuple) else str(obj), s.help))
     return rows

@@ -23,29 +23,10 @@ from dataclasses import dataclass, field
 from gateway.config import BatchConfig, WriterConfig
 from gateway.metrics import GatewayMetrics
 from gateway.mlflow_otlp import encode_traces
-from gateway.model import BundleRecord, FeedbackRecord, TraceRecord
+from gateway.model import BundleRecord, FeedbackRecord, TraceRecord, approx_trace_bytes
 from gateway.writer import PermanentWriteError, TraceWriter, WriteError
 
 log = logging.getLogger(__name__)
-
-_SPAN_OVERHEAD_BYTES = 200
-
-
-def approx_bytes(trace: TraceRecord) -> int:
-    """A cheap size estimate used only for batching bounds."""
-    total = 0
-    for span in trace.spans:
-        total += _SPAN_OVERHEAD_BYTES + 40 * len(span.attributes)
-        if isinstance(span.inputs, str):
-            total += len(span.inputs)
-        elif span.inputs is not None:
-            total += 256
-        if isinstance(span.outputs, str):
-            total += len(span.outputs)
-        elif span.outputs is not None:
-            total += 256
-    return total
-
 
 @dataclass(slots=True)
 class SpanBatch:
@@ -74,7 +55,7 @@ class Batcher:
                 self._open[trace.experiment_name] = batch
             batch.traces.append(trace)
             batch.span_count += len(trace.spans)
-            batch.approx_bytes += approx_bytes(trace)
+            batch.approx_bytes += approx_trace_bytes(trace)
             if batch.span_count >= self._cfg.max_spans or batch.approx_bytes >= self._cfg.max_bytes:
                 del self._open[trace.experiment_name]
                 self._emit(batch)

@@ -12,6 +12,10 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
 PREFIX = "tracegw"
+BUSINESS_PREFIX = "mangaassist"
+# The dimensions of every business metric (spec §14's investigation pivot).
+BUSINESS_LABELS = ("intent", "release_bundle", "prompt_version", "bedrock_model_id", "deployment_stage")
+LATENCY_BUCKETS_S = (0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 8.0, 13.0, 30.0)
 
 # Every reason a span, trace or event can be dropped; labels outside this set are a bug.
 DROP_REASONS = frozenset({
@@ -22,6 +26,7 @@ DROP_REASONS = frozenset({
     "write_failed",       # MLflow answered an error or could not be reached
     "shutdown",           # still held when the drain deadline passed
     "trace_not_found",    # feedback whose trace never reached MLflow within the join window
+    "contract_violation", # strict contract mode: a trace that breaks the contract is not stored
 })
 
 
@@ -51,12 +56,14 @@ class GatewayMetrics:
             registry=registry)
         self.traces_assembled = Counter(
             f"{p}_traces_assembled_total",
-            "Traces handed on by assembly, by how they ended (root, timeout, evicted, late).",
+            "Traces handed on by assembly, by how they ended (root, timeout, evicted_count, evicted_bytes, late).",
             ["outcome"], registry=registry)
         self.traces_in_flight = Gauge(
             f"{p}_assembly_traces_in_flight", "Traces waiting in assembly.", registry=registry)
         self.spans_in_flight = Gauge(
             f"{p}_assembly_spans_in_flight", "Spans held in assembly.", registry=registry)
+        self.assembly_bytes = Gauge(
+            f"{p}_assembly_bytes", "Approximate bytes held in assembly.", registry=registry)
         self.batches_queued = Gauge(
             f"{p}_writer_queue_batches", "Batches waiting for a writer.", registry=registry)
         self.write_requests = Counter(
@@ -81,6 +88,62 @@ class GatewayMetrics:
         self.events_dropped = Counter(
             f"{p}_events_dropped_total", "Feedback and bundle events dropped, by kind and reason.",
             ["kind", "reason"], registry=registry)
+        self.redactions = Counter(
+            f"{p}_redactions_total", "PII values replaced before leaving the gateway, by entity (never the values).",
+            ["entity"], registry=registry)
+
+        # -- sampling, rescue, contract ------------------------------------------------------
+        self.sampling_decisions = Counter(
+            f"{p}_sampling_decisions_total",
+            "Sampling decisions on whole traces: kept with its first reason, or dropped (reason ratio).",
+            ["decision", "reason"], registry=registry)
+        self.decision_latency = Histogram(
+            f"{p}_decision_latency_seconds", "From a trace's first span arriving to its sampling decision.",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0), registry=registry)
+        self.rescue_traces = Gauge(
+            f"{p}_rescue_traces", "Sampled-out traces held (redacted) for promotion by feedback.", registry=registry)
+        self.rescue_bytes = Gauge(
+            f"{p}_rescue_bytes", "Approximate bytes held by the rescue buffer.", registry=registry)
+        self.rescue_evicted = Counter(
+            f"{p}_rescue_evicted_total", "Traces that left the rescue buffer unpromoted, by reason (age, bytes).",
+            ["reason"], registry=registry)
+        self.rescue_promoted = Counter(
+            f"{p}_rescue_promoted_total", "Sampled-out traces promoted to stored, by reason (feedback).",
+            ["reason"], registry=registry)
+        self.contract_violations = Counter(
+            f"{p}_contract_violations_total", "Trace contract violations (spec §5), by rule.", ["rule"],
+            registry=registry)
+        self.label_overflow = Counter(
+            f"{p}_metric_label_overflow_total",
+            "Business-metric label values reported as 'other' because the label reached its cap.",
+            ["label"], registry=registry)
+
+        # -- business metrics on 100% of traffic, before sampling (spec §14) ---------------
+        b, labels = BUSINESS_PREFIX, BUSINESS_LABELS
+        self.requests = Counter(
+            f"{b}_requests_total", "Customer-visible responses (one top-level trace each).", labels,
+            registry=registry)
+        self.request_errors = Counter(
+            f"{b}_request_errors_total", "Responses whose trace has an ERROR span.", labels, registry=registry)
+        self.request_latency = Histogram(
+            f"{b}_request_latency_seconds", "Duration of the top-level handle_message span; exemplars carry trace_id.",
+            labels, buckets=LATENCY_BUCKETS_S, registry=registry)
+        self.guardrail_verdicts = Counter(
+            f"{b}_guardrail_verdicts_total", "Guardrail stage verdicts (pass, fail, block, redact), per stage.",
+            ("stage", "verdict", *labels), registry=registry)
+        self.guardrail_fallbacks = Counter(
+            f"{b}_guardrail_fallbacks_total", "Responses where a guardrail triggered the fallback answer.", labels,
+            registry=registry)
+        self.grounding_failures = Counter(
+            f"{b}_grounding_failures_total", "Responses whose grounding_check did not pass.", labels,
+            registry=registry)
+        self.bedrock_input_tokens = Counter(
+            f"{b}_bedrock_input_tokens_total", "Bedrock input tokens.", labels, registry=registry)
+        self.bedrock_output_tokens = Counter(
+            f"{b}_bedrock_output_tokens_total", "Bedrock output tokens.", labels, registry=registry)
+        self.bedrock_cost = Counter(
+            f"{b}_bedrock_cost_usd_total", "Bedrock cost in US dollars, from the adapter's price table.", labels,
+            registry=registry)
 
     def drop_spans(self, stage: str, reason: str, count: int) -> None:
         assert reason in DROP_REASONS, reason

@@ -68,6 +68,10 @@ class TraceRecord:
     tags: dict[str, str]
     complete: bool = True
     reasons: list[str] = field(default_factory=list)
+    late: bool = False
+    """Spans that arrived after their trace was decided; they follow that decision."""
+    first_seen: float = 0.0
+    """Monotonic time the gateway received the trace's first span (decision latency)."""
 
     @property
     def root(self) -> SpanRecord | None:
@@ -121,3 +125,21 @@ class BundleRecord:
     actor_id: str = ""
     note: str = ""
     details: dict[str, Any] = field(default_factory=dict)
+
+
+SPAN_OVERHEAD_BYTES = 200
+
+
+def approx_span_bytes(span: SpanRecord) -> int:
+    """A cheap size estimate for memory and batching bounds (not exact, never serializes)."""
+    total = SPAN_OVERHEAD_BYTES + 40 * len(span.attributes) + 60 * len(span.events)
+    for value in (span.inputs, span.outputs):
+        if isinstance(value, str):
+            total += len(value)
+        elif value is not None:
+            total += 256
+    return total
+
+
+def approx_trace_bytes(trace: TraceRecord) -> int:
+    return sum(approx_span_bytes(s) for s in trace.spans)

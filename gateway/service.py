@@ -1,8 +1,12 @@
-"""The gateway core: receive → assemble → stages (sample, redact) → batch → writers.
+"""The gateway core: receive → assemble → measure → contract → redact → sample → batch → write.
 
 ``Gateway`` owns the stateful components and a ticker task on the event loop that hands ready
 traces on. Receivers call ``accept_*`` from the event loop; each call only validates, records
 and returns, so the application's RPCs are answered in microseconds whatever MLflow does.
+
+Measuring comes first (metrics see 100% of traffic), redaction before sampling (so the rescue
+buffer only ever holds redacted traces). Feedback promotes its trace out of the rescue buffer,
+or, if the trace is still being assembled, marks it to be kept.
 """
 
 from __future__ import annotations
@@ -11,20 +15,25 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import OrderedDict
 
 from gateway.assembler import Assembler
 from gateway.config import Config
+from gateway.contract import ContractChecker
 from gateway.delivery import Batcher, WriterPool
+from gateway.measure import Measure
 from gateway.metrics import GatewayMetrics
 from gateway.model import BundleRecord, FeedbackRecord, SpanRecord, TraceRecord
 from gateway.pipeline import StageChain
 from gateway.redactor import Redactor
-from gateway.sampler import Sampler
+from gateway.rescue_buffer import RescueBuffer
+from gateway.sampler import REASON_TAG, Sampler
 from gateway.writer import TraceWriter
 
 log = logging.getLogger(__name__)
 
 TICK_S = 0.05
+FEEDBACK_FORCED_MAX = 100_000
 
 
 class Gateway:
@@ -32,7 +41,17 @@ class Gateway:
         self.config = config
         self.metrics = metrics
         self._assembler = Assembler(config.assembly, metrics)
-        self._chain = StageChain([Sampler(config.sampling), Redactor(config.redaction)], metrics)
+        self.rescue = RescueBuffer(config.sampling.rescue_window_s, config.sampling.rescue_max_bytes, metrics)
+        self._feedback_forced: OrderedDict[str, None] = OrderedDict()
+        self._sampler = Sampler(config.sampling, metrics, on_dropped=self.rescue.add,
+                                forced=self._feedback_forced.__contains__)
+        self._redactor = Redactor(config.redaction, metrics)
+        self._chain = StageChain([
+            Measure(metrics, config.metrics.max_label_values),
+            ContractChecker(config.contract, metrics),
+            self._redactor,
+            self._sampler,
+        ], metrics)
         concurrency = 1 if config.mlflow.embedded else config.writer.concurrency
         self._pool = WriterPool(writer, config.writer, metrics, config.mlflow.bundle_experiment_name,
                                 feedback_join_window_s=config.writer.feedback_join_window_s,
@@ -57,11 +76,25 @@ class Gateway:
 
     def accept_feedback(self, records: list[FeedbackRecord]) -> None:
         for record in records:
-            self._pool.submit_feedback(record)
+            self._keep_trace_for_feedback(record.trace_id)
+            self._pool.submit_feedback(self._redactor.redact_feedback(record))
+
+    def _keep_trace_for_feedback(self, trace_id: str) -> None:
+        """Make sure the trace a customer reacted to is stored, whatever sampling said."""
+        rescued = self.rescue.promote(trace_id)
+        if rescued is not None:
+            rescued.tags[REASON_TAG] = "feedback"
+            self._sampler.remember_promoted(trace_id)
+            self.metrics.rescue_promoted.labels("feedback").inc()
+            self._batcher.add([rescued])
+        elif self._sampler.decided_keep(trace_id) is None:  # not decided yet: still in assembly
+            self._feedback_forced[trace_id] = None
+            if len(self._feedback_forced) > FEEDBACK_FORCED_MAX:
+                self._feedback_forced.popitem(last=False)
 
     def accept_bundle_events(self, records: list[BundleRecord]) -> None:
         for record in records:
-            self._pool.submit_bundle_event(record)
+            self._pool.submit_bundle_event(self._redactor.redact_bundle(record))
 
     def _hand_on(self, traces: list[TraceRecord]) -> None:
         kept = self._chain.run(traces)
@@ -77,6 +110,7 @@ class Gateway:
                     self._hand_on(ready)
                 self._batcher.poll()
                 self._pool.poll_deferred()
+                self.rescue.expire()
             except Exception:  # loop boundary: keep ticking, but say so loudly
                 log.exception("pipeline tick failed")
 

@@ -1,7 +1,8 @@
 """``mangaassist-traffic``: realistic MangaAssist requests traced through the client.
 
 A stand-in for the orchestrator (its own issue) that behaves like it on the wire: one
-``handle_message`` trace per response with the spec §5 span tree (17 spans), the required
+``handle_message`` trace per response with the spec §5 span tree (17 spans on Bedrock-backed
+routes, 16 on rule-based ones that skip ``bedrock_generate``), the required
 trace tags set right after intent classification, Bedrock token counts and cost, guardrail
 verdicts, an occasional failure or guardrail block, and thumbs-up/down feedback on some
 responses. Everything goes through ``clients.Tracer`` exactly as application code would.
@@ -19,7 +20,7 @@ import sys
 import time
 from dataclasses import dataclass
 
-from clients import ClientConfig, FeedbackEvent, Tracer
+from clients import ClientConfig, FeedbackEvent, SpanHandle, Tracer
 from clients.events import Feedback
 
 INTENTS = {
@@ -83,6 +84,11 @@ class Plan:
     guardrail_block: bool
     feedback: str | None
 
+    @property
+    def span_count(self) -> int:
+        """Spans this request's trace has: 17, or 16 on routes that answer without Bedrock."""
+        return 17 if self.uses_bedrock else 16
+
 
 def plan_requests(count: int, seed: int, error_rate: float = 0.02, block_rate: float = 0.02,
                   feedback_rate: float = 0.1) -> list[Plan]:
@@ -130,6 +136,23 @@ class BedrockThrottled(Exception):
     """Stand-in for a Bedrock ThrottlingException."""
 
 
+def _generate(tracer: Tracer, p: Plan, root: SpanHandle) -> str:
+    try:
+        with tracer.start_span("bedrock_generate", span_type="LLM", attributes={
+                "provider": "bedrock", "bedrock_model_id": p.model_id, "temperature": 0.2,
+                "max_tokens": 512, "prompt_chars": 3000 + p.input_tokens}) as gen:
+            if p.fail_bedrock:
+                raise BedrockThrottled("ThrottlingException: rate exceeded")
+            gen.set_attributes({"input_tokens": p.input_tokens, "output_tokens": p.output_tokens,
+                                "stop_reason": "end_turn", "input_cost_usd": p.input_cost,
+                                "output_cost_usd": p.output_cost})
+            gen.set_outputs({"text": p.reply})
+        return p.reply
+    except BedrockThrottled:
+        root.set_status("ERROR", "bedrock_generate failed: throttled")
+        return "Sorry, I could not answer that right now."
+
+
 def handle_message(tracer: Tracer, p: Plan) -> str:
     """One traced request with the spec §5 span tree. Returns the trace id."""
     with tracer.start_span("handle_message", span_type="CHAIN", attributes={
@@ -163,20 +186,9 @@ def handle_message(tracer: Tracer, p: Plan) -> str:
             retrieve.set_attributes({"chunk_ids": list(p.chunk_ids), "chunk_source_types": list(p.chunk_sources)})
         with tracer.start_span("build_prompt", attributes={"prompt_version": p.prompt_version}):
             pass
-        try:
-            with tracer.start_span("bedrock_generate", span_type="LLM", attributes={
-                    "provider": "bedrock", "bedrock_model_id": p.model_id, "temperature": 0.2,
-                    "max_tokens": 512, "prompt_chars": 3000 + p.input_tokens}) as gen:
-                if p.fail_bedrock:
-                    raise BedrockThrottled("ThrottlingException: rate exceeded")
-                gen.set_attributes({"input_tokens": p.input_tokens, "output_tokens": p.output_tokens,
-                                    "stop_reason": "end_turn", "input_cost_usd": p.input_cost,
-                                    "output_cost_usd": p.output_cost})
-                gen.set_outputs({"text": p.reply})
-            reply = p.reply
-        except BedrockThrottled:
-            reply = "Sorry, I could not answer that right now."
-            root.set_status("ERROR", "bedrock_generate failed: throttled")
+        reply = p.reply
+        if p.uses_bedrock:  # rule-based routes (order status, small talk) answer without an LLM
+            reply = _generate(tracer, p, root)
         with tracer.start_span("apply_guardrails", span_type="GUARDRAIL") as guard:
             for stage in ("prompt_injection", "pii_detection", "grounding_check", "format_validation"):
                 blocked = p.guardrail_block and stage == "grounding_check"

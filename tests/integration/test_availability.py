@@ -18,7 +18,14 @@ from tests.support import MlflowServer, wait_for
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 
-SPANS_PER_TRACE = 17
+FIRST_PLANS = plan_requests(20, seed=41, feedback_rate=0.0)
+SECOND_PLANS = plan_requests(50, seed=42, feedback_rate=0.0)
+SCRAPE_PLANS = plan_requests(10, seed=51, feedback_rate=0.0)
+
+
+def spans(plans: list[Any]) -> int:
+    """Spans the plans' traces have (17 on Bedrock-backed routes, 16 on the others)."""
+    return sum(p.span_count for p in plans)
 
 
 def _sample(gw: Any, name: str, labels: dict[str, str] | None = None) -> float:
@@ -49,8 +56,8 @@ def test_gateway_stopped_calls_return_and_drops_are_counted(gateway_factory: Any
     assert stats.errors == 0, stats.last_error
     assert stats.spans_sent == 0
     assert stats.spans_pending == 0
-    assert stats.spans_enqueued + stats.spans_dropped["queue_full"] == 50 * SPANS_PER_TRACE
-    assert stats.spans_dropped_total == 50 * SPANS_PER_TRACE - stats.spans_sent
+    assert stats.spans_enqueued + stats.spans_dropped["queue_full"] == spans(plans)
+    assert stats.spans_dropped_total == spans(plans) - stats.spans_sent
     reasons = {reason for reason, n in stats.spans_dropped.items() if n}
     assert reasons and reasons <= {"unavailable", "queue_full"}, dict(stats.spans_dropped)
 
@@ -64,7 +71,7 @@ def test_mlflow_down_gateway_accepts_and_counts_failed_writes(tmp_path: Path, ga
     try:
         gw = gateway_factory(MLFLOW_TRACKING_URI=server.url, MLFLOW_EXPERIMENT_NAME="availability")
         tracer = Tracer(ClientConfig(target=gw.target, flush_interval_s=0.05))
-        first = {"tr-" + handle_message(tracer, p) for p in plan_requests(20, seed=41, feedback_rate=0.0)}
+        first = {"tr-" + handle_message(tracer, p) for p in FIRST_PLANS}
         assert tracer.flush(timeout_s=10)
         client = mlflow.MlflowClient(tracking_uri=server.url)
 
@@ -76,29 +83,29 @@ def test_mlflow_down_gateway_accepts_and_counts_failed_writes(tmp_path: Path, ga
             return found if found >= first else set()
 
         assert wait_for(stored, timeout_s=30, interval_s=0.2, what="first 20 traces in MLflow") == first
-        assert _sample(gw, "tracegw_spans_written_total") == 20 * SPANS_PER_TRACE
+        assert _sample(gw, "tracegw_spans_written_total") == spans(FIRST_PLANS)
 
         server.stop()
         assert server.proc is not None and server.proc.poll() is not None
 
         started = time.monotonic()
-        for p in plan_requests(50, seed=42, feedback_rate=0.0):
+        for p in SECOND_PLANS:
             handle_message(tracer, p)
         assert time.monotonic() - started < 5.0
         assert tracer.flush(timeout_s=10)
         stats = tracer.stats()
         # The gateway took everything: MLflow being down is invisible to the application.
         assert stats.spans_dropped_total == 0, dict(stats.spans_dropped)
-        assert stats.spans_sent == 70 * SPANS_PER_TRACE
+        assert stats.spans_sent == spans(FIRST_PLANS) + spans(SECOND_PLANS)
         assert stats.errors == 0
 
         # Current contract (no retries or spool yet): each failed write is dropped and counted.
         wait_for(lambda: _sample(gw, "tracegw_spans_dropped_total",
-                                 {"stage": "write", "reason": "write_failed"}) >= 50 * SPANS_PER_TRACE,
+                                 {"stage": "write", "reason": "write_failed"}) >= spans(SECOND_PLANS),
                  timeout_s=30, what="every span of the 50 traces counted as write_failed")
         assert _sample(gw, "tracegw_spans_dropped_total",
-                       {"stage": "write", "reason": "write_failed"}) == 50 * SPANS_PER_TRACE
-        assert _sample(gw, "tracegw_spans_written_total") == 20 * SPANS_PER_TRACE
+                       {"stage": "write", "reason": "write_failed"}) == spans(SECOND_PLANS)
+        assert _sample(gw, "tracegw_spans_written_total") == spans(FIRST_PLANS)
         assert _sample(gw, "tracegw_write_requests_total", {"kind": "spans", "outcome": "retryable_error"}) > 0
     finally:
         if tracer is not None:
@@ -128,13 +135,13 @@ def test_prometheus_scrape_reports_received_and_written_spans(gateway_factory: A
     url = f"http://127.0.0.1:{gw.running.metrics_port}/metrics"
     tracer = Tracer(ClientConfig(target=gw.target, flush_interval_s=0.05))
     try:
-        for p in plan_requests(10, seed=51, feedback_rate=0.0):
+        for p in SCRAPE_PLANS:
             handle_message(tracer, p)
         assert tracer.flush(timeout_s=10)
         sent = tracer.stats().spans_sent
     finally:
         tracer.shutdown(timeout_s=2)
-    assert sent == 10 * SPANS_PER_TRACE
+    assert sent == spans(SCRAPE_PLANS)
 
     _, body = _get(url)
     assert _scraped(body, "tracegw_spans_received_total", {"receiver": "native"}) == sent
@@ -147,4 +154,4 @@ def test_prometheus_scrape_reports_received_and_written_spans(gateway_factory: A
     content_type, body = _get(url, accept="application/openmetrics-text")
     assert content_type.startswith("application/openmetrics-text"), content_type
     assert body.rstrip("\n").endswith("# EOF")
-    assert 'tracegw_spans_received_total{receiver="native"} 170' in body
+    assert f'tracegw_spans_received_total{{receiver="native"}} {spans(SCRAPE_PLANS)}' in body

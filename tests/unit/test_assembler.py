@@ -23,7 +23,8 @@ def mk(trace: str, span: str, parent: str | None, tags: dict[str, str] | None = 
 def make(**kw: float) -> tuple[Assembler, FakeClock, GatewayMetrics]:
     cfg = AssemblyConfig(root_grace_s=kw.get("grace", 0.5), decision_timeout_s=kw.get("timeout", 30),
                          max_traces_in_flight=int(kw.get("max_traces", 100)),
-                         max_spans_per_trace=int(kw.get("max_spans", 100)))
+                         max_spans_per_trace=int(kw.get("max_spans", 100)),
+                         max_bytes_in_flight=int(kw.get("max_bytes", 10**9)))
     clock = FakeClock()
     metrics = GatewayMetrics(CollectorRegistry())
     return Assembler(cfg, metrics, clock), clock, metrics
@@ -55,7 +56,7 @@ def test_late_child_follows_its_decided_trace() -> None:
     assert len(asm.poll()) == 1
     asm.add([mk("a", "3", "1")], "other")
     [late] = asm.poll()
-    assert late.reasons == ["late"] and late.experiment_name == "exp"
+    assert late.late and late.experiment_name == "exp"
     assert [s.span_id for s in late.spans] == ["3" * 16]
 
 
@@ -84,7 +85,7 @@ def test_bounds_evict_oldest_and_count_span_limit() -> None:
     assert asm.traces_in_flight == 2
     asm.add([mk("c", "2", "1"), mk("c", "3", "1")], "e")
     assert sample(metrics, "tracegw_spans_dropped_total", {"stage": "assemble", "reason": "span_limit"}) == 1
-    assert sample(metrics, "tracegw_traces_assembled_total", {"outcome": "evicted"}) == 1
+    assert sample(metrics, "tracegw_traces_assembled_total", {"outcome": "evicted_count"}) == 1
 
 
 def test_drain_hands_on_everything() -> None:
@@ -93,3 +94,13 @@ def test_drain_hands_on_everything() -> None:
     traces = asm.drain()
     assert sorted(t.complete for t in traces) == [False, True]
     assert asm.traces_in_flight == 0 and asm.spans_in_flight == 0
+
+
+def test_byte_bound_evicts_oldest_with_its_own_reason() -> None:
+    asm, clock, metrics = make(max_bytes=1000)  # about four spans
+    for i, t in enumerate("abcdef"):
+        clock.now += 0.01
+        asm.add([mk(t, str(i + 1), None)], "e")
+    assert asm.traces_in_flight < 6
+    assert sample(metrics, "tracegw_traces_assembled_total", {"outcome": "evicted_bytes"}) == 6 - asm.traces_in_flight
+    assert sample(metrics, "tracegw_assembly_bytes") <= 1000

@@ -1,0 +1,102 @@
+"""Cost per span of the gateway's in-process stages: assembly, measure, contract, redact, sample.
+
+Builds realistic 17-span MangaAssist traces as the receivers would hand them on (already
+decoded), then times each stage over the same traces on one core. Prints µs per span per
+stage, the total, and the spans/s one core sustains for these stages (DESIGN §8 asks
+≥ 50,000 spans/s for ingest with assembly, metrics, sampling and redaction; decoding and the
+gRPC receive path are not included here).
+
+    python bench/pipeline_stages.py [--traces 3000] [--ratio 0.1] [--repeat 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import random
+import statistics
+import time
+
+from prometheus_client import CollectorRegistry
+
+from gateway import config
+from gateway.assembler import Assembler
+from gateway.contract import ContractChecker
+from gateway.measure import Measure
+from gateway.metrics import GatewayMetrics
+from gateway.model import SpanRecord, SpanStatus, TraceRecord
+from gateway.redactor import Redactor
+from gateway.rescue_buffer import RescueBuffer
+from gateway.sampler import Sampler
+
+TREE = [("handle_message", None), ("load_context", 0), ("intent_classification", 0), ("route_intent", 0),
+        ("retrieve_chunks", 0), ("embed_query", 4), ("vector_search", 4), ("keyword_search", 4),
+        ("rerank_chunks", 4), ("build_prompt", 0), ("bedrock_generate", 0), ("apply_guardrails", 0),
+        ("prompt_injection", 11), ("pii_detection", 11), ("grounding_check", 11), ("format_validation", 11),
+        ("persist_response", 0)]
+TAGS = {"session_id": "sess-1", "request_id": "", "intent": "recommendation", "page_type": "product",
+        "release_bundle": "2026.11.20-rc1", "prompt_version": "recommendation-2.4", "cache_hit": "false",
+        "bedrock_model_id": "anthropic.claude-3-5-haiku-20241022-v1:0", "deployment_stage": "prod",
+        "user_type": "guest"}
+
+
+def make_spans(rng: random.Random, i: int) -> list[SpanRecord]:
+    tid = f"{rng.getrandbits(128):032x}"
+    ids = [f"{rng.getrandbits(64):016x}" for _ in TREE]
+    t0 = time.time_ns()
+    spans = []
+    for k, (name, parent) in enumerate(TREE):
+        attrs: dict[str, object] = {"rule_id": f"{name}-v3", "latency_ms": 1.5, "passed": True}
+        span = SpanRecord(tid, ids[k], None if parent is None else ids[parent], name,
+                          "LLM" if name == "bedrock_generate" else "CHAIN", t0 + k, t0 + 10_000_000 - k,
+                          SpanStatus.OK, "", attrs)
+        if k == 0:
+            span.inputs = {"message": "Recommend a manga like Vinland Saga for a teenager", "page_type": "product"}
+            span.outputs = {"reply": "You might enjoy Kingdom or Berserk.", "response_id": f"resp_{i:010d}"}
+            span.trace_tags = {**TAGS, "request_id": f"req-{i}"}
+        if name == "bedrock_generate":
+            span.attributes.update({"provider": "bedrock", "input_tokens": 1200, "output_tokens": 150,
+                                    "input_cost_usd": 0.00096, "output_cost_usd": 0.0006})
+        spans.append(span)
+    return spans
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--traces", type=int, default=3000)
+    parser.add_argument("--ratio", type=float, default=0.1)
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    cfg = config.load({"MLFLOW_TRACE_SAMPLING_RATIO": str(args.ratio), "TRACEGW_ROOT_GRACE_S": "0"})
+    rng = random.Random(1)
+    base = [make_spans(rng, i) for i in range(args.traces)]
+    n_spans = sum(len(s) for s in base)
+    results: dict[str, list[float]] = {}
+    for _ in range(args.repeat):
+        metrics = GatewayMetrics(CollectorRegistry())
+        rescue = RescueBuffer(1800, 1 << 30, metrics)
+        stages = [("measure", Measure(metrics, 50)), ("contract", ContractChecker(cfg.contract, metrics)),
+                  ("redact", Redactor(cfg.redaction)), ("sample", Sampler(cfg.sampling, metrics, rescue.add))]
+        batches = copy.deepcopy(base)
+        assembler = Assembler(cfg.assembly, metrics)
+        t = time.perf_counter()
+        for spans in batches:
+            assembler.add(spans, "e")
+        traces: list[TraceRecord] = assembler.poll()
+        results.setdefault("assemble", []).append((time.perf_counter() - t) / n_spans * 1e6)
+        assert len(traces) == args.traces
+        for name, stage in stages:
+            t = time.perf_counter()
+            traces = stage.process(traces)
+            results.setdefault(name, []).append((time.perf_counter() - t) / n_spans * 1e6)
+    total = 0.0
+    print(f"{args.traces} traces x {len(TREE)} spans, ratio {args.ratio}, median of {args.repeat} runs (one core):")
+    for name, values in results.items():
+        med = statistics.median(values)
+        total += med
+        print(f"  {name:<9} {med:6.2f} µs/span")
+    print(f"  {'total':<9} {total:6.2f} µs/span  =  {1e6 / total:,.0f} spans/s on one core for these stages")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+"""Redaction speed: µs per 500-character text on one core, with and without PII, against a
+naive baseline measured in the same run (the same six entity regexes run one by one over the
+NFKC-normalised text, no prefilter), and phonenumbers' matcher alone when it is installed.
+
+Bounded by count and time: ``--iterations`` per text (default 3000) and ``--max-seconds``.
+Prints median and p99 per scenario and the ratio of medians against the baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import statistics
+import sys
+import time
+import unicodedata
+from collections.abc import Callable
+
+from gateway.pii import find_pii
+
+PII_TEXT = (
+    "Hi, I ordered ワンピース 第107巻 (ISBN 978-4-08-883415-4) for ¥528 on 2026-03-24 but it has not "
+    "arrived. Please call me at 090-1234-5678 or email taro.yamada@example.co.jp. My order is "
+    "503-1234567-7654321 and I paid with 4111 1111 1111 1111. Price was $12.99, Vol. 107, v2.4.1. "
+    "連絡先は０９０－８７６５－４３２１です。IP 203.0.113.77 seen. Thanks! 2026年3月24日 "
+    "trace 4bf92f3577b34da6a3ce929d0e0e4736, resp_01HZZX4Q9W2K8M3N5P7R, recommendation-2.4. ok."
+)
+CLEAN_TEXT = (
+    "Recommend a manga like Vinland Saga for a teenager. The Frieren hardcover collection has 12 "
+    "volumes, ISBN 978-4-09-850348-1, price ¥1,980 (tax incl.), released 2026-03-24. Chainsaw Man "
+    "Vol. 17 ships in 2 days. スパイファミリーが好きな人におすすめの漫画は？ 第13巻は2026年3月24日発売です。"
+    "Retrieved chunk [faq_12]: Returns are accepted within 30 days of delivery for damaged volumes; "
+    "see policy-qa-1.7. JAN 4902370548501, ASIN B0C1234XYZ, rating 4.8 (12,034 reviews)."
+)
+CLEAN_EN = (
+    "Retrieved chunk [product_88]: Berserk Deluxe Edition Volume 1 collects the first three volumes of "
+    "the original series in a 7x10 hardcover with 696 pages. Price $49.99, released 2019-02-26, "
+    "ISBN 978-1-5067-1198-9. Customers also bought Vinland Saga Book 1 and Vagabond Vol. 1. The "
+    "answer should mention the edition, the size and the price, and recommend one similar title. "
+    "Prompt version recommendation-2.4, model anthropic.claude-3-5-haiku-20241022-v1:0, top 20."
+)
+
+NAIVE = [re.compile(p) for p in (
+    r"[\w.%+-]+@[\w-]+(?:\.[\w-]+)*\.[A-Za-z]{2,}",
+    r"(?:\+\d{1,3}[ .-]?)?\(?\d{2,4}\)?[ .-]?\d{2,4}[ .-]?\d{3,4}",
+    r"\d{3}-\d{7}-\d{7}",
+    r"\d{4}[ -]?\d{4}[ -]?\d{4}[ -]?\d{4}",
+    r"(?:\d{1,3}\.){3}\d{1,3}|[0-9a-fA-F]{1,4}(?::[0-9a-fA-F]{0,4}){2,7}",
+    r"AKIA[0-9A-Z]{16}|Bearer\s+\S+",
+)]
+
+
+def naive(text: str) -> list[tuple[int, int]]:
+    norm = unicodedata.normalize("NFKC", text)
+    return [m.span() for p in NAIVE for m in p.finditer(norm)]
+
+
+def measure(fn: Callable[[str], object], text: str, iterations: int, deadline: float) -> list[float]:
+    samples = []
+    for _ in range(iterations):
+        t0 = time.perf_counter_ns()
+        fn(text)
+        samples.append((time.perf_counter_ns() - t0) / 1000)
+        if time.monotonic() > deadline:
+            break
+    return samples
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--iterations", type=int, default=3000)
+    parser.add_argument("--max-seconds", type=float, default=60.0)
+    args = parser.parse_args(argv)
+    texts = {"with PII": (PII_TEXT * 2)[:500], "no PII (en+ja)": (CLEAN_TEXT * 2)[:500],
+             "no PII (en)": (CLEAN_EN * 2)[:500]}
+    impls: dict[str, Callable[[str], object]] = {"find_pii": find_pii, "naive 6 regexes": naive}
+    try:
+        import phonenumbers
+
+        impls["phonenumbers matcher"] = lambda t: list(phonenumbers.PhoneNumberMatcher(t, "JP"))
+    except ImportError:
+        pass
+    deadline = time.monotonic() + args.max_seconds
+    print(f"{'text':16s} {'implementation':22s} {'chars':>5s} {'median µs':>10s} {'p99 µs':>8s} {'vs naive':>9s}")
+    for label, text in texts.items():
+        results = {}
+        for _round in range(3):  # interleaved, so every implementation sees the same noise
+            for name, fn in impls.items():
+                n = args.iterations if name != "phonenumbers matcher" else max(1, args.iterations // 20)
+                results.setdefault(name, []).extend(measure(fn, text, n // 3 or 1, deadline))
+        base = statistics.median(results["naive 6 regexes"])
+        for name, samples in results.items():
+            ordered = sorted(samples)
+            med = statistics.median(ordered)
+            p99 = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
+            print(f"{label:16s} {name:22s} {len(text):5d} {med:10.1f} {p99:8.1f} {med / base:8.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
