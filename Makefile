@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 BUF_VERSION := 1.75.0
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: help setup demo demo-server test test-fast lint fmt proto proto-check bench clean
+.PHONY: help setup demo demo-server test test-fast lint fmt proto proto-check bench sampling-report clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -45,8 +45,13 @@ fmt: setup  ## apply ruff's fixes
 proto: setup  ## regenerate clients/pb from proto/
 	$(BIN)/python -m clients.codegen
 
-bench: setup  ## request-path cost of the client against a hand-written floor
+bench: setup  ## client request-path cost, pipeline stage cost per span, redaction speed
 	$(BIN)/python bench/client_overhead.py
+	$(BIN)/python bench/pipeline_stages.py
+	$(BIN)/python bench/redaction.py
+
+sampling-report: setup  ## 10,000 traces at ratio 0.1 through a real gateway: what was stored, what was counted
+	$(BIN)/python -m pytest tests/integration/test_sampling_e2e.py -k ten_thousand -s -q -p no:warnings
 
 clean:  ## remove the venv, tools and demo output
 	rm -rf $(VENV) .tools .demo .demo-server .pytest_cache .mypy_cache .ruff_cache
