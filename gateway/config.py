@@ -105,6 +105,28 @@ class WriterConfig:
 
 
 @dataclass(frozen=True)
+class RetryConfig:
+    initial_s: float
+    max_s: float
+    max_elapsed_s: float
+    breaker_failures: int
+    breaker_cooldown_s: float
+
+
+@dataclass(frozen=True)
+class SpoolConfig:
+    directory: str
+    max_bytes: int
+    fsync: bool
+
+
+@dataclass(frozen=True)
+class MemoryConfig:
+    soft_limit_bytes: int
+    hard_limit_bytes: int
+
+
+@dataclass(frozen=True)
 class Config:
     listen: ListenConfig
     mlflow: MlflowConfig
@@ -115,6 +137,9 @@ class Config:
     redaction: RedactionConfig
     batch: BatchConfig
     writer: WriterConfig
+    retry: RetryConfig
+    spool: SpoolConfig
+    memory: MemoryConfig
     environment: str
     region: str
     shutdown_grace_s: float
@@ -176,6 +201,13 @@ def _non_empty(v: str) -> str | None:
 
 def _csv(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def _fsync_policy(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered not in ("always", "never"):
+        raise ValueError(f"expected always or never, got {text!r}")
+    return lowered == "always"
 
 
 def _contract_mode(v: str) -> str | None:
@@ -258,6 +290,28 @@ SETTINGS: tuple[Setting, ...] = (
             "batches waiting for a writer; beyond it batches are dropped and counted", _positive),
     Setting("TRACEGW_FEEDBACK_JOIN_WINDOW_S", "writer.feedback_join_window_s", "120", float,
             "feedback whose trace is not in MLflow yet is retried for this long, then counted", _positive),
+    Setting("TRACEGW_RETRY_INITIAL_S", "retry.initial_s", "0.5", float,
+            "first retry delay after a retryable MLflow error (exponential, jittered)", _positive),
+    Setting("TRACEGW_RETRY_MAX_S", "retry.max_s", "30", float,
+            "longest delay between retries (a server's Retry-After is honoured up to this)", _positive),
+    Setting("TRACEGW_RETRY_MAX_ELAPSED_S", "retry.max_elapsed_s", "1800", float,
+            "give up on a batch this long after it was accepted: dead-letter it, counted", _positive),
+    Setting("TRACEGW_BREAKER_FAILURES", "retry.breaker_failures", "5", int,
+            "consecutive retryable failures that open the circuit breaker", _positive),
+    Setting("TRACEGW_BREAKER_COOLDOWN_S", "retry.breaker_cooldown_s", "2", float,
+            "how long the breaker stays open before one probe (doubles up to TRACEGW_RETRY_MAX_S)", _positive),
+    Setting("TRACEGW_SPOOL_DIR", "spool.directory", ".tracegw/spool", str,
+            "disk spool for accepted batches and events (dead letters in <dir>/dead-letter); empty: memory only"),
+    Setting("TRACEGW_SPOOL_MAX_BYTES", "spool.max_bytes", str(1024 * 1024 * 1024), int,
+            "spool size bound; beyond it segments are delivered from memory (bounded) or dropped, counted",
+            _positive),
+    Setting("TRACEGW_SPOOL_FSYNC", "spool.fsync", "always", _fsync_policy,
+            "always: fsync each segment before it counts as accepted; never: leave it to the OS"),
+    Setting("TRACEGW_MEMORY_SOFT_LIMIT_BYTES", "memory.soft_limit_bytes", str(400 * 1024 * 1024), int,
+            "RSS above which sampled-out traces are shed (rescue buffer off)", _positive),
+    Setting("TRACEGW_MEMORY_HARD_LIMIT_BYTES", "memory.hard_limit_bytes", str(600 * 1024 * 1024), int,
+            "RSS limit; from halfway between soft and hard new spans are refused (RESOURCE_EXHAUSTED)",
+            _positive),
     Setting("MANGAASSIST_ENV", "environment", "local", str, "deployment environment label", _non_empty),
     Setting("MANGAASSIST_REGION", "region", "us-east-1", str, "AWS region label", _non_empty),
     Setting("TRACEGW_SHUTDOWN_GRACE_S", "shutdown_grace_s", "20", float,
@@ -283,6 +337,9 @@ def load(environ: Mapping[str, str], overrides: Mapping[str, str] | None = None)
         if why:
             problems.append(f"{s.env}={raw!r}: {why}")
         values[s.path] = value
+    soft, hard = values.get("memory.soft_limit_bytes"), values.get("memory.hard_limit_bytes")
+    if soft is not None and hard is not None and soft >= hard:
+        problems.append("TRACEGW_MEMORY_SOFT_LIMIT_BYTES must be below TRACEGW_MEMORY_HARD_LIMIT_BYTES")
     if problems:
         raise ConfigError(problems)
     return _build(values)
@@ -302,7 +359,7 @@ def _build(values: dict[str, Any]) -> Config:
         "listen": ListenConfig, "mlflow": MlflowConfig, "assembly": AssemblyConfig,
         "sampling": SamplingConfig, "contract": ContractConfig, "metrics": MetricsConfig,
         "redaction": RedactionConfig, "batch": BatchConfig,
-        "writer": WriterConfig,
+        "writer": WriterConfig, "retry": RetryConfig, "spool": SpoolConfig, "memory": MemoryConfig,
     }
     assert set(classes) | set(top) == set(types), "SETTINGS and Config disagree"
     return Config(**{k: cls(**sections[k]) for k, cls in classes.items()}, **top)

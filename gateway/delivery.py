@@ -1,75 +1,56 @@
-"""Delivery: batch kept traces by experiment and hand them to writer threads.
+"""Delivery: every kept batch and event reaches MLflow, or is counted with a reason.
 
-``Batcher`` (event-loop side) groups traces into batches bounded by spans, approximate bytes
-and age. ``WriterPool`` runs ``concurrency`` named threads that take batches from a bounded
-queue, encode them as OTLP and write them through a ``TraceWriter``; feedback events share
-the queue. A full queue drops the batch and counts it (``writer_queue_full``); a failed write
-is counted (``write_failed``) and logged with its reason, rate-limited.
+A chain of small parts, in the spirit of the OpenTelemetry Collector's exporter helper::
 
-Retries with backoff, the circuit breaker, the disk spool and poison-batch isolation are the
-durable-delivery issue's; they slot in between ``WriterPool._deliver`` and the writer.
+    submit (event loop) → intake queue → spooler thread: encode, write to the disk spool
+        → ready queue → sender threads: circuit breaker → write → ack (delete from spool)
+                                        ↘ retryable: back off (deferred heap), retry until
+                                          TRACEGW_RETRY_MAX_ELAPSED_S, then dead-letter
+                                        ↘ permanent: split a multi-trace batch in halves and
+                                          retry each (isolates a poison trace); one trace, or an
+                                          event, goes to the dead-letter directory
+                                        ↘ feedback whose trace is not in MLflow yet: wait for it
+                                          within the join window
+
+A segment counts as accepted once it is in the spool; unacknowledged segments are replayed
+when the gateway starts. When the spool is disabled, full or the disk refuses, a segment is
+delivered from memory (bounded; beyond the bound it is dropped and counted) — durability is
+lost for it, delivery is not. On shutdown, senders keep delivering until the deadline; what is
+spooled stays for the next start, what is only in memory is counted as ``shutdown``.
+
+Writes are idempotent: MLflow 3.17's SQL store upserts spans on (trace_id, span_id), bundle
+events set tags and metrics to the same values, and a retried feedback first checks whether
+its assessment already exists.
 """
 
 from __future__ import annotations
 
 import heapq
+import json
 import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections import deque
+from dataclasses import asdict
+from typing import Any
 
-from gateway.config import BatchConfig, WriterConfig
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from gateway.batcher import SpanBatch
+from gateway.config import RetryConfig, WriterConfig
 from gateway.metrics import GatewayMetrics
 from gateway.mlflow_otlp import encode_traces
-from gateway.model import BundleRecord, FeedbackRecord, TraceRecord, approx_trace_bytes
-from gateway.writer import PermanentWriteError, TraceWriter, WriteError
+from gateway.model import BundleRecord, FeedbackRecord, FeedbackValue
+from gateway.retry import STATE_NAMES, CircuitBreaker, backoff_s
+from gateway.spool import Segment, Spool, TornSegment
+from gateway.writer import PermanentWriteError, RetryableWriteError, TraceWriter, WriteError
 
 log = logging.getLogger(__name__)
 
-@dataclass(slots=True)
-class SpanBatch:
-    experiment_name: str
-    traces: list[TraceRecord] = field(default_factory=list)
-    span_count: int = 0
-    approx_bytes: int = 0
-    opened_at: float = 0.0
-
-
-class Batcher:
-    """Groups traces by experiment; ``emit`` receives each full or aged batch."""
-
-    def __init__(self, config: BatchConfig, emit: Callable[[SpanBatch], None],
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self._cfg = config
-        self._emit = emit
-        self._clock = clock
-        self._open: dict[str, SpanBatch] = {}
-
-    def add(self, traces: list[TraceRecord]) -> None:
-        for trace in traces:
-            batch = self._open.get(trace.experiment_name)
-            if batch is None:
-                batch = SpanBatch(trace.experiment_name, opened_at=self._clock())
-                self._open[trace.experiment_name] = batch
-            batch.traces.append(trace)
-            batch.span_count += len(trace.spans)
-            batch.approx_bytes += approx_trace_bytes(trace)
-            if batch.span_count >= self._cfg.max_spans or batch.approx_bytes >= self._cfg.max_bytes:
-                del self._open[trace.experiment_name]
-                self._emit(batch)
-
-    def poll(self) -> None:
-        now = self._clock()
-        for name, batch in list(self._open.items()):
-            if now - batch.opened_at >= self._cfg.max_delay_s:
-                del self._open[name]
-                self._emit(batch)
-
-    def flush(self) -> None:
-        for name in list(self._open):
-            self._emit(self._open.pop(name))
+FEEDBACK_RETRY_FIRST_S = 0.5
+FEEDBACK_RETRY_MAX_S = 8.0
+_STOP = object()
 
 
 class _RateLimitedLog:
@@ -90,216 +71,372 @@ class _RateLimitedLog:
         log.warning(msg + " (%d similar suppressed)", *args, suppressed)
 
 
-_STOP = object()
-FEEDBACK_RETRY_FIRST_S = 0.5
-FEEDBACK_RETRY_MAX_S = 8.0
+def feedback_to_json(record: FeedbackRecord) -> bytes:
+    d = asdict(record)
+    d["value"] = record.value.value
+    return json.dumps(d).encode()
 
 
-@dataclass(slots=True)
-class EventItem:
-    """A feedback or bundle event on its way, with its delivery attempts so far."""
-
-    record: FeedbackRecord | BundleRecord
-    first_at: float
-    attempts: int = 0
+def feedback_from_json(payload: bytes) -> FeedbackRecord:
+    d = json.loads(payload)
+    d["value"] = FeedbackValue(d["value"])
+    return FeedbackRecord(**d)
 
 
-class WriterPool:
-    """Named writer threads taking span batches and feedback from one bounded queue."""
+def bundle_from_json(payload: bytes) -> BundleRecord:
+    return BundleRecord(**json.loads(payload))
 
-    def __init__(self, writer: TraceWriter, config: WriterConfig, metrics: GatewayMetrics,
-                 bundle_experiment: str, feedback_join_window_s: float = 120.0,
-                 concurrency: int | None = None) -> None:
+
+def split_spans(payload: bytes) -> list[tuple[bytes, int, int]]:
+    """Split an OTLP request into two by trace: [(payload, span_count, trace_count)], or [] for one trace."""
+    request = ExportTraceServiceRequest.FromString(payload)
+    by_trace: dict[bytes, list[Any]] = {}
+    for rs in request.resource_spans:
+        for ss in rs.scope_spans:
+            for span in ss.spans:
+                by_trace.setdefault(span.trace_id, []).append(span)
+    if len(by_trace) < 2:
+        return []
+    ids = list(by_trace)
+    halves = [ids[: len(ids) // 2], ids[len(ids) // 2:]]
+    out = []
+    for half in halves:
+        part = ExportTraceServiceRequest()
+        scope = part.resource_spans.add().scope_spans.add()
+        scope.scope.CopyFrom(request.resource_spans[0].scope_spans[0].scope)
+        for tid in half:
+            scope.spans.extend(by_trace[tid])
+        out.append((part.SerializeToString(), sum(len(by_trace[t]) for t in half), len(half)))
+    return out
+
+
+class Delivery:
+    """Spooler thread plus ``concurrency`` sender threads. ``start()`` replays the spool."""
+
+    def __init__(self, writer: TraceWriter, spool: Spool, writer_cfg: WriterConfig, retry: RetryConfig,
+                 metrics: GatewayMetrics, bundle_experiment: str, concurrency: int) -> None:
         self._writer = writer
-        self._join_window_s = feedback_join_window_s
-        self._deferred: list[tuple[float, int, EventItem]] = []
-        self._deferred_lock = threading.Lock()
-        self._seq = 0
+        self._spool = spool
+        self._cfg = writer_cfg
+        self._retry = retry
+        self._m = metrics
         self._bundle_experiment = bundle_experiment
-        self._metrics = metrics
-        self._concurrency = concurrency or config.concurrency
-        self._queue: queue.Queue[object] = queue.Queue(maxsize=config.queue_max_batches)
+        self._concurrency = concurrency
+        self._intake: queue.Queue[object] = queue.Queue(maxsize=writer_cfg.queue_max_batches)
+        self._ready: deque[Segment] = deque()
+        self._deferred: list[tuple[float, int, Segment]] = []
+        self._cond = threading.Condition()
+        self._in_flight = 0
+        self._memory_only = 0
+        self._stop = threading.Event()
+        self._closed = False
         self._threads: list[threading.Thread] = []
-        self._idle = threading.Condition()
-        self._busy = 0
-        self._stopped = False
         self._warn = _RateLimitedLog()
+        self._breaker = CircuitBreaker(retry.breaker_failures, retry.breaker_cooldown_s, retry.max_s,
+                                       on_change=self._breaker_changed)
+
+    # -- lifecycle ----------------------------------------------------------------------------
 
     def start(self) -> None:
-        for i in range(self._concurrency):
-            t = threading.Thread(target=self._run, name=f"tracegw-writer-{i}", daemon=True)
+        for seg in self._spool.open():
+            seg.extra["replayed"] = True
+            self._ready.append(seg)
+        self._m.circuit_state.set(self._breaker.state)
+        threads = [threading.Thread(target=self._spool_loop, name="tracegw-spooler", daemon=True)]
+        threads += [threading.Thread(target=self._send_loop, name=f"tracegw-sender-{i}", daemon=True)
+                    for i in range(self._concurrency)]
+        for t in threads:
             t.start()
-            self._threads.append(t)
+        self._threads = threads
+
+    def shutdown(self, timeout_s: float) -> None:
+        """Spool what is queued, deliver until ``timeout_s``, leave the rest in the spool."""
+        if self._closed:
+            return
+        self._closed = True
+        deadline = time.monotonic() + timeout_s
+        self._intake.put(_STOP)  # the spooler drains the intake, then stops
+        self._threads[0].join(timeout=max(0.1, deadline - time.monotonic()))
+        with self._cond:
+            while (self._ready or self._in_flight or self._due_deferred_pending()) and time.monotonic() < deadline:
+                self._cond.wait(0.05)
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        for t in self._threads[1:]:
+            t.join(timeout=max(0.5, deadline - time.monotonic()))
+        left = list(self._ready) + [item[2] for item in self._deferred]
+        spooled = sum(1 for s in left if s.durable)
+        for seg in left:
+            if not seg.durable:
+                self._drop(seg, "shutdown")
+        self._writer.close()
+        log.info("delivery stopped: %d segments left in the spool for the next start, %d in-memory dropped",
+                 spooled, len(left) - spooled)
+
+    def _due_deferred_pending(self) -> bool:
+        """Deferred retries still worth waiting for during a drain (not feedback awaiting its trace)."""
+        return any(not seg.extra.get("awaiting_trace") for _, _, seg in self._deferred)
+
+    # -- intake (event loop) ------------------------------------------------------------------
 
     def submit_batch(self, batch: SpanBatch) -> None:
         self._offer(batch, "spans", batch.span_count)
 
     def submit_feedback(self, record: FeedbackRecord) -> None:
-        self._offer(EventItem(record, time.monotonic()), "feedback", 1)
+        self._offer(record, "feedback", 1)
 
     def submit_bundle_event(self, record: BundleRecord) -> None:
-        self._offer(EventItem(record, time.monotonic()), "bundle", 1)
-
-    def poll_deferred(self, force: bool = False) -> None:
-        """Re-queue feedback whose trace was not in MLflow yet, once its retry is due (or now)."""
-        now = float("inf") if force else time.monotonic()
-        due: list[EventItem] = []
-        with self._deferred_lock:
-            while self._deferred and self._deferred[0][0] <= now:
-                due.append(heapq.heappop(self._deferred)[2])
-        for item in due:
-            self._offer(item, _kind(item), 1)
-
-    @property
-    def deferred_count(self) -> int:
-        with self._deferred_lock:
-            return len(self._deferred)
-
-    def _defer(self, item: EventItem) -> bool:
-        """Schedule a retry for feedback whose trace is not stored yet; False once out of time."""
-        item.attempts += 1
-        delay = min(FEEDBACK_RETRY_MAX_S, FEEDBACK_RETRY_FIRST_S * 2 ** (item.attempts - 1))
-        if time.monotonic() + delay - item.first_at > self._join_window_s:
-            return False
-        with self._deferred_lock:
-            self._seq += 1
-            heapq.heappush(self._deferred, (time.monotonic() + delay, self._seq, item))
-        return True
+        self._offer(record, "bundle", 1)
 
     def _offer(self, item: object, kind: str, count: int) -> None:
-        if self._stopped:
+        if self._closed:
             self._count_drop(kind, "shutdown", count)
             return
         try:
-            self._queue.put_nowait(item)
+            self._intake.put_nowait(item)
         except queue.Full:
             self._count_drop(kind, "writer_queue_full", count)
-            self._warn.warning("queue_full", "writer queue full: dropped %s item of %d", kind, count)
-        self._metrics.batches_queued.set(self._queue.qsize())
+            self._warn.warning("intake_full", "delivery intake full: dropped a %s item of %d", kind, count)
+
+    # -- spooler --------------------------------------------------------------------------------
+
+    def _spool_loop(self) -> None:
+        while True:
+            item = self._intake.get()
+            if item is _STOP:
+                return
+            try:
+                seg = self._segment(item)
+                if not self._spool.write(seg) and not self._admit_memory_only(seg):
+                    continue
+                with self._cond:
+                    self._ready.append(seg)
+                    self._cond.notify()
+            except Exception:  # loop boundary: count, log, keep going
+                log.exception("spooler failed on an item")
+                self._count_drop(_kind_of(item), "write_failed", getattr(item, "span_count", 1))
+
+    def _segment(self, item: object) -> Segment:
+        now = time.time()
+        if isinstance(item, SpanBatch):
+            payload = encode_traces(item.traces).SerializeToString()
+            header = {"kind": "spans", "experiment_name": item.experiment_name, "span_count": item.span_count,
+                      "trace_count": len(item.traces), "first_at": now, "attempts": 0}
+            return Segment(self._spool.next_seq(), "spans", header, payload)
+        if isinstance(item, FeedbackRecord):
+            header = {"kind": "feedback", "span_count": 0, "first_at": now, "attempts": 0}
+            return Segment(self._spool.next_seq(), "feedback", header, feedback_to_json(item))
+        assert isinstance(item, BundleRecord)
+        header = {"kind": "bundle", "span_count": 0, "first_at": now, "attempts": 0}
+        return Segment(self._spool.next_seq(), "bundle", header, json.dumps(asdict(item)).encode())
+
+    def _admit_memory_only(self, seg: Segment) -> bool:
+        with self._cond:
+            if self._memory_only >= self._cfg.queue_max_batches:
+                admitted = False
+            else:
+                self._memory_only += 1
+                seg.extra["memory_only"] = True
+                admitted = True
+        if not admitted:
+            self._drop(seg, "spool_full")
+            self._warn.warning("spool_full", "spool unavailable and memory queue full: dropped segment %d",
+                               seg.seq)
+        return admitted
+
+    # -- senders --------------------------------------------------------------------------------
+
+    def _next(self) -> Segment | None:
+        """The next segment to try, waiting briefly; None when there is nothing due."""
+        with self._cond:
+            now = time.monotonic()
+            if self._deferred and self._deferred[0][0] <= now:
+                seg = heapq.heappop(self._deferred)[2]
+            elif self._ready:
+                seg = self._ready.popleft()
+            else:
+                wait = 0.1 if not self._deferred else min(0.1, self._deferred[0][0] - now)
+                self._cond.wait(max(0.005, wait))
+                return None
+            self._in_flight += 1
+            return seg
+
+    def _send_loop(self) -> None:
+        while not self._stop.is_set():
+            seg = self._next()
+            if seg is None:
+                continue
+            try:
+                if not self._breaker.acquire(self._stop, max_wait_s=0.5):
+                    with self._cond:  # not allowed yet: put it back at the front
+                        self._ready.appendleft(seg)
+                    continue
+                self._attempt(seg)
+            except Exception:  # loop boundary
+                log.exception("sender failed on segment %d; retrying later", seg.seq)
+                self._schedule_retry(seg, None)
+            finally:
+                with self._cond:
+                    self._in_flight -= 1
+                    self._cond.notify_all()
+
+    def _attempt(self, seg: Segment) -> None:
+        try:
+            payload = self._spool.load(seg)
+        except (TornSegment, OSError) as exc:
+            log.warning("spooled segment %d unreadable (%s); counted as corrupt", seg.seq, exc)
+            self._m.spool_quarantined.labels("corrupt").inc()
+            self._spool.delete(seg)
+            self._drop(seg, "corrupt")
+            return
+        started = time.perf_counter()
+        try:
+            self._write(seg, payload)
+        except RetryableWriteError as exc:
+            self._observe(seg, "retryable_error", started)
+            self._breaker.failure()
+            self._warn.warning("retry_" + seg.kind, "%s write failed (%s); will retry", seg.kind, exc.reason)
+            self._schedule_retry(seg, exc.retry_after_s)
+            return
+        except PermanentWriteError as exc:
+            self._observe(seg, "permanent_error", started)
+            self._breaker.success()  # the server answered
+            self._permanent(seg, payload, exc)
+            return
+        except WriteError as exc:  # unclassified: treat as retryable
+            self._observe(seg, "retryable_error", started)
+            self._breaker.failure()
+            self._schedule_retry(seg, None)
+            log.warning("%s write failed (%s); will retry", seg.kind, exc.reason)
+            return
+        self._observe(seg, "ok", started)
+        self._breaker.success()
+        self._acknowledge(seg)
+
+    def _write(self, seg: Segment, payload: bytes) -> None:
+        h = seg.header
+        if seg.kind == "spans":
+            exp_id = self._writer.experiment_id(str(h.get("experiment_name", "")))
+            self._writer.write_spans(exp_id, payload, seg.span_count)
+        elif seg.kind == "feedback":
+            retried = seg.attempts > 0 or bool(seg.extra.get("replayed"))
+            self._writer.write_feedback(feedback_from_json(payload), check_existing=retried)
+        else:
+            self._writer.write_bundle_event(bundle_from_json(payload), self._bundle_experiment)
+
+    def _acknowledge(self, seg: Segment) -> None:
+        self._spool.delete(seg)
+        self._release_memory(seg)
+        if seg.kind == "spans":
+            self._m.spans_written.inc(seg.span_count)
+            self._m.traces_written.inc(int(seg.header.get("trace_count", 0)))
+        else:
+            self._m.events_written.labels(seg.kind).inc()
+        if self._breaker.just_closed:  # the server is back: retry everything now, not at its backoff
+            self._breaker.just_closed = False
+            with self._cond:
+                self._deferred = [(0.0, s, g) if not g.extra.get("awaiting_trace") else (d, s, g)
+                                  for d, s, g in self._deferred]
+                heapq.heapify(self._deferred)
+                self._cond.notify_all()
+
+    def _schedule_retry(self, seg: Segment, retry_after_s: float | None) -> None:
+        seg.header["attempts"] = seg.attempts + 1
+        self._m.write_retries.labels(seg.kind).inc()
+        if time.time() - float(seg.header.get("first_at", time.time())) > self._retry.max_elapsed_s:
+            self._dead_letter(seg, "retry_exhausted")
+            return
+        delay = backoff_s(seg.attempts, self._retry.initial_s, self._retry.max_s, retry_after_s)
+        self._defer(seg, delay)
+
+    def _defer(self, seg: Segment, delay_s: float) -> None:
+        with self._cond:
+            heapq.heappush(self._deferred, (time.monotonic() + delay_s, seg.seq, seg))
+            self._cond.notify()
+
+    def _permanent(self, seg: Segment, payload: bytes, exc: PermanentWriteError) -> None:
+        if seg.kind == "feedback" and exc.status == 404:
+            # The trace is not in MLflow yet (in assembly, a batch, or a retry): wait for it.
+            seg.header["attempts"] = seg.attempts + 1
+            waited = time.time() - float(seg.header.get("first_at", time.time()))
+            if waited <= self._cfg.feedback_join_window_s:
+                seg.extra["awaiting_trace"] = True
+                self._defer(seg, min(FEEDBACK_RETRY_MAX_S, FEEDBACK_RETRY_FIRST_S * 2 ** (seg.attempts - 1)))
+                return
+            self._spool.delete(seg)
+            self._drop(seg, "trace_not_found")
+            self._warn.warning("feedback_orphan", "feedback segment %d: its trace was not in MLflow after %.0fs",
+                               seg.seq, self._cfg.feedback_join_window_s)
+            return
+        if seg.kind == "spans":
+            parts = split_spans(payload)
+            if parts:
+                self._split(seg, parts)
+                return
+        self._dead_letter(seg, exc.reason, payload)
+
+    def _split(self, seg: Segment, parts: list[tuple[bytes, int, int]]) -> None:
+        """Isolate a poison trace: retry each half of a rejected batch on its own."""
+        halves = []
+        for data, spans, traces in parts:
+            header = {**seg.header, "span_count": spans, "trace_count": traces}
+            half = Segment(self._spool.next_seq(), "spans", header, data)
+            if not self._spool.write(half):
+                half.extra["memory_only"] = True
+                with self._cond:
+                    self._memory_only += 1
+            halves.append(half)
+        self._spool.delete(seg)
+        self._release_memory(seg)
+        self._m.batch_splits.inc()
+        with self._cond:
+            for half in reversed(halves):
+                self._ready.appendleft(half)
+            self._cond.notify_all()
+
+    def _dead_letter(self, seg: Segment, reason: str, payload: bytes | None = None) -> None:
+        if payload is None:
+            try:
+                payload = self._spool.load(seg)
+            except (TornSegment, OSError):
+                payload = b""
+        self._spool.dead_letter(seg, reason, payload)
+        self._release_memory(seg)
+        label = reason.split(":")[-1].strip().replace(" ", "_")[:40] if reason else "unknown"
+        self._m.dead_letter.labels(seg.kind, label).inc()
+        self._drop(seg, "dead_letter")
+        self._warn.warning("dead_letter", "%s segment %d dead-lettered: %s", seg.kind, seg.seq, reason)
+
+    # -- accounting -----------------------------------------------------------------------------
+
+    def _release_memory(self, seg: Segment) -> None:
+        if seg.extra.pop("memory_only", False):
+            with self._cond:
+                self._memory_only -= 1
+
+    def _drop(self, seg: Segment, reason: str) -> None:
+        self._count_drop(seg.kind, reason, seg.span_count or 1)
 
     def _count_drop(self, kind: str, reason: str, count: int) -> None:
         if kind == "spans":
-            self._metrics.drop_spans("write", reason, count)
+            self._m.drop_spans("write", reason, count)
         else:
-            self._metrics.events_dropped.labels(kind, reason).inc(count)
+            self._m.events_dropped.labels(kind, reason).inc(count)
 
-    def wait_idle(self, timeout_s: float) -> bool:
-        """True once the queue is empty and no write is in progress."""
-        deadline = time.monotonic() + timeout_s
-        with self._idle:
-            while self._queue.unfinished_tasks or self._busy:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._idle.wait(min(remaining, 0.05))
-        return True
+    def _observe(self, seg: Segment, outcome: str, started: float) -> None:
+        self._m.write_requests.labels(seg.kind, outcome).inc()
+        self._m.write_duration.labels(seg.kind).observe(time.perf_counter() - started)
 
-    def shutdown(self, timeout_s: float) -> None:
-        """Deliver what is queued within ``timeout_s``; count the rest as ``shutdown`` drops."""
-        if self._stopped:
-            return
-        deadline = time.monotonic() + timeout_s
-        self.wait_idle(timeout_s)  # everything queued, span batches first
-        for _ in range(3):  # then deferred feedback gets a prompt last chance, its traces now written
-            if not self.deferred_count or time.monotonic() >= deadline:
-                break
-            self.poll_deferred(force=True)
-            self.wait_idle(max(0.0, deadline - time.monotonic()))
-        self._stopped = True
-        with self._deferred_lock:
-            for _, _, deferred in self._deferred:
-                self._count_drop(_kind(deferred), "shutdown", 1)
-            self._deferred.clear()
-        while True:
-            try:
-                leftover = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if isinstance(leftover, SpanBatch):
-                self._count_drop("spans", "shutdown", leftover.span_count)
-            else:
-                self._count_drop(_kind(leftover), "shutdown", 1)
-            self._queue.task_done()
-        for _ in self._threads:
-            self._queue.put(_STOP)
-        for t in self._threads:
-            t.join(timeout=max(0.1, timeout_s))
-        self._writer.close()
-
-    def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is _STOP:
-                self._queue.task_done()
-                return
-            with self._idle:
-                self._busy += 1
-            try:
-                if isinstance(item, SpanBatch):
-                    self._deliver(item)
-                elif isinstance(item, EventItem):
-                    self._deliver_event(item)
-            except Exception:  # worker-loop boundary: never let the thread die
-                log.exception("writer thread failed on an item; counted as write_failed")
-                if isinstance(item, SpanBatch):
-                    self._count_drop("spans", "write_failed", item.span_count)
-                else:
-                    self._count_drop(_kind(item), "write_failed", 1)
-            finally:
-                self._queue.task_done()
-                with self._idle:
-                    self._busy -= 1
-                    self._idle.notify_all()
-                self._metrics.batches_queued.set(self._queue.qsize())
-
-    def _deliver(self, batch: SpanBatch) -> None:
-        started = time.perf_counter()
-        try:
-            exp_id = self._writer.experiment_id(batch.experiment_name)
-            payload = encode_traces(batch.traces).SerializeToString()
-            self._writer.write_spans(exp_id, payload, batch.span_count)
-        except WriteError as exc:
-            outcome = "permanent_error" if isinstance(exc, PermanentWriteError) else "retryable_error"
-            self._metrics.write_requests.labels("spans", outcome).inc()
-            self._count_drop("spans", "write_failed", batch.span_count)
-            self._warn.warning("write_spans", "write failed: %s; dropped %d spans of %d traces",
-                               exc.reason, batch.span_count, len(batch.traces))
-            return
-        finally:
-            self._metrics.write_duration.labels("spans").observe(time.perf_counter() - started)
-        self._metrics.write_requests.labels("spans", "ok").inc()
-        self._metrics.spans_written.inc(batch.span_count)
-        self._metrics.traces_written.inc(len(batch.traces))
-
-    def _deliver_event(self, item: EventItem) -> None:
-        kind = _kind(item)
-        record = item.record
-        started = time.perf_counter()
-        try:
-            if isinstance(record, FeedbackRecord):
-                self._writer.write_feedback(record)
-            elif isinstance(record, BundleRecord):
-                self._writer.write_bundle_event(record, self._bundle_experiment)
-        except WriteError as exc:
-            outcome = "permanent_error" if isinstance(exc, PermanentWriteError) else "retryable_error"
-            self._metrics.write_requests.labels(kind, outcome).inc()
-            if kind == "feedback" and exc.status == 404:
-                # The trace is not in MLflow yet (still in assembly or a batch): join it later.
-                if self._defer(item):
-                    return
-                self._count_drop(kind, "trace_not_found", 1)
-                self._warn.warning("feedback_orphan", "feedback %s: its trace was not in MLflow after %.0fs",
-                                   item.record.event_id, self._join_window_s)
-                return
-            self._count_drop(kind, "write_failed", 1)
-            self._warn.warning("write_" + kind, "%s write failed: %s", kind, exc.reason)
-            return
-        finally:
-            self._metrics.write_duration.labels(kind).observe(time.perf_counter() - started)
-        self._metrics.write_requests.labels(kind, "ok").inc()
-        self._metrics.events_written.labels(kind).inc()
+    def _breaker_changed(self, state: int) -> None:
+        self._m.circuit_state.set(state)
+        self._m.circuit_transitions.labels(STATE_NAMES[state]).inc()
+        log.info("circuit breaker %s", STATE_NAMES[state])
 
 
-def _kind(item: object) -> str:
-    record = item.record if isinstance(item, EventItem) else item
-    return "feedback" if isinstance(record, FeedbackRecord) else "bundle"
+def _kind_of(item: object) -> str:
+    if isinstance(item, FeedbackRecord):
+        return "feedback"
+    if isinstance(item, BundleRecord):
+        return "bundle"
+    return "spans"

@@ -67,8 +67,18 @@ class EmbeddedMlflowWriter:
         except MlflowException as exc:
             raise _translate(exc, f"write {span_count} spans") from None
 
-    def write_feedback(self, record: FeedbackRecord) -> None:
+    def write_feedback(self, record: FeedbackRecord, check_existing: bool = False) -> None:
         trace_id = "tr-" + record.trace_id
+        if check_existing:
+            try:
+                with self._lock:
+                    info = self._store.get_trace_info(trace_id)
+            except MlflowException as exc:
+                raise _translate(exc, "read trace") from None
+            if any((a.metadata or {}).get("feedback_event_id") == record.event_id for a in info.assessments):
+                with self._lock:
+                    self._store.set_trace_tag(trace_id, "user_feedback", record.value.value)
+                return
         rationale, metadata = feedback_details(record)
         feedback = Feedback(
             name="user_feedback",

@@ -27,6 +27,10 @@ DROP_REASONS = frozenset({
     "shutdown",           # still held when the drain deadline passed
     "trace_not_found",    # feedback whose trace never reached MLflow within the join window
     "contract_violation", # strict contract mode: a trace that breaks the contract is not stored
+    "spool_full",         # spool unavailable (full, disk error) and the in-memory queue full too
+    "dead_letter",        # MLflow rejected it permanently, or retries ran out: kept in the dead-letter dir
+    "corrupt",            # a spooled segment became unreadable
+    "memory_shed",        # sampled-out trace not kept for rescue because memory is above the soft limit
 })
 
 
@@ -143,6 +147,43 @@ class GatewayMetrics:
             f"{b}_bedrock_output_tokens_total", "Bedrock output tokens.", labels, registry=registry)
         self.bedrock_cost = Counter(
             f"{b}_bedrock_cost_usd_total", "Bedrock cost in US dollars, from the adapter's price table.", labels,
+            registry=registry)
+
+        # -- durable delivery -------------------------------------------------------------
+        self.spool_segments = Gauge(
+            f"{p}_spool_segments", "Segments (batches, events) in the disk spool awaiting MLflow.", registry=registry)
+        self.spool_bytes = Gauge(f"{p}_spool_bytes", "Bytes in the disk spool.", registry=registry)
+        self.spool_writes = Counter(
+            f"{p}_spool_writes_total", "Spool writes by outcome (ok, full, error).", ["outcome"], registry=registry)
+        self.spool_replayed = Counter(
+            f"{p}_spool_replayed_total", "Segments found in the spool at start and replayed.", registry=registry)
+        self.spool_quarantined = Counter(
+            f"{p}_spool_quarantined_total", "Spool files set aside as torn or corrupt.", ["reason"],
+            registry=registry)
+        self.dead_letter = Counter(
+            f"{p}_dead_letter_total", "Segments moved to the dead-letter directory, by kind and reason.",
+            ["kind", "reason"], registry=registry)
+        self.write_retries = Counter(
+            f"{p}_write_retries_total", "Retries scheduled after retryable MLflow errors, by kind.", ["kind"],
+            registry=registry)
+        self.batch_splits = Counter(
+            f"{p}_batch_splits_total", "Batches MLflow rejected that were split to isolate a poison trace.",
+            registry=registry)
+        self.circuit_state = Gauge(
+            f"{p}_circuit_state", "Circuit breaker towards MLflow: 0 closed, 1 half-open, 2 open.", registry=registry)
+        self.circuit_transitions = Counter(
+            f"{p}_circuit_transitions_total", "Circuit breaker state changes, by new state.", ["to"],
+            registry=registry)
+        self.refused = Counter(
+            f"{p}_refused_total", "Requests refused with RESOURCE_EXHAUSTED (memory limit), by receiver.",
+            ["receiver"], registry=registry)
+        self.refused_spans = Counter(
+            f"{p}_refused_spans_total", "Spans in requests refused with RESOURCE_EXHAUSTED, by receiver.",
+            ["receiver"], registry=registry)
+        self.memory_rss = Gauge(f"{p}_memory_rss_bytes", "Resident memory of the gateway process.",
+                                registry=registry)
+        self.memory_state = Gauge(
+            f"{p}_memory_state", "Memory guard: 0 ok, 1 shedding sampled-out traces, 2 refusing new data.",
             registry=registry)
 
     def drop_spans(self, stage: str, reason: str, count: int) -> None:

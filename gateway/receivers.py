@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 
 import grpc
+from google.rpc import code_pb2, error_details_pb2, status_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
 from clients.pb import common_pb2, trace_gateway_service_pb2, trace_gateway_service_pb2_grpc
@@ -19,6 +20,19 @@ from gateway.service import Gateway
 log = logging.getLogger(__name__)
 
 MAX_REJECTIONS_LISTED = 20
+RETRY_AFTER_S = 1
+_FULL_MESSAGE = "gateway memory is above its limit; retry later"
+
+
+def _retry_info_details() -> bytes:
+    info = error_details_pb2.RetryInfo()
+    info.retry_delay.seconds = RETRY_AFTER_S
+    status = status_pb2.Status(code=code_pb2.RESOURCE_EXHAUSTED, message=_FULL_MESSAGE)
+    status.details.add().Pack(info)
+    return status.SerializeToString()
+
+
+_RETRY_DETAILS = _retry_info_details()
 EXPERIMENT_METADATA_KEY = "x-mlflow-experiment-name"
 
 
@@ -39,6 +53,15 @@ async def _refuse_if_closed(gateway: Gateway, context: grpc.aio.ServicerContext)
         await context.abort(grpc.StatusCode.UNAVAILABLE, "gateway is shutting down")
 
 
+async def _refuse_if_full(gateway: Gateway, context: grpc.aio.ServicerContext, receiver: str, spans: int) -> None:
+    """Back-pressure: RESOURCE_EXHAUSTED with a RetryInfo, never a blocked caller."""
+    if gateway.refusing:
+        gateway.metrics.refused.labels(receiver).inc()
+        gateway.metrics.refused_spans.labels(receiver).inc(spans)
+        await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, _FULL_MESSAGE,
+                            trailing_metadata=(("grpc-status-details-bin", _RETRY_DETAILS),))
+
+
 class NativeReceiver(trace_gateway_service_pb2_grpc.TraceGatewayServiceServicer):
     def __init__(self, gateway: Gateway) -> None:
         self._gw = gateway
@@ -46,6 +69,7 @@ class NativeReceiver(trace_gateway_service_pb2_grpc.TraceGatewayServiceServicer)
 
     async def ExportSpans(self, request, context):
         await _refuse_if_closed(self._gw, context)
+        await _refuse_if_full(self._gw, context, "native", len(request.spans))
         decoded = decode.decode_native_spans(request.spans)
         self._m.spans_received.labels("native").inc(len(request.spans))
         if decoded.rejections:
@@ -89,6 +113,8 @@ class OtlpReceiver(trace_service_pb2_grpc.TraceServiceServicer):
 
     async def Export(self, request, context):
         await _refuse_if_closed(self._gw, context)
+        await _refuse_if_full(self._gw, context, "otlp",
+                              sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans))
         decoded = decode.decode_otlp_spans(request.resource_spans)
         total = len(decoded.spans) + len(decoded.rejections)
         self._m.spans_received.labels("otlp").inc(total)

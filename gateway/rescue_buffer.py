@@ -63,6 +63,12 @@ class RescueBuffer:
         self._update()
         return held.trace
 
+    def clear(self, reason: str) -> None:
+        """Let everything go (memory pressure), counted with ``reason``."""
+        while self._held:
+            self._drop_oldest(reason)
+        self._update()
+
     def expire(self) -> None:
         """Drop traces older than the window (call periodically)."""
         cutoff = self._clock() - self._window_s

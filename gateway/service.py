@@ -18,16 +18,19 @@ import time
 from collections import OrderedDict
 
 from gateway.assembler import Assembler
+from gateway.batcher import Batcher
 from gateway.config import Config
 from gateway.contract import ContractChecker
-from gateway.delivery import Batcher, WriterPool
+from gateway.delivery import Delivery
 from gateway.measure import Measure
+from gateway.memory_guard import MemoryGuard
 from gateway.metrics import GatewayMetrics
 from gateway.model import BundleRecord, FeedbackRecord, SpanRecord, TraceRecord
 from gateway.pipeline import StageChain
 from gateway.redactor import Redactor
 from gateway.rescue_buffer import RescueBuffer
 from gateway.sampler import REASON_TAG, Sampler
+from gateway.spool import Spool
 from gateway.writer import TraceWriter
 
 log = logging.getLogger(__name__)
@@ -43,7 +46,8 @@ class Gateway:
         self._assembler = Assembler(config.assembly, metrics)
         self.rescue = RescueBuffer(config.sampling.rescue_window_s, config.sampling.rescue_max_bytes, metrics)
         self._feedback_forced: OrderedDict[str, None] = OrderedDict()
-        self._sampler = Sampler(config.sampling, metrics, on_dropped=self.rescue.add,
+        self._memory = MemoryGuard(config.memory, metrics)
+        self._sampler = Sampler(config.sampling, metrics, on_dropped=self._sampled_out,
                                 forced=self._feedback_forced.__contains__)
         self._redactor = Redactor(config.redaction, metrics)
         self._chain = StageChain([
@@ -53,10 +57,10 @@ class Gateway:
             self._sampler,
         ], metrics)
         concurrency = 1 if config.mlflow.embedded else config.writer.concurrency
-        self._pool = WriterPool(writer, config.writer, metrics, config.mlflow.bundle_experiment_name,
-                                feedback_join_window_s=config.writer.feedback_join_window_s,
-                                concurrency=concurrency)
-        self._batcher = Batcher(config.batch, self._pool.submit_batch)
+        spool = Spool(config.spool.directory or None, config.spool.max_bytes, config.spool.fsync, metrics)
+        self._delivery = Delivery(writer, spool, config.writer, config.retry, metrics,
+                                  config.mlflow.bundle_experiment_name, concurrency)
+        self._batcher = Batcher(config.batch, self._delivery.submit_batch)
         self._ticker: asyncio.Task[None] | None = None
         self._accepting = False
 
@@ -64,8 +68,13 @@ class Gateway:
     def accepting(self) -> bool:
         return self._accepting
 
+    @property
+    def refusing(self) -> bool:
+        """Memory is over the limit: new spans get RESOURCE_EXHAUSTED."""
+        return self._memory.refusing
+
     async def start(self) -> None:
-        self._pool.start()
+        self._delivery.start()
         self._ticker = asyncio.create_task(self._tick(), name="tracegw-ticker")
         self._accepting = True
 
@@ -77,7 +86,7 @@ class Gateway:
     def accept_feedback(self, records: list[FeedbackRecord]) -> None:
         for record in records:
             self._keep_trace_for_feedback(record.trace_id)
-            self._pool.submit_feedback(self._redactor.redact_feedback(record))
+            self._delivery.submit_feedback(self._redactor.redact_feedback(record))
 
     def _keep_trace_for_feedback(self, trace_id: str) -> None:
         """Make sure the trace a customer reacted to is stored, whatever sampling said."""
@@ -94,7 +103,13 @@ class Gateway:
 
     def accept_bundle_events(self, records: list[BundleRecord]) -> None:
         for record in records:
-            self._pool.submit_bundle_event(self._redactor.redact_bundle(record))
+            self._delivery.submit_bundle_event(self._redactor.redact_bundle(record))
+
+    def _sampled_out(self, trace: TraceRecord) -> None:
+        if self._memory.shedding:
+            self.metrics.rescue_evicted.labels("memory").inc()
+        else:
+            self.rescue.add(trace)
 
     def _hand_on(self, traces: list[TraceRecord]) -> None:
         kept = self._chain.run(traces)
@@ -109,8 +124,9 @@ class Gateway:
                 if ready:
                     self._hand_on(ready)
                 self._batcher.poll()
-                self._pool.poll_deferred()
                 self.rescue.expire()
+                if self._memory.update(holding=self._assembler.spans_in_flight > 0) >= 1 and len(self.rescue):
+                    self.rescue.clear("memory")
             except Exception:  # loop boundary: keep ticking, but say so loudly
                 log.exception("pipeline tick failed")
 
@@ -133,5 +149,5 @@ class Gateway:
         self._hand_on(held)
         self._batcher.flush()
         remaining = max(0.1, timeout_s - (time.monotonic() - started))
-        await asyncio.to_thread(self._pool.shutdown, remaining)
+        await asyncio.to_thread(self._delivery.shutdown, remaining)
         log.info("gateway drained: traces_decided_at_shutdown=%d", len(held))

@@ -68,8 +68,12 @@ class TraceWriter(Protocol):
         """Persist one serialized ``ExportTraceServiceRequest``."""
         ...
 
-    def write_feedback(self, record: FeedbackRecord) -> None:
-        """Attach a feedback assessment and the ``user_feedback`` tag to its trace."""
+    def write_feedback(self, record: FeedbackRecord, check_existing: bool = False) -> None:
+        """Attach a feedback assessment and the ``user_feedback`` tag to its trace.
+
+        ``check_existing`` (a retry or a replay): skip the assessment if one with the same
+        feedback event id is already there, so at-least-once delivery stays idempotent.
+        """
         ...
 
     def write_bundle_event(self, record: BundleRecord, experiment_name: str) -> None:
@@ -156,14 +160,22 @@ class HttpMlflowWriter:
             "Content-Type": "application/x-protobuf", EXPERIMENT_HEADER: experiment_id})
         classify(resp, f"write {span_count} spans")
 
-    def write_feedback(self, record: FeedbackRecord) -> None:
+    def write_feedback(self, record: FeedbackRecord, check_existing: bool = False) -> None:
         trace_id = "tr-" + record.trace_id
-        body = {"assessment": feedback_assessment(record)}
-        resp = self._call("POST", f"/api/3.0/mlflow/traces/{trace_id}/assessments", "log feedback", json=body)
-        classify(resp, "log feedback")
+        if not (check_existing and self._has_feedback(trace_id, record.event_id)):
+            body = {"assessment": feedback_assessment(record)}
+            resp = self._call("POST", f"/api/3.0/mlflow/traces/{trace_id}/assessments", "log feedback", json=body)
+            classify(resp, "log feedback")
         resp = self._call("PATCH", f"/api/2.0/mlflow/traces/{trace_id}/tags", "tag feedback",
                           json={"key": "user_feedback", "value": record.value.value})
         classify(resp, "tag feedback")
+
+    def _has_feedback(self, trace_id: str, event_id: str) -> bool:
+        resp = self._call("GET", f"/api/3.0/mlflow/traces/{trace_id}", "read trace")
+        classify(resp, "read trace")
+        info = resp.json().get("trace", {}).get("trace_info", {})
+        return any((a.get("metadata") or {}).get("feedback_event_id") == event_id
+                   for a in info.get("assessments") or [])
 
     def write_bundle_event(self, record: BundleRecord, experiment_name: str) -> None:
         exp_id = self.experiment_id(experiment_name)

@@ -5,10 +5,13 @@ What it does, in order, printing as it goes:
 1. starts the gateway as a real sidecar process (``tracegw serve``) on free loopback ports,
    writing to a SQLite MLflow store in the working directory (or, with ``--mlflow-server``, to
    a local ``mlflow server`` it starts on a free port);
-2. sends MangaAssist traffic through the client (17-span traces, tags, feedback) and a
-   release bundle's registration and offline evaluation;
+2. starts the MangaAssist orchestrator (its HTTP API on a free loopback port, offline
+   providers: intent classifier, embeddings, BM25 and vector search over the shipped corpus,
+   reranker, extractive generator, guardrails, response cache) and sends it realistic chat
+   requests across every intent and page type, plus thumbs-up/down through ``/v1/feedback``
+   and a release bundle's registration and offline evaluation;
 3. with ``--mlflow-server``: stops the MLflow server while traffic keeps flowing, and prints
-   the per-request tracing cost with MLflow up and with it down;
+   the request latency with MLflow up and with it down;
 4. stops the gateway with SIGTERM (it drains what it holds and exits 0), then sends a few
    requests with no gateway at all: the application keeps working, drops are counted;
 5. reads MLflow back and prints what landed and how to open it in ``mlflow ui``.
@@ -19,6 +22,7 @@ No AWS, no server started by hand. Everything it serves listens on 127.0.0.1 onl
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import signal
@@ -29,7 +33,9 @@ import sys
 import time
 import urllib.request
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from clients import BundleEvent, ClientConfig, ClientStats, Tracer
 from clients.events import (
@@ -39,7 +45,12 @@ from clients.events import (
     EvaluationStage,
     EvaluationVerdict,
 )
-from orchestrator.traffic import RELEASE_BUNDLE, RunResult, percentile, plan_requests, run
+from orchestrator.adapters import offline_providers
+from orchestrator.api import RunningApi, create_app, serve_in_thread
+from orchestrator.config import DEFAULT_RELEASE_BUNDLE as RELEASE_BUNDLE
+from orchestrator.scenarios import ChatPlan, plan_chats
+from orchestrator.service import ChatService
+from orchestrator.traffic import percentile
 
 EXPERIMENT = "mangaassist-demo"
 
@@ -105,10 +116,50 @@ def _wait_written(metrics_url: str, timeout_s: float) -> float:
     return time.monotonic() - started
 
 
-def _cost_line(label: str, result: RunResult) -> str:
-    c = result.costs_us
-    return (f"  {label:<28} {len(c):>5} requests   tracing cost p50 {statistics.median(c):7.1f} µs"
-            f"   p99 {percentile(c, 0.99):7.1f} µs")
+@dataclass
+class DriveResult:
+    latencies_ms: list[float] = field(default_factory=list)
+    trace_ids: list[str] = field(default_factory=list)
+    feedback_sent: int = 0
+    cache_hits: int = 0
+    blocked: int = 0
+
+
+def _post(url: str, body: dict[str, Any]) -> dict[str, Any]:
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"},
+                                 method="POST")
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return dict(json.loads(resp.read()))
+
+
+def drive(api_url: str, plans: list[ChatPlan], rate_per_s: float) -> DriveResult:
+    """POST each plan to ``/v1/chat`` at about ``rate_per_s``, then its feedback to ``/v1/feedback``."""
+    out = DriveResult()
+    interval = 1.0 / rate_per_s
+    next_at = time.monotonic()
+    for plan in plans:
+        t0 = time.perf_counter()
+        resp = _post(api_url + "/v1/chat", plan.body)
+        out.latencies_ms.append((time.perf_counter() - t0) * 1000)
+        out.trace_ids.append(resp["trace_id"])
+        out.cache_hits += bool(resp["cache_hit"])
+        out.blocked += resp["guardrail_action"] == "block"
+        if plan.feedback:
+            _post(api_url + "/v1/feedback", {
+                "response_id": resp["response_id"], "trace_id": resp["trace_id"], "feedback": plan.feedback,
+                "reason_code": "wrong_recommendation" if plan.feedback == "thumbs_down" else "helpful"})
+            out.feedback_sent += 1
+        next_at += interval
+        delay = next_at - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)  # pacing the load, not synchronising
+    return out
+
+
+def _cost_line(label: str, result: DriveResult) -> str:
+    c = result.latencies_ms
+    return (f"  {label:<28} {len(c):>5} requests   latency p50 {statistics.median(c):6.1f} ms"
+            f"   p99 {percentile(c, 0.99):6.1f} ms   ({result.cache_hits} cache hits, {result.blocked} blocked)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -129,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     db_uri = f"sqlite:///{workdir / 'mlflow.db'}"
     bin_dir = Path(sys.executable).parent
     procs: list[subprocess.Popen[bytes]] = []
+    apis: list[RunningApi] = []
     mlflow_proc = None
     try:
         tracking_uri = db_uri
@@ -160,10 +212,14 @@ def main(argv: list[str] | None = None) -> int:
         procs.append(gateway)
         _wait(lambda: _grpc_serving(target), 60, "gateway health SERVING")
 
-        tracer = Tracer(ClientConfig(target=target, service_name="mangaassist-demo"))
-        print(f"      sending {args.requests} requests at {args.rate:.0f}/s ...")
-        plans = plan_requests(args.requests + args.requests // 2 + 100, seed=11)
-        up = run(tracer, plans[: args.requests], args.rate)
+        tracer = Tracer(ClientConfig(target=target, service_name="mangaassist-orchestrator"))
+        service = ChatService(tracer, offline_providers(), deployment_stage="dev")
+        api = serve_in_thread(create_app(service))
+        apis.append(api)
+        print(f"      orchestrator API on {api.url} (offline providers; POST /v1/chat, /v1/feedback)")
+        print(f"      sending {args.requests} chat requests at {args.rate:.0f}/s ...")
+        plans = plan_chats(args.requests + args.requests // 2 + 100, seed=11)
+        up = drive(api.url, plans[: args.requests], args.rate)
         tracer.record_bundle_event(BundleEvent("mangaassist-chatbot-prod", RELEASE_BUNDLE, BundleRegistered(
             BundleComponents("7", "manga-reranker-4", "recommendation-2.4",
                              "anthropic.claude-3-5-haiku-20241022-v1:0", "rag-v5", "guardrails-12")),
@@ -181,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
             print("[3/5] stopping the MLflow server while traffic keeps flowing ...")
             os.killpg(mlflow_proc.pid, signal.SIGTERM)
             mlflow_proc.wait(timeout=30)
-            down = run(tracer, plans[args.requests: args.requests + args.requests // 2], args.rate)
+            down = drive(api.url, plans[args.requests: args.requests + args.requests // 2], args.rate)
             tracer.flush(timeout_s=10)
             cost_lines.append(_cost_line("gateway up, MLflow DOWN", down))
 
@@ -190,9 +246,10 @@ def main(argv: list[str] | None = None) -> int:
         gateway.send_signal(signal.SIGTERM)
         code = gateway.wait(timeout=120)
         print(f"      gateway exited with code {code}")
-        no_gw = run(tracer, plans[-100:], args.rate)
+        no_gw = drive(api.url, plans[-100:], args.rate)
         tracer.flush(timeout_s=2)
         cost_lines.append(_cost_line("gateway DOWN", no_gw))
+        api.stop()
         tracer.shutdown(timeout_s=2)
         stats = tracer.stats()
 
@@ -200,6 +257,8 @@ def main(argv: list[str] | None = None) -> int:
         _report(db_uri, workdir, cost_lines, before_stop, stats, up.feedback_sent)
         return 0 if code == 0 else 1
     finally:
+        for running in apis:
+            running.stop()
         for proc in procs:
             if proc.poll() is None:
                 proc.terminate()
@@ -225,7 +284,12 @@ def _report(db_uri: str, workdir: Path, cost_lines: list[str], metrics: dict[str
     received = sum(v for k, v in metrics.items() if k.startswith("tracegw_spans_received_total"))
     written = metrics.get("tracegw_spans_written_total", 0.0)
     dropped = {k: v for k, v in metrics.items() if k.startswith("tracegw_spans_dropped_total")}
-    print("What the application paid for tracing (the request path never waits on MLflow):")
+    gens = [s for t in traces for s in t.data.spans if s.name == "bedrock_generate"]
+    model_cost = sum(float(s.attributes.get("cost_usd", 0.0)) for s in gens)
+    tokens_in = sum(int(s.attributes.get("input_tokens", 0)) for s in gens)
+    tokens_out = sum(int(s.attributes.get("output_tokens", 0)) for s in gens)
+    violations = sum(v for k, v in metrics.items() if k.startswith("tracegw_contract_violations_total"))
+    print("What a chat request took, end to end over HTTP (the request path never waits on MLflow):")
     for line in cost_lines:
         print(line)
     print(f"  client counters: {stats.spans_enqueued} spans enqueued, {stats.spans_sent} sent, "
@@ -237,9 +301,19 @@ def _report(db_uri: str, workdir: Path, cost_lines: list[str], metrics: dict[str
           f"(of {feedback_sent} feedback events sent)")
     print("  by intent: " + ", ".join(f"{k} {v}" for k, v in intents.most_common()))
     if traces:
+        print(f"  model cost (price table × tokens; offline tokens are estimates): {len(gens)} generations, "
+              f"{tokens_in} input / {tokens_out} output tokens, ${model_cost:.4f} total, "
+              f"${model_cost / len(traces):.6f} per request")
+    print(f"  trace contract violations counted by the gateway: {violations:.0f}")
+    if traces:
         sample = traces[0]
+        snap = next((s.attributes.get("retrieval.snapshot") for t in traces for s in t.data.spans
+                     if s.name == "retrieve_chunks"), None)
         print(f"  e.g. {sample.info.trace_id}: {len(sample.data.spans)} spans, tags "
               f"intent={sample.info.tags.get('intent')} release_bundle={sample.info.tags.get('release_bundle')}")
+        if isinstance(snap, dict):
+            print(f"  chunk snapshot on retrieve_chunks (attribute retrieval.snapshot), e.g. trace {snap['trace_id']}: "
+                  f"{', '.join(snap['chunk_ids'])}")
     print("\nOpen it in the MLflow UI:")
     mlflow_bin = Path(sys.executable).parent / "mlflow"
     print(f"  {mlflow_bin} ui --backend-store-uri {db_uri} --port 5000   # then http://127.0.0.1:5000")

@@ -54,6 +54,11 @@ def gateway_factory(tmp_path: Path) -> Iterator[Callable[..., object]]:
             "TRACEGW_ROOT_GRACE_S": "0.05",
             "TRACEGW_BATCH_MAX_DELAY_S": "0.05",
             "TRACEGW_SHUTDOWN_GRACE_S": "10",
+            "TRACEGW_SPOOL_DIR": str(tmp_path / f"spool-{len(started)}"),
+            # In-process, RSS is pytest's (with MLflow loaded), not a sidecar's: keep the guard out
+            # of the way unless a test is about it.
+            "TRACEGW_MEMORY_SOFT_LIMIT_BYTES": str(8 << 30),
+            "TRACEGW_MEMORY_HARD_LIMIT_BYTES": str(12 << 30),
         }
         settings.update(env)
         gw = ThreadedGateway(config.load(settings))

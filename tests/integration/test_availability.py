@@ -63,7 +63,7 @@ def test_gateway_stopped_calls_return_and_drops_are_counted(gateway_factory: Any
 
 
 @pytest.mark.integration
-def test_mlflow_down_gateway_accepts_and_counts_failed_writes(tmp_path: Path, gateway_factory: Any) -> None:
+def test_mlflow_down_then_back_nothing_lost(tmp_path: Path, gateway_factory: Any) -> None:
     import mlflow
 
     server = MlflowServer(f"sqlite:///{tmp_path / 'mlflow-own.db'}", tmp_path).start()
@@ -99,14 +99,29 @@ def test_mlflow_down_gateway_accepts_and_counts_failed_writes(tmp_path: Path, ga
         assert stats.spans_sent == spans(FIRST_PLANS) + spans(SECOND_PLANS)
         assert stats.errors == 0
 
-        # Current contract (no retries or spool yet): each failed write is dropped and counted.
-        wait_for(lambda: _sample(gw, "tracegw_spans_dropped_total",
-                                 {"stage": "write", "reason": "write_failed"}) >= spans(SECOND_PLANS),
-                 timeout_s=30, what="every span of the 50 traces counted as write_failed")
-        assert _sample(gw, "tracegw_spans_dropped_total",
-                       {"stage": "write", "reason": "write_failed"}) == spans(SECOND_PLANS)
+        # The gateway keeps what it accepted (disk spool) and retries; nothing is dropped.
+        wait_for(lambda: _sample(gw, "tracegw_write_retries_total", {"kind": "spans"}) > 0, timeout_s=30,
+                 what="retries while MLflow is down")
+        wait_for(lambda: _sample(gw, "tracegw_spool_segments") > 0, timeout_s=10, what="batches in the spool")
         assert _sample(gw, "tracegw_spans_written_total") == spans(FIRST_PLANS)
-        assert _sample(gw, "tracegw_write_requests_total", {"kind": "spans", "outcome": "retryable_error"}) > 0
+
+        server.start()  # the same port: MLflow is back
+        everything = first | set()
+        client = mlflow.MlflowClient(tracking_uri=server.url)
+
+        def all_stored() -> bool:
+            exp = client.get_experiment_by_name("availability")
+            return exp is not None and len(client.search_traces(locations=[exp.experiment_id],
+                                                                 max_results=200)) == len(FIRST_PLANS + SECOND_PLANS)
+
+        wait_for(all_stored, timeout_s=90, interval_s=0.5, what="all 70 traces in MLflow after the outage")
+        assert everything <= {t.info.trace_id for t in client.search_traces(
+            locations=[client.get_experiment_by_name("availability").experiment_id], max_results=200)}
+        wait_for(lambda: _sample(gw, "tracegw_spool_segments") == 0, timeout_s=10, what="spool emptied")
+        assert _sample(gw, "tracegw_spans_written_total") == spans(FIRST_PLANS) + spans(SECOND_PLANS)
+        dropped = sum(m.value for fam in gw.metrics.registry.collect() if fam.name == "tracegw_spans_dropped"
+                      for m in fam.samples)
+        assert dropped == 0
     finally:
         if tracer is not None:
             tracer.shutdown(timeout_s=2)

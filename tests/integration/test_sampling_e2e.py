@@ -83,6 +83,7 @@ def test_ten_thousand_traces_at_ratio_one_tenth(gateway_factory: Any, tmp_path: 
     finally:
         random.setstate(state)
     assert tracer.flush(timeout_s=30)
+    tracer.shutdown(timeout_s=5)
     stats = tracer.stats()
     assert stats.spans_dropped_total == 0 and stats.spans_sent == 10_000 * 5 - 0
 

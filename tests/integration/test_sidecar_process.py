@@ -82,6 +82,7 @@ def sidecar(tmp_path: Path) -> Iterator[Sidecar]:
         MLFLOW_TRACKING_URI=tracking_uri,
         MLFLOW_EXPERIMENT_NAME=EXPERIMENT,
         TRACEGW_ARTIFACT_ROOT=str(tmp_path / "art"),
+        TRACEGW_SPOOL_DIR=str(tmp_path / "spool"),
         # Long enough that every trace is still in assembly when SIGTERM arrives: only the
         # drain can deliver them.
         TRACEGW_ROOT_GRACE_S="30",

@@ -1,0 +1,54 @@
+"""Provider adapters: interfaces in ``base``, AWS implementations in ``aws_*`` (the only
+modules importing boto3), offline deterministic ones in ``offline_*``.
+
+``build_providers(config)`` picks the set named by ``MANGAASSIST_PROVIDERS``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from orchestrator.adapters.base import Embedder, Generator, IntentClassifier, Reranker, RouteSource
+from orchestrator.config import OrchestratorConfig
+
+
+@dataclass(frozen=True, slots=True)
+class Providers:
+    generator: Generator
+    embedder: Embedder
+    classifier: IntentClassifier
+    reranker: Reranker
+    routes: RouteSource
+    kind: str
+
+
+def offline_providers(config: OrchestratorConfig | None = None) -> Providers:
+    from orchestrator.adapters.offline_generator import ExtractiveGenerator
+    from orchestrator.adapters.offline_models import HashingEmbedder, KeywordIntentClassifier, OverlapReranker
+    from orchestrator.routes import StaticRoutes
+
+    config = config or OrchestratorConfig()
+    return Providers(generator=ExtractiveGenerator(), embedder=HashingEmbedder(config.aws.embedding_dimensions),
+                     classifier=KeywordIntentClassifier(), reranker=OverlapReranker(),
+                     routes=StaticRoutes.default(config.aws.bedrock_model_id, config.release_bundle), kind="offline")
+
+
+def aws_providers(config: OrchestratorConfig) -> Providers:
+    from orchestrator.adapters.aws_appconfig import AppConfigRoutes
+    from orchestrator.adapters.aws_bedrock import BedrockEmbedder, BedrockGenerator
+    from orchestrator.adapters.aws_sagemaker import SageMakerIntentClassifier, SageMakerReranker
+
+    aws = config.aws
+    common = (aws.region, aws.timeout_s, aws.max_attempts)
+    return Providers(
+        generator=BedrockGenerator.create(*common),
+        embedder=BedrockEmbedder.create(*common, aws.embedding_model_id, aws.embedding_dimensions),
+        classifier=SageMakerIntentClassifier.create(*common, aws.intent_endpoint),
+        reranker=SageMakerReranker.create(*common, aws.reranker_endpoint),
+        routes=AppConfigRoutes.create(*common, aws.appconfig_application, aws.appconfig_environment,
+                                      aws.appconfig_profile, aws.bedrock_model_id, config.release_bundle),
+        kind="aws")
+
+
+def build_providers(config: OrchestratorConfig) -> Providers:
+    return aws_providers(config) if config.providers == "aws" else offline_providers(config)

@@ -1,0 +1,116 @@
+"""The small interfaces every provider implements, with the values they exchange.
+
+Two implementations each: ``aws_*`` modules (boto3; the only modules that import it) and
+``offline_*`` modules (deterministic, shipped with the project).
+
+Errors::
+
+    ProviderError            a provider call failed; not worth retrying (bad request, access denied)
+    └── ProviderThrottled    throttled or unavailable, still so after the adapter's own retries
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+class ProviderError(Exception):
+    """A provider call failed permanently; ``code`` is the service's error code when known."""
+
+    def __init__(self, message: str, code: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class ProviderThrottled(ProviderError):
+    """Throttled (or temporarily unavailable) on every attempt; the caller may retry later."""
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationRequest:
+    model_id: str
+    system: str
+    prompt: str
+    temperature: float
+    max_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class Generation:
+    text: str
+    input_tokens: int
+    output_tokens: int
+    stop_reason: str
+    model_latency_ms: float | None = None
+    """Latency the service reported (Converse ``metrics.latencyMs``), when it did."""
+
+
+@dataclass(frozen=True, slots=True)
+class IntentPrediction:
+    intent: str
+    confidence: float
+    model_version: str
+
+
+class Generator(Protocol):
+    """Text generation (Bedrock Converse or the offline extractive writer)."""
+
+    provider: str
+
+    def generate(self, request: GenerationRequest) -> Generation: ...
+
+
+class Embedder(Protocol):
+    """Text embeddings; vectors are L2-normalised, all of length ``dimensions``."""
+
+    model_id: str
+    dimensions: int
+
+    def embed(self, text: str) -> list[float]: ...
+
+
+class IntentClassifier(Protocol):
+    model_name: str
+
+    def classify(self, message: str, page_type: str, locale: str) -> IntentPrediction: ...
+
+
+class Reranker(Protocol):
+    version: str
+
+    def score(self, query: str, documents: list[str]) -> list[float]:
+        """One relevance score per document, higher is better."""
+        ...
+
+
+class RouteSource(Protocol):
+    """The active route configuration (prompt versions, models), e.g. from AppConfig."""
+
+    def current(self) -> RouteTable: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    intent: str
+    uses_bedrock: bool
+    uses_retrieval: bool
+    prompt_version: str
+    model_id: str
+    temperature: float = 0.2
+    max_tokens: int = 512
+    source_types: tuple[str, ...] = ()
+    """Retrieval filter: the chunk source types this route may use (empty: all)."""
+    max_chunks_per_series: int = 2
+    """Diversity: at most this many final chunks about one series."""
+
+
+@dataclass(frozen=True, slots=True)
+class RouteTable:
+    release_bundle: str
+    config_version: str
+    routes: dict[str, Route]
+
+    def route_for(self, intent: str) -> Route:
+        """The route of ``intent``; unknown intents fall back to ``faq``."""
+        return self.routes.get(intent) or self.routes["faq"]

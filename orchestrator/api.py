@@ -1,0 +1,206 @@
+"""The HTTP API (FastAPI): ``POST /v1/chat``, ``POST /v1/feedback``, ``GET /healthz``.
+
+Invalid requests get 422 (400 for a body that is not JSON) with ``{"error": ..., "fields":
+[{"field": "page_context.page_type", "message": ...}]}`` naming every bad field.
+
+``mangaassist-orchestrator`` runs it with uvicorn on ``MANGAASSIST_HOST:MANGAASSIST_PORT``
+(see ``orchestrator.config`` for every variable).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from clients import ClientConfig, Tracer
+from orchestrator import config as config_module
+from orchestrator.adapters import build_providers
+from orchestrator.adapters.base import ProviderError
+from orchestrator.cache import ResponseCache
+from orchestrator.schema import ChatRequest, PageContext, new_request_id
+from orchestrator.service import ChatService, FeedbackMismatch
+
+
+class PageContextIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    page_type: Literal["product", "search", "category", "cart"]
+    locale: str = Field(default="en-US", pattern=r"^[a-z]{2}(-[A-Z]{2})?$")
+    product_id: str | None = Field(default=None, min_length=1, max_length=80)
+
+
+class ChatIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    session_id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")
+    message: str = Field(min_length=1, max_length=2000)
+    page_context: PageContextIn
+    user_type: Literal["guest", "signed_in", "prime"] = "guest"
+    request_id: str | None = Field(default=None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")
+
+    @field_validator("message")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be blank")
+        return value
+
+
+class ChatOut(BaseModel):
+    reply: str
+    response_id: str
+    trace_id: str
+    prompt_version: str
+    release_bundle: str
+    request_id: str
+    intent: str
+    cache_hit: bool
+    citations: list[str]
+    guardrail_action: str
+
+
+class FeedbackIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    response_id: str = Field(pattern=r"^resp_[A-Za-z0-9]{1,64}$")
+    trace_id: str = Field(pattern=r"^[0-9a-f]{32}$")
+    feedback: Literal["thumbs_up", "thumbs_down"]
+    timestamp: datetime | None = None
+    reason_code: str = Field(default="", max_length=64, pattern=r"^[a-z0-9_]*$")
+    comment: str = Field(default="", max_length=1000)
+    session_id: str = Field(default="", max_length=128)
+
+
+def _field_errors(exc: RequestValidationError) -> list[dict[str, str]]:
+    out = []
+    for err in exc.errors():
+        loc = [str(p) for p in err.get("loc", ()) if p != "body"]
+        out.append({"field": ".".join(loc) or "body", "message": str(err.get("msg", "invalid"))})
+    return out
+
+
+def create_app(service: ChatService, on_shutdown: Any = None) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        if on_shutdown is not None:
+            on_shutdown()
+
+    app = FastAPI(title="MangaAssist orchestrator", version="1", lifespan=lifespan)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        fields = _field_errors(exc)
+        not_json = any(e.get("type") == "json_invalid" for e in exc.errors())
+        summary = "; ".join(f"{f['field']}: {f['message']}" for f in fields)
+        return JSONResponse(status_code=400 if not_json else 422,
+                            content={"error": f"invalid request: {summary}", "fields": fields})
+
+    @app.post("/v1/chat", response_model=ChatOut)
+    def chat(body: ChatIn) -> Any:
+        ctx = body.page_context
+        request = ChatRequest(session_id=body.session_id, message=body.message,
+                              page_context=PageContext(ctx.page_type, ctx.locale, ctx.product_id),
+                              user_type=body.user_type, request_id=body.request_id or new_request_id())
+        try:
+            response = service.handle(request)
+        except ProviderError as exc:  # e.g. no route configuration yet; the trace records it
+            return JSONResponse(status_code=503, content={"error": f"provider unavailable: {exc.code or exc}",
+                                                          "request_id": request.request_id})
+        return ChatOut(
+            reply=response.reply, response_id=response.response_id, trace_id=response.trace_id,
+            prompt_version=response.prompt_version, release_bundle=response.release_bundle,
+            request_id=response.request_id, intent=response.intent, cache_hit=response.cache_hit,
+            citations=list(response.citations), guardrail_action=response.guardrail_action)
+
+    @app.post("/v1/feedback", status_code=202)
+    def feedback(body: FeedbackIn) -> Any:
+        try:
+            accepted, event_id = service.record_feedback(
+                body.response_id, body.trace_id, body.feedback, body.reason_code, body.comment, body.session_id,
+                body.timestamp.timestamp() if body.timestamp else None)
+        except FeedbackMismatch as exc:
+            return JSONResponse(status_code=422, content={"error": f"invalid request: trace_id: {exc}",
+                                                          "fields": [{"field": "trace_id", "message": str(exc)}]})
+        if not accepted:
+            return JSONResponse(status_code=503, content={"error": "feedback queue full, retry later"})
+        return {"accepted": True, "event_id": event_id}
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, Any]:
+        return {"status": "ok", "providers": service.providers.kind,
+                "release_bundle": service.providers.routes.current().release_bundle,
+                "cache_entries": len(service.cache)}
+
+    return app
+
+
+def build(cfg: config_module.OrchestratorConfig, service_name: str = "mangaassist-orchestrator"
+          ) -> tuple[ChatService, Tracer]:
+    """The service wired from configuration: providers, cache, and a tracer to the gateway."""
+    tracer = Tracer(ClientConfig(target=cfg.tracing.gateway_target, experiment_name=cfg.tracing.experiment_name,
+                                 service_name=service_name))
+    service = ChatService(tracer, build_providers(cfg), deployment_stage=cfg.deployment_stage,
+                          cache=ResponseCache(cfg.cache.ttl_s, cfg.cache.max_entries))
+    return service, tracer
+
+
+@dataclass
+class RunningApi:
+    """A uvicorn server on its own thread (demo and tests); ``stop()`` shuts it down."""
+
+    url: str
+    server: Any
+    thread: threading.Thread
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=timeout_s)
+
+
+def serve_in_thread(app: FastAPI, host: str = "127.0.0.1", port: int = 0, timeout_s: float = 20.0) -> RunningApi:
+    """Start ``app`` on ``host:port`` (0 picks a free port) and wait until it accepts requests."""
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, name="orchestrator-api", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout_s
+    while not server.started and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.02)  # uvicorn exposes no start event; bounded poll
+    if not server.started:
+        server.should_exit = True
+        thread.join(timeout=timeout_s)
+        raise RuntimeError(f"orchestrator API did not start on {host}:{port}")
+    bound = server.servers[0].sockets[0].getsockname()[1]
+    return RunningApi(f"http://{host}:{bound}", server, thread)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mangaassist-orchestrator", description=__doc__.split("\n\n")[0])
+    parser.parse_args(argv)
+    try:
+        cfg = config_module.load()
+    except config_module.ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    import uvicorn
+
+    service, tracer = build(cfg)
+    service.retriever.warm_up()
+    app = create_app(service, on_shutdown=lambda: tracer.shutdown(timeout_s=5))
+    uvicorn.run(app, host=cfg.api.host, port=cfg.api.port, log_level="info")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
