@@ -1,0 +1,142 @@
+"""Delivery with fakes: retries until success, poison isolation, dead letters, idempotent feedback."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry
+
+from gateway import config
+from gateway.batcher import SpanBatch
+from gateway.delivery import Delivery
+from gateway.metrics import GatewayMetrics
+from gateway.mlflow_otlp import encode_traces
+from gateway.model import BundleRecord, FeedbackRecord, FeedbackValue, SpanRecord, TraceRecord
+from gateway.spool import Spool
+from gateway.writer import PermanentWriteError, RetryableWriteError
+from tests.support import wait_for
+
+
+class FlakyWriter:
+    """Fails the first ``fail_times`` span writes as retryable; rejects any batch holding ``poison``."""
+
+    def __init__(self, fail_times: int = 0, poison: str | None = None) -> None:
+        self.fail_times = fail_times
+        self.poison = poison
+        self.written: list[str] = []
+        self.feedback: list[tuple[str, bool]] = []
+        self.lock = threading.Lock()
+
+    def experiment_id(self, name: str) -> str:
+        return "1"
+
+    def write_spans(self, experiment_id: str, payload: bytes, span_count: int) -> None:
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+        ids = {s.trace_id.hex() for rs in ExportTraceServiceRequest.FromString(payload).resource_spans
+               for ss in rs.scope_spans for s in ss.spans}
+        with self.lock:
+            if self.fail_times > 0:
+                self.fail_times -= 1
+                raise RetryableWriteError("write spans: HTTP 503", status=503)
+            if self.poison in ids:
+                raise PermanentWriteError("write spans: HTTP 400 INVALID_PARAMETER_VALUE", status=400)
+            self.written.extend(sorted(ids))
+
+    def write_feedback(self, record: FeedbackRecord, check_existing: bool = False) -> None:
+        with self.lock:
+            self.feedback.append((record.event_id, check_existing))
+
+    def write_bundle_event(self, record: BundleRecord, experiment_name: str) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def cfg(**env: str) -> config.Config:
+    return config.load({"TRACEGW_RETRY_INITIAL_S": "0.01", "TRACEGW_RETRY_MAX_S": "0.05",
+                        "TRACEGW_BREAKER_COOLDOWN_S": "0.02", **env})
+
+
+def batch(*trace_ids: str) -> SpanBatch:
+    traces = [TraceRecord(t, "e", [SpanRecord(t, "1" * 16, None, "handle_message", "CHAIN", 1, 2)], {})
+              for t in trace_ids]
+    return SpanBatch("e", traces, len(traces))
+
+
+def make(tmp_path: Path, writer: FlakyWriter, **env: str) -> tuple[Delivery, GatewayMetrics]:
+    c = cfg(**env)
+    m = GatewayMetrics(CollectorRegistry())
+    d = Delivery(writer, Spool(str(tmp_path / "spool"), 10**8, True, m), c.writer, c.retry, m, "bundles", 2)
+    d.start()
+    return d, m
+
+
+def value(m: GatewayMetrics, name: str, **labels: str) -> float:
+    return m.registry.get_sample_value(name, labels) or 0.0
+
+
+def test_retryable_failures_are_retried_until_written(tmp_path: Path) -> None:
+    w = FlakyWriter(fail_times=7)
+    d, m = make(tmp_path, w)
+    d.submit_batch(batch("a" * 32, "b" * 32))
+    wait_for(lambda: w.written == ["a" * 32, "b" * 32], timeout_s=20, what="batch written after failures")
+    assert value(m, "tracegw_write_retries_total", kind="spans") == 7
+    assert value(m, "tracegw_circuit_transitions_total", to="open") >= 1
+    wait_for(lambda: value(m, "tracegw_spool_segments") == 0, timeout_s=5, what="spool emptied")
+    d.shutdown(2)
+
+
+def test_a_poison_trace_is_isolated_and_dead_lettered(tmp_path: Path) -> None:
+    ids = [f"{i:032x}" for i in range(1, 9)]
+    w = FlakyWriter(poison=ids[5])
+    d, m = make(tmp_path, w)
+    d.submit_batch(batch(*ids))
+    wait_for(lambda: len(w.written) == 7, timeout_s=20, what="the seven good traces")
+    assert sorted(w.written) == sorted(set(ids) - {ids[5]})
+    wait_for(lambda: value(m, "tracegw_spans_dropped_total", stage="write", reason="dead_letter") == 1,
+             timeout_s=5, what="the poison trace counted")
+    dead = list((tmp_path / "spool" / "dead-letter").glob("*.seg"))
+    assert len(dead) == 1 and value(m, "tracegw_batch_splits_total") >= 3
+    d.shutdown(2)
+
+
+def test_shutdown_leaves_undelivered_segments_in_the_spool_for_the_next_start(tmp_path: Path) -> None:
+    w = FlakyWriter(fail_times=10**6)
+    d, m = make(tmp_path, w)
+    d.submit_batch(batch("c" * 32))
+    wait_for(lambda: value(m, "tracegw_write_retries_total", kind="spans") >= 1, timeout_s=5, what="a retry")
+    d.shutdown(0.5)
+    assert len(list((tmp_path / "spool").glob("*.seg"))) == 1
+    assert value(m, "tracegw_spans_dropped_total", stage="write", reason="shutdown") == 0
+    w2 = FlakyWriter()
+    d2, m2 = make(tmp_path, w2)
+    wait_for(lambda: w2.written == ["c" * 32], timeout_s=10, what="replayed after restart")
+    assert value(m2, "tracegw_spool_replayed_total") == 1
+    d2.shutdown(2)
+
+
+def test_retried_and_replayed_feedback_checks_for_an_existing_assessment(tmp_path: Path) -> None:
+    w = FlakyWriter()
+    d, _ = make(tmp_path, w)
+    d.submit_feedback(FeedbackRecord("ev1", "resp", "d" * 32, FeedbackValue.THUMBS_DOWN, 0))
+    wait_for(lambda: w.feedback == [("ev1", False)], timeout_s=5, what="first attempt without the check")
+    d.shutdown(1)
+
+
+def test_spool_disabled_still_delivers_from_memory(tmp_path: Path) -> None:
+    w = FlakyWriter(fail_times=2)
+    c = cfg()
+    m = GatewayMetrics(CollectorRegistry())
+    d = Delivery(w, Spool(None, 10**8, True, m), c.writer, c.retry, m, "bundles", 1)
+    d.start()
+    d.submit_batch(batch("e" * 32))
+    wait_for(lambda: w.written == ["e" * 32], timeout_s=10, what="memory-only delivery")
+    d.shutdown(1)
+
+
+def test_encode_is_what_the_writer_receives() -> None:
+    b = batch("f" * 32)
+    assert encode_traces(b.traces).resource_spans[0].scope_spans[0].spans[0].trace_id.hex() == "f" * 32
