@@ -157,6 +157,14 @@ class Delivery:
         deadline = time.monotonic() + timeout_s
         self._intake.put(_STOP)  # the spooler drains the intake, then stops
         self._threads[0].join(timeout=max(0.1, deadline - time.monotonic()))
+        if self._threads[0].is_alive():  # out of time before everything was spooled: count what was not
+            while True:
+                try:
+                    item = self._intake.get_nowait()
+                except queue.Empty:
+                    break
+                if item is not _STOP:
+                    self._count_drop(_kind_of(item), "shutdown", getattr(item, "span_count", 1))
         with self._cond:
             while (self._ready or self._in_flight or self._due_deferred_pending()) and time.monotonic() < deadline:
                 self._cond.wait(0.05)

@@ -1,0 +1,355 @@
+"""The fault matrix: real traffic through the client and a real gateway process into a real
+``mlflow server`` behind a fault proxy, one fault per scenario, each ending with accounting.
+
+Every scenario checks the same identity (``harness`` module docstring): the spans the gateway
+acknowledged are in MLflow or counted as dropped with a reason — ``lost == 0`` — and, where
+nothing may be dropped, every trace the application produced is in MLflow with all its spans.
+Each prints one ``[fault-matrix]`` line (sent, landed, dropped by reason, lost, time to drain),
+repeated in the run's summary. The long versions (a 60 s outage, bigger loads) are in
+``bench/fault_matrix.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+
+import pytest
+
+from tests.faultproxy import posts_to
+from tests.faults.harness import (
+    QUARANTINE_DIR,
+    DeadLetters,
+    Figures,
+    Load,
+    Poll,
+    Rig,
+    Sent,
+    account,
+    cost_summary,
+    hold,
+    percentile,
+    report,
+    run_outage,
+    run_overload,
+    run_sigkill,
+    segment_files,
+)
+from tests.support import wait_for
+
+pytestmark = pytest.mark.integration
+
+RATE = 50.0  # requests per second, ~850 spans per second
+
+
+def assert_nothing_lost(f: Figures) -> None:
+    """The accounting identity, and every trace whole in MLflow (for scenarios that drop nothing)."""
+    assert f.produced == f.client_sent, f"client dropped spans: {f.client_dropped}"
+    assert f.gateway_dropped_total == 0, f"gateway dropped spans: {f.gateway_dropped}"
+    assert f.lost == 0, f.line()
+    assert not f.incomplete, f"{len(f.incomplete)} traces not whole in MLflow, e.g. {list(f.incomplete.items())[:3]}"
+
+
+def dropped_by_reason(f: Figures, reason: str) -> int:
+    return int(sum(v for k, v in f.gateway_dropped.items() if k.endswith("/" + reason)))
+
+
+# -- 1. MLflow down under steady load -----------------------------------------------------------
+
+
+def test_mlflow_down_under_steady_load_all_traces_land_and_the_app_pays_nothing(rig: Rig) -> None:
+    out = run_outage(rig, "mlflow down 15s", outage_s=15, rate_per_s=RATE)
+    f = report(out.figures)
+    assert out.poll is not None
+    load, t_down, t_up = out.load, out.marks["down"], out.marks["up"]
+    before, during = load.costs(until=t_down), load.costs(since=t_down, until=t_up)
+    assert f.client_dropped == {}, f"the application's client dropped spans: {f.client_dropped}"
+    assert_nothing_lost(f)
+    assert out.poll.max_spool_segments >= 1, "nothing was spooled during the outage"
+    assert len(during) >= 0.8 * RATE * 15, f"only {len(during)} requests during the outage"
+    # The application's tracing cost does not depend on MLflow: no waiting, no blocking.
+    assert statistics.median(during) <= 3 * statistics.median(before) + 200, (cost_summary(before),
+                                                                             cost_summary(during))
+    assert max(during) < 500_000, f"a request waited {max(during) / 1000:.0f} ms on tracing"
+
+
+# -- 2. MLflow answering 503 --------------------------------------------------------------------
+
+
+def test_mlflow_503_retries_open_the_circuit_and_everything_lands(rig: Rig) -> None:
+    gw = rig.start_gateway()
+    rig.warm_up()
+    tracer = rig.tracer()
+    poll = Poll(rig)
+    load = Load(tracer, rate_per_s=RATE, max_seconds=60).start()
+    hold(1)
+    rig.proxy.respond(503)
+    hold(10, on_tick=poll)
+    t_clear = time.monotonic()
+    rig.proxy.pass_through()
+    hold(1)
+    load.stop()
+    metrics, settled_at = rig.settle(load.sent, tracer, timeout_s=60)
+
+    assert metrics is not None
+    retries = metrics.value("tracegw_write_retries_total")
+    f = report(account("mlflow 503 10s", load.sent, tracer, rig.store, metrics, settled_at - t_clear,
+                       gw.peak_rss_bytes(), answered_503=rig.proxy.answered(503), write_retries=int(retries),
+                       circuit_states=sorted(poll.circuit_states),
+                       circuit_opened=int(metrics.value("tracegw_circuit_transitions_total", to="open"))))
+    assert rig.proxy.answered(503) > 0
+    assert_nothing_lost(f)
+    assert retries > 0
+    assert 2 in poll.circuit_states, f"circuit never seen open during the fault: {poll.circuit_states}"
+    assert metrics.value("tracegw_circuit_state") == 0, "circuit not closed again after MLflow recovered"
+
+
+# -- 3. MLflow answering 400 --------------------------------------------------------------------
+
+
+def test_one_400_answer_is_isolated_and_nothing_is_lost(rig: Rig) -> None:
+    rig.start_gateway()
+    rig.warm_up()
+    tracer = rig.tracer()
+    rig.proxy.respond(400, times=1, match=posts_to("/v1/traces"))
+    load = Load(tracer, rate_per_s=RATE, max_requests=40).start().wait_done(timeout_s=30)
+    t_end = time.monotonic()
+    metrics, settled_at = rig.settle(load.sent, tracer, timeout_s=60)
+
+    assert metrics is not None
+    dead = DeadLetters.read(rig.spool_dir, [s.trace_id for s in load.sent])
+    f = report(account("mlflow 400 once", load.sent, tracer, rig.store, metrics, settled_at - t_end,
+                       dead_lettered_traces=len(dead.trace_ids),
+                       dead_letter_total=int(metrics.value("tracegw_dead_letter_total")),
+                       batch_splits=int(metrics.value("tracegw_batch_splits_total"))))
+    assert rig.proxy.faulted("respond") == 1, "the 400 was never answered"
+    assert f.produced == f.client_sent and f.lost == 0, f.line()
+    # Every trace is whole in MLflow or dead-lettered (with its reason, counted).
+    assert set(f.incomplete) <= dead.trace_ids, (set(f.incomplete) - dead.trace_ids)
+    dead_spans = sum(s.spans for s in load.sent if s.trace_id in dead.trace_ids)
+    assert f.client_sent == f.landed + dead_spans
+    assert dropped_by_reason(f, "dead_letter") == dead_spans
+    if dead.trace_ids:
+        assert metrics.value("tracegw_dead_letter_total") >= 1
+        assert dead.reasons and all("400" in json.dumps(r) for r in dead.reasons), dead.reasons
+
+
+def test_a_poison_trace_is_dead_lettered_alone_and_all_others_land(rig: Rig) -> None:
+    rig.start_gateway()
+    rig.warm_up()
+    tracer = rig.tracer()
+    poison: list[bytes] = []
+
+    def pick(i: int, sent: Sent) -> None:
+        if i == 20:  # its spans are still in the client or in assembly: no request carries them yet
+            poison.append(bytes.fromhex(sent.trace_id))
+
+    rig.proxy.respond(400, match=lambda method, path, body: (
+        method == "POST" and path.startswith("/v1/traces") and bool(poison) and poison[0] in body))
+    load = Load(tracer, rate_per_s=RATE, max_requests=41 + 40, on_sent=pick).start().wait_done(timeout_s=30)
+    t_end = time.monotonic()
+    metrics, settled_at = rig.settle(load.sent, tracer, timeout_s=60)
+
+    assert metrics is not None
+    victim = poison[0].hex()
+    dead = DeadLetters.read(rig.spool_dir, [s.trace_id for s in load.sent])
+    f = report(account("mlflow 400 poison trace", load.sent, tracer, rig.store, metrics, settled_at - t_end,
+                       rejected_400=rig.proxy.answered(400), dead_lettered_traces=len(dead.trace_ids),
+                       dead_letter_total=int(metrics.value("tracegw_dead_letter_total")),
+                       batch_splits=int(metrics.value("tracegw_batch_splits_total"))))
+    assert rig.proxy.answered(400) >= 1
+    assert dead.trace_ids == {victim}, f"dead-lettered {sorted(dead.trace_ids)}, expected only {victim}"
+    assert set(f.incomplete) == {victim}, f"not whole in MLflow: {sorted(f.incomplete)}"
+    assert victim not in rig.store.trace_infos([victim])
+    victim_spans = next(s.spans for s in load.sent if s.trace_id == victim)
+    assert f.lost == 0 and f.client_sent == f.landed + victim_spans, f.line()
+    assert dropped_by_reason(f, "dead_letter") == victim_spans, f.gateway_dropped
+    assert metrics.value("tracegw_dead_letter_total") >= 1
+    assert dead.reasons and all("400" in json.dumps(r) for r in dead.reasons), dead.reasons
+
+
+# -- 4. MLflow slow -----------------------------------------------------------------------------
+
+
+def test_mlflow_slow_2s_per_request_everything_lands(rig: Rig) -> None:
+    gw = rig.start_gateway()
+    rig.warm_up()
+    tracer = rig.tracer()
+    rig.proxy.delay(2.0)
+    load = Load(tracer, rate_per_s=RATE, max_seconds=4).start().wait_done(timeout_s=30)
+    t_end = time.monotonic()
+    metrics, settled_at = rig.settle(load.sent, tracer, timeout_s=90)
+
+    f = report(account("mlflow slow 2s/request", load.sent, tracer, rig.store, metrics, settled_at - t_end,
+                       gw.peak_rss_bytes(), delayed_requests=rig.proxy.faulted("delay")))
+    assert rig.proxy.faulted("delay") >= 1
+    assert_nothing_lost(f)
+
+
+# -- 5. gateway SIGTERM mid-load, restart ---------------------------------------------------------
+
+
+def test_gateway_sigterm_mid_load_then_restart_replays_the_spool(rig: Rig) -> None:
+    gw = rig.start_gateway()
+    rig.warm_up()
+    warm = gw.metrics()
+    tracer = rig.tracer()
+    load = Load(tracer, rate_per_s=RATE, max_seconds=60).start()
+    hold(2)
+    rig.proxy.down()  # a backlog the drain cannot deliver: it must stay in the spool
+    hold(2)
+    t_term = time.monotonic()
+    returncode = gw.terminate(timeout_s=5 + 15)
+    t_exit = time.monotonic()
+    first = gw.final_metrics
+    spooled = segment_files(rig.spool_dir)
+    rig.proxy.up()
+    rig.start_gateway()
+    t_ready = time.monotonic()
+    hold(2)
+    load.stop()
+    metrics, settled_at = rig.settle(load.sent, tracer, timeout_s=90)
+
+    assert metrics is not None and first is not None
+    # What the two gateway processes received (the first one's last scrape, during its drain).
+    received = (first.value("tracegw_spans_received_total") - warm.value("tracegw_spans_received_total")
+                + metrics.value("tracegw_spans_received_total"))
+    first_dropped = first.by_label("tracegw_spans_dropped_total", "stage", "reason")
+    f = report(account("gateway SIGTERM + restart", load.sent, tracer, rig.store, metrics, settled_at - t_ready,
+                       exit_code=returncode, term_to_exit_s=f"{t_exit - t_term:.1f}", spooled_at_exit=len(spooled),
+                       replayed=int(metrics.value("tracegw_spool_replayed_total")), received_by_gateways=int(received),
+                       first_gateway_dropped=first_dropped or "{}"))
+    assert returncode == 0, gw.log()[-3000:]
+    assert spooled, "nothing in the spool after a drain with MLflow down"
+    assert metrics.value("tracegw_spool_replayed_total") >= 1
+    assert not first_dropped, f"the draining gateway dropped spans: {first_dropped}"
+    # A batch in flight when the gateway stopped listening may have reached it although the client
+    # saw UNAVAILABLE and counted it as dropped: such spans land "unsent" (lost < 0). Spans the
+    # gateway acknowledged and then neither delivered nor counted (lost > 0) are the failure.
+    assert f.lost <= 0, f.line()
+    assert f.landed == received, f"the gateways received {received} spans, {f.landed} landed"
+    assert f.gateway_dropped_total == 0, f.gateway_dropped
+    assert f.produced == f.client_sent + sum(f.client_dropped.values())
+    # Only requests made while the gateway was away may miss spans (dropped and counted by the client).
+    gap = [s for s in load.sent if s.trace_id in f.incomplete and not (t_term - 1.0 <= s.ended <= t_ready + 1.0)]
+    assert not gap, f"{len(gap)} incomplete traces outside the restart gap"
+    assert not segment_files(rig.spool_dir), "segments left in the spool after the drain"
+
+
+# -- 6. gateway SIGKILL mid-load, restart ---------------------------------------------------------
+
+
+def test_gateway_sigkill_mid_load_loses_only_what_was_not_yet_spooled(rig: Rig) -> None:
+    out = run_sigkill(rig, "gateway SIGKILL + restart", rate_per_s=RATE)
+    f = report(out.figures)
+    sent, t_kill, t_ready, window_s = out.load.sent, out.marks["kill"], out.marks["ready"], out.marks["window_s"]
+    at_risk = [s for s in sent if t_kill - window_s <= s.ended <= t_kill]
+    assert f.lost >= 0, f"more landed or dropped than sent: {f.line()}"
+    assert f.lost <= sum(s.spans for s in at_risk), f"lost {f.lost} spans, more than the {len(at_risk)} at-risk traces"
+    before_window = [s for s in sent if s.ended < t_kill - window_s and s.trace_id in f.incomplete]
+    assert not before_window, f"{len(before_window)} traces finished before the window were lost"
+    after_restart = [s for s in sent if s.started > t_ready + 1.0 and s.trace_id in f.incomplete]
+    assert not after_restart, f"{len(after_restart)} traces sent after the restart are not whole"
+
+
+# -- 7. spool full --------------------------------------------------------------------------------
+
+
+def test_spool_full_the_policy_is_counted_and_everything_is_accounted(rig: Rig) -> None:
+    max_bytes = 64 * 1024
+    gw = rig.start_gateway(TRACEGW_SPOOL_MAX_BYTES=str(max_bytes))
+    rig.warm_up()
+    tracer = rig.tracer()
+    poll = Poll(rig)
+    load = Load(tracer, rate_per_s=RATE, max_seconds=60).start()
+    rig.proxy.down()
+    hold(8, on_tick=poll)
+    t_up = time.monotonic()
+    rig.proxy.up()
+    hold(1)
+    load.stop()
+    metrics, settled_at = rig.settle(load.sent, tracer, timeout_s=90)
+
+    assert metrics is not None
+    spool_full = metrics.value("tracegw_spool_writes_total", outcome="full")
+    f = report(account("spool full (64 KiB)", load.sent, tracer, rig.store, metrics, settled_at - t_up,
+                       gw.peak_rss_bytes(), spool_writes_full=int(spool_full),
+                       max_spool_bytes=int(poll.max_spool_bytes)))
+    assert spool_full >= 1, "the spool never reported itself full"
+    assert poll.max_spool_bytes <= max_bytes, f"spool held {poll.max_spool_bytes} bytes > {max_bytes}"
+    assert f.produced == f.client_sent + sum(f.client_dropped.values())
+    assert f.lost == 0, f.line()
+    assert f.client_sent == f.landed + f.gateway_dropped_total
+    # Whatever was not delivered was counted with a reason.
+    missing = sum(s.spans - f.incomplete[s.trace_id] for s in load.sent if s.trace_id in f.incomplete)
+    assert missing == sum(f.client_dropped.values()) + f.gateway_dropped_total
+
+
+# -- 8. a torn spool file -------------------------------------------------------------------------
+
+
+def test_a_torn_spool_file_is_quarantined_and_the_rest_is_delivered(rig: Rig) -> None:
+    gw = rig.start_gateway()
+    rig.warm_up()
+    tracer = rig.tracer()
+    rig.proxy.down()
+    load = Load(tracer, rate_per_s=RATE, max_seconds=3).start().wait_done(timeout_s=30)
+    assert tracer.flush(timeout_s=10)
+    sent_spans = tracer.stats().spans_sent
+    wait_for(lambda: (m := gw.try_metrics()) is not None and m.value("tracegw_spans_received_total") >= sent_spans,
+             timeout_s=20, what="the gateway received every span")
+    assert gw.terminate(timeout_s=20) == 0, gw.log()[-3000:]
+    real = segment_files(rig.spool_dir)
+    assert real, "no segment spooled while MLflow was down"
+
+    last_seq = max(int(p.name.split("-", 1)[0]) for p in real)
+    torn = rig.spool_dir / f"{last_seq + 1:016d}-spans.seg"
+    torn.write_bytes(real[-1].read_bytes()[: real[-1].stat().st_size // 2])  # a write cut in half
+    garbage = rig.spool_dir / f"{last_seq + 2:016d}-spans.seg"
+    garbage.write_bytes(os.urandom(4096))
+
+    rig.proxy.up()
+    t_start = time.monotonic()
+    rig.start_gateway()
+    metrics, settled_at = rig.settle(load.sent, tracer, timeout_s=60)
+
+    assert metrics is not None
+    quarantined = metrics.value("tracegw_spool_quarantined_total")
+    f = report(account("torn spool file", load.sent, tracer, rig.store, metrics, settled_at - t_start,
+                       real_segments=len(real), quarantined=int(quarantined),
+                       replayed=int(metrics.value("tracegw_spool_replayed_total"))))
+    assert quarantined >= 2
+    for bad in (torn, garbage):
+        assert not bad.exists(), f"{bad.name} still in the spool"
+        assert (rig.spool_dir / QUARANTINE_DIR / bad.name).exists(), f"{bad.name} not kept in quarantine"
+    assert metrics.value("tracegw_spool_replayed_total") >= len(real)
+    assert_nothing_lost(f)
+    wait_for(lambda: not segment_files(rig.spool_dir), timeout_s=10, what="spool emptied after delivery")
+
+
+# -- 9. sustained overload above the memory limit -------------------------------------------------
+
+
+SOFT_LIMIT = 100 * 2**20
+HARD_LIMIT = 150 * 2**20
+OVERLOAD_RATE = 250.0  # requests per second, ~4,200 spans per second: what one client thread can ship
+
+
+def test_overload_keeps_rss_under_the_hard_limit_and_the_app_unaffected(rig: Rig) -> None:
+    out = run_overload(rig, "overload above memory limit", SOFT_LIMIT, HARD_LIMIT, OVERLOAD_RATE, sustain_s=4,
+                       max_s=40)
+    f = report(out.figures)
+    assert out.marks["baseline_rss"] < SOFT_LIMIT, f"the idle gateway already uses {out.marks['baseline_rss']} B"
+    assert out.metrics is not None
+    stats = out.load.tracer.stats()
+    costs = out.load.costs()
+    assert f.peak_rss_bytes < HARD_LIMIT, f"peak RSS {f.peak_rss_bytes / 2**20:.0f} MiB >= hard limit"
+    assert out.metrics.value("tracegw_refused_total") > 0, "the gateway never refused: the load did not reach the limit"
+    assert stats.spans_dropped["resource_exhausted"] > 0, dict(stats.spans_dropped)
+    assert stats.errors == 0, stats.last_error
+    assert f.produced == f.client_sent + sum(f.client_dropped.values())
+    # The application is unaffected: no request waits on tracing.
+    assert percentile(costs, 0.99) < 20_000, cost_summary(costs)
+    assert max(costs) < 500_000, f"a request waited {max(costs) / 1000:.0f} ms on tracing"
