@@ -53,6 +53,10 @@ class Assembler:
         self._span_count = 0
         self._bytes = 0
 
+    def holds(self, trace_id: str) -> bool:
+        """True while the trace is being assembled (not decided yet)."""
+        return trace_id in self._pending
+
     @property
     def traces_in_flight(self) -> int:
         return len(self._pending)

@@ -105,6 +105,21 @@ class WriterConfig:
 
 
 @dataclass(frozen=True)
+class FeedbackConfig:
+    stream_name: str
+    kinesis_endpoint_url: str
+    stream_batch_max_records: int
+    stream_max_delay_s: float
+    stream_queue_max_events: int
+    stream_max_elapsed_s: float
+    context_max_traces: int
+
+    @property
+    def stream_enabled(self) -> bool:
+        return bool(self.stream_name)
+
+
+@dataclass(frozen=True)
 class RetryConfig:
     initial_s: float
     max_s: float
@@ -140,6 +155,7 @@ class Config:
     retry: RetryConfig
     spool: SpoolConfig
     memory: MemoryConfig
+    feedback: FeedbackConfig
     environment: str
     region: str
     shutdown_grace_s: float
@@ -212,6 +228,14 @@ def _fsync_policy(text: str) -> bool:
 
 def _contract_mode(v: str) -> str | None:
     return None if v in ("off", "warn", "strict") else "must be off, warn or strict"
+
+
+def _kinesis_batch(v: int) -> str | None:
+    return None if 1 <= v <= 500 else "must be between 1 and 500 (Kinesis PutRecords limit)"
+
+
+def _optional_url(v: str) -> str | None:
+    return None if v == "" or v.startswith(("http://", "https://")) else "must be empty or an http(s):// URL"
 
 
 def _log_level(v: str) -> str | None:
@@ -312,6 +336,24 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("TRACEGW_MEMORY_HARD_LIMIT_BYTES", "memory.hard_limit_bytes", str(600 * 1024 * 1024), int,
             "RSS limit; from halfway between soft and hard new spans are refused (RESOURCE_EXHAUSTED)",
             _positive),
+    Setting("TRACEGW_FEEDBACK_STREAM", "feedback.stream_name", "", str,
+            "Kinesis stream receiving every feedback event, enriched with its trace's tags; empty: off"),
+    Setting("TRACEGW_KINESIS_ENDPOINT_URL", "feedback.kinesis_endpoint_url", "", str,
+            "Kinesis endpoint override (a local moto server in tests); empty: AWS's endpoint for MANGAASSIST_REGION",
+            _optional_url),
+    Setting("TRACEGW_FEEDBACK_STREAM_BATCH_RECORDS", "feedback.stream_batch_max_records", "500", int,
+            "records per PutRecords request (at most one per partition key, to keep per-session order)",
+            _kinesis_batch),
+    Setting("TRACEGW_FEEDBACK_STREAM_MAX_DELAY_S", "feedback.stream_max_delay_s", "0.2", float,
+            "send a partial PutRecords batch after this long", _positive),
+    Setting("TRACEGW_FEEDBACK_STREAM_QUEUE_EVENTS", "feedback.stream_queue_max_events", "100000", int,
+            "feedback events waiting for Kinesis (in memory); beyond it events are dropped and counted", _positive),
+    Setting("TRACEGW_FEEDBACK_STREAM_MAX_ELAPSED_S", "feedback.stream_max_elapsed_s", "600", float,
+            "give up on a stream record this long after it was accepted (retries on throttling/5xx), counted",
+            _positive),
+    Setting("TRACEGW_FEEDBACK_CONTEXT_TRACES", "feedback.context_max_traces", "50000", int,
+            "recently decided traces whose intent/prompt/bundle/model tags are kept to enrich later feedback",
+            _positive),
     Setting("MANGAASSIST_ENV", "environment", "local", str, "deployment environment label", _non_empty),
     Setting("MANGAASSIST_REGION", "region", "us-east-1", str, "AWS region label", _non_empty),
     Setting("TRACEGW_SHUTDOWN_GRACE_S", "shutdown_grace_s", "20", float,
@@ -360,6 +402,7 @@ def _build(values: dict[str, Any]) -> Config:
         "sampling": SamplingConfig, "contract": ContractConfig, "metrics": MetricsConfig,
         "redaction": RedactionConfig, "batch": BatchConfig,
         "writer": WriterConfig, "retry": RetryConfig, "spool": SpoolConfig, "memory": MemoryConfig,
+        "feedback": FeedbackConfig,
     }
     assert set(classes) | set(top) == set(types), "SETTINGS and Config disagree"
     return Config(**{k: cls(**sections[k]) for k, cls in classes.items()}, **top)

@@ -15,6 +15,8 @@ PREFIX = "tracegw"
 BUSINESS_PREFIX = "mangaassist"
 # The dimensions of every business metric (spec §14's investigation pivot).
 BUSINESS_LABELS = ("intent", "release_bundle", "prompt_version", "bedrock_model_id", "deployment_stage")
+# The dimensions of feedback counters (spec §10's daily aggregates), plus the verdict.
+FEEDBACK_LABELS = ("intent", "prompt_version", "release_bundle", "bedrock_model_id", "feedback")
 LATENCY_BUCKETS_S = (0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 8.0, 13.0, 30.0)
 
 # Every reason a span, trace or event can be dropped; labels outside this set are a bug.
@@ -31,6 +33,8 @@ DROP_REASONS = frozenset({
     "dead_letter",        # MLflow rejected it permanently, or retries ran out: kept in the dead-letter dir
     "corrupt",            # a spooled segment became unreadable
     "memory_shed",        # sampled-out trace not kept for rescue because memory is above the soft limit
+    "stream_rejected",    # the feedback event stream (Kinesis) refused a record permanently
+    "retry_exhausted",    # the feedback event stream kept failing past TRACEGW_FEEDBACK_STREAM_MAX_ELAPSED_S
 })
 
 
@@ -148,6 +152,29 @@ class GatewayMetrics:
         self.bedrock_cost = Counter(
             f"{b}_bedrock_cost_usd_total", "Bedrock cost in US dollars, from the adapter's price table.", labels,
             registry=registry)
+
+        # -- feedback (spec §10): business counter, joins, event stream -----------------------
+        self.feedback = Counter(
+            f"{b}_feedback_total",
+            "Feedback events by the trace's intent, prompt version, release bundle, Bedrock model and verdict.",
+            FEEDBACK_LABELS, registry=registry)
+        self.feedback_joins = Counter(
+            f"{p}_feedback_joins_total",
+            "Feedback by what the gateway knew of its trace: sampled_in, rescued, in_flight, orphan.",
+            ["outcome"], registry=registry)
+        self.feedback_stream_records = Counter(
+            f"{p}_feedback_stream_records_total",
+            "Feedback records sent to the event stream, by outcome (ok, retried, dropped).", ["outcome"],
+            registry=registry)
+        self.feedback_stream_requests = Counter(
+            f"{p}_feedback_stream_requests_total",
+            "PutRecords requests, by outcome (ok, partial, throttled, retryable_error, permanent_error).",
+            ["outcome"], registry=registry)
+        self.feedback_stream_duration = Histogram(
+            f"{p}_feedback_stream_request_duration_seconds", "Duration of one PutRecords request.",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0), registry=registry)
+        self.feedback_stream_queue = Gauge(
+            f"{p}_feedback_stream_queue_events", "Feedback events waiting for the event stream.", registry=registry)
 
         # -- durable delivery -------------------------------------------------------------
         self.spool_segments = Gauge(

@@ -6,7 +6,8 @@ and returns, so the application's RPCs are answered in microseconds whatever MLf
 
 Measuring comes first (metrics see 100% of traffic), redaction before sampling (so the rescue
 buffer only ever holds redacted traces). Feedback promotes its trace out of the rescue buffer,
-or, if the trace is still being assembled, marks it to be kept.
+or, if the trace is still being assembled, marks it to be kept; either way it is counted by its
+trace's pivots and, when a stream is configured, published enriched (``feedback_join``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from gateway.batcher import Batcher
 from gateway.config import Config
 from gateway.contract import ContractChecker
 from gateway.delivery import Delivery
+from gateway.feedback_join import FeedbackJoin, TraceContext, context_of
+from gateway.feedback_stream import make_publisher
 from gateway.measure import Measure
 from gateway.memory_guard import MemoryGuard
 from gateway.metrics import GatewayMetrics
@@ -37,6 +40,7 @@ log = logging.getLogger(__name__)
 
 TICK_S = 0.05
 FEEDBACK_FORCED_MAX = 100_000
+FEEDBACK_HOLD_MARGIN_S = 5.0
 
 
 class Gateway:
@@ -50,10 +54,17 @@ class Gateway:
         self._sampler = Sampler(config.sampling, metrics, on_dropped=self._sampled_out,
                                 forced=self._feedback_forced.__contains__)
         self._redactor = Redactor(config.redaction, metrics)
+        self._stream = make_publisher(config.feedback, config.region, metrics)
+        self._feedback = FeedbackJoin(
+            metrics, config.feedback.context_max_traces, config.metrics.max_label_values,
+            hold_s=config.assembly.decision_timeout_s + config.assembly.root_grace_s + FEEDBACK_HOLD_MARGIN_S,
+            publish=self._stream.offer if self._stream is not None else None,
+            environment=config.environment, region=config.region)
         self._chain = StageChain([
             Measure(metrics, config.metrics.max_label_values),
             ContractChecker(config.contract, metrics),
             self._redactor,
+            self._feedback,
             self._sampler,
         ], metrics)
         concurrency = 1 if config.mlflow.embedded else config.writer.concurrency
@@ -75,6 +86,8 @@ class Gateway:
 
     async def start(self) -> None:
         self._delivery.start()
+        if self._stream is not None:
+            self._stream.start()
         self._ticker = asyncio.create_task(self._tick(), name="tracegw-ticker")
         self._accepting = True
 
@@ -85,21 +98,34 @@ class Gateway:
 
     def accept_feedback(self, records: list[FeedbackRecord]) -> None:
         for record in records:
-            self._keep_trace_for_feedback(record.trace_id)
-            self._delivery.submit_feedback(self._redactor.redact_feedback(record))
+            redacted = self._redactor.redact_feedback(record)
+            outcome, context = self._keep_trace_for_feedback(record.trace_id)
+            self._delivery.submit_feedback(redacted)
+            self._feedback.accept(redacted, outcome, context)
 
-    def _keep_trace_for_feedback(self, trace_id: str) -> None:
-        """Make sure the trace a customer reacted to is stored, whatever sampling said."""
+    def _keep_trace_for_feedback(self, trace_id: str) -> tuple[str, TraceContext | None]:
+        """Make sure the trace a customer reacted to is stored, whatever sampling said.
+
+        Returns what the gateway knew of it (``feedback_join.JOIN_OUTCOMES``) and its pivot tags
+        when known already.
+        """
         rescued = self.rescue.promote(trace_id)
         if rescued is not None:
             rescued.tags[REASON_TAG] = "feedback"
             self._sampler.remember_promoted(trace_id)
             self.metrics.rescue_promoted.labels("feedback").inc()
             self._batcher.add([rescued])
-        elif self._sampler.decided_keep(trace_id) is None:  # not decided yet: still in assembly
-            self._feedback_forced[trace_id] = None
-            if len(self._feedback_forced) > FEEDBACK_FORCED_MAX:
-                self._feedback_forced.popitem(last=False)
+            return "rescued", context_of(rescued)
+        decided = self._sampler.decided_keep(trace_id)
+        if decided is not None:  # kept (sampled in), or dropped and gone from the rescue buffer
+            return ("sampled_in" if decided else "orphan"), self._feedback.lookup(trace_id)
+        # Not decided: still in assembly, or its spans have not arrived (yet): keep it if they do.
+        self._feedback_forced[trace_id] = None
+        if len(self._feedback_forced) > FEEDBACK_FORCED_MAX:
+            self._feedback_forced.popitem(last=False)
+        if self._assembler.holds(trace_id):
+            return "in_flight", None
+        return "orphan", self._feedback.lookup(trace_id)
 
     def accept_bundle_events(self, records: list[BundleRecord]) -> None:
         for record in records:
@@ -147,7 +173,12 @@ class Gateway:
             self._ticker = None
         held = self._assembler.drain()
         self._hand_on(held)
+        self._feedback.flush()
         self._batcher.flush()
         remaining = max(0.1, timeout_s - (time.monotonic() - started))
-        await asyncio.to_thread(self._delivery.shutdown, remaining)
+        if self._stream is not None:
+            await asyncio.gather(asyncio.to_thread(self._delivery.shutdown, remaining),
+                                 asyncio.to_thread(self._stream.shutdown, remaining))
+        else:
+            await asyncio.to_thread(self._delivery.shutdown, remaining)
         log.info("gateway drained: traces_decided_at_shutdown=%d", len(held))

@@ -1,0 +1,400 @@
+"""Request-path cost of tracing one MangaAssist request: no tracing, this client, MLflow's SDK.
+
+One ``mlflow server`` (SQLite, one worker) sits behind a loopback fault proxy
+(``tests/faultproxy.py``); every writer talks to the proxy, which is healthy, adds 500 ms to
+every request, or is down (connection refused). The cells, each in its own subprocess (MLflow's
+configuration is process-global):
+
+- ``none``          the same request code with a no-op tracer (what the application pays anyway);
+- ``client``        ``clients.Tracer`` -> a real gateway subprocess (``python -m gateway.cli serve``)
+                    -> proxy -> server;
+- ``mlflow_async``  ``mlflow.start_span`` / ``mlflow.update_current_trace`` with async trace export;
+- ``mlflow_sync``   the same with synchronous export (bounded lower: every request waits on the server).
+
+The request is ``orchestrator.traffic.handle_message`` on Bedrock-route plans (the spec §5 tree,
+17 spans, the orchestrator's real attributes, tags, inputs and outputs); failure injection is
+off (``error_rate=0``) because MLflow's ``LiveSpan.set_status`` takes no message. Requests are
+paced; each cell is bounded by count and time, each subprocess by a timeout. Prints p50/p99 per
+request and the ratio to MLflow async in the same condition.
+
+MLflow's SDK cells run with ``MLFLOW_HTTP_REQUEST_MAX_RETRIES=0`` and ``MLFLOW_HTTP_REQUEST_TIMEOUT=2``
+(its defaults retry for minutes against a dead server). Async vs sync is chosen with
+``MLFLOW_ENABLE_ASYNC_TRACE_LOGGING`` (what MLflow 3.17's trace exporter reads;
+``MLFLOW_ENABLE_ASYNC_LOGGING`` is set too but only governs run logging).
+
+    python bench/request_path.py [--requests 500] [--rate 50] [--sync-requests 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any, Literal
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # tests/ is not an installed package
+    sys.path.insert(0, str(ROOT))
+
+CELLS = ("none", "client", "mlflow_async", "mlflow_sync")
+CONDITIONS = ("healthy", "slow", "down")
+SLOW_S = 0.5
+EXPERIMENT = "bench-request-path"
+
+
+# -- the traced request ---------------------------------------------------------------------
+
+
+class _NullSpan:
+    trace_id = "0" * 32
+
+    def __enter__(self) -> _NullSpan:
+        return self
+
+    def __exit__(self, *exc: object) -> Literal[False]:
+        return False
+
+    def set_inputs(self, value: Any) -> None:
+        pass
+
+    def set_outputs(self, value: Any) -> None:
+        pass
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        pass
+
+    def set_attributes(self, attributes: Any) -> None:
+        pass
+
+
+_NULL_SPAN = _NullSpan()
+
+
+class NullTracer:
+    """The no-tracing baseline: the same calls and arguments, nothing recorded."""
+
+    def start_span(self, name: str, span_type: str = "UNKNOWN", attributes: Any = None) -> _NullSpan:
+        return _NULL_SPAN
+
+    def update_current_trace(self, tags: Any = None) -> None:
+        pass
+
+
+class MlflowTracer:
+    """MLflow's own fluent API behind the two calls ``handle_message`` makes on a tracer."""
+
+    def __init__(self, experiment_id: str) -> None:
+        import mlflow
+        from mlflow.entities.trace_location import MlflowExperimentLocation
+
+        # What ``mlflow.set_experiment`` at start-up amounts to, without a server round trip (the
+        # server may be down in this cell). Not ``MLFLOW_EXPERIMENT_ID``: with only that set,
+        # MLflow 3.17 calls GetExperiment on the server at the start of *every* trace.
+        mlflow.tracing.set_destination(MlflowExperimentLocation(experiment_id=experiment_id))
+        self._mlflow = mlflow
+
+    def start_span(self, name: str, span_type: str = "UNKNOWN", attributes: Any = None) -> Any:
+        return self._mlflow.start_span(name, span_type=span_type, attributes=attributes)
+
+    def update_current_trace(self, tags: Any = None) -> None:
+        self._mlflow.update_current_trace(tags=tags)
+
+
+def bedrock_plans(count: int, seed: int) -> list[Any]:
+    from orchestrator.traffic import plan_requests
+
+    plans = [p for p in plan_requests(count * 3, seed, error_rate=0.0) if p.uses_bedrock][:count]
+    assert len(plans) == count and all(p.span_count == 17 for p in plans)
+    return plans
+
+
+class _CountingHandler(logging.Handler):
+    """Counts MLflow's warnings (failed exports, a full async queue) without printing them."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.count = 0
+        self.queue_full = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.count += 1
+        if "queue is full" in record.getMessage():
+            self.queue_full += 1
+
+
+def run_cell(
+    cell: str, requests: int, rate: float, max_seconds: float, gateway: str, experiment_id: str, seed: int
+) -> dict[str, Any]:
+    """Child-process mode: trace ``requests`` paced requests through ``cell``; returns the figures."""
+    from orchestrator.traffic import handle_message
+
+    warmup = 2 if cell == "mlflow_sync" else 30
+    plans = bedrock_plans(requests + warmup, seed)
+    extra: dict[str, Any] = {}
+    tracer: Any
+    handler = _CountingHandler()
+    if cell == "none":
+        tracer = NullTracer()
+    elif cell == "client":
+        from clients import ClientConfig, Tracer
+
+        tracer = Tracer(ClientConfig(target=gateway, experiment_name=EXPERIMENT, service_name="bench-request-path"))
+    else:
+        tracer = MlflowTracer(experiment_id)
+        mlflow_log = logging.getLogger("mlflow")
+        mlflow_log.addHandler(handler)
+        mlflow_log.propagate = False
+    for p in plans[:warmup]:
+        handle_message(tracer, p)
+    durations: list[int] = []
+    period = 1.0 / rate
+    start = time.perf_counter()
+    stop_at = start + max_seconds
+    for i, p in enumerate(plans[warmup:]):
+        now = time.perf_counter()
+        if now > stop_at:
+            break
+        target = start + i * period
+        if target > now:
+            time.sleep(target - now)
+        t0 = time.perf_counter_ns()
+        handle_message(tracer, p)
+        durations.append(time.perf_counter_ns() - t0)
+    elapsed = time.perf_counter() - start
+    if cell == "client":
+        flush_start = time.perf_counter()
+        tracer.flush(2.0)
+        stats = tracer.stats()
+        tracer.shutdown(2.0)
+        extra = {
+            "enqueued": stats.spans_enqueued,
+            "sent": stats.spans_sent,
+            "dropped": {k: v for k, v in stats.spans_dropped.items() if v},
+            "errors": stats.errors,
+            "flush_shutdown_s": round(time.perf_counter() - flush_start, 3),
+        }
+    elif cell.startswith("mlflow"):
+        extra = {"mlflow_warnings": handler.count, "queue_full_warnings": handler.queue_full}
+    ordered = sorted(durations)
+    return {
+        "cell": cell,
+        "n": len(ordered),
+        "elapsed_s": round(elapsed, 2),
+        "p50_us": pct(ordered, 0.50),
+        "p99_us": pct(ordered, 0.99),
+        "max_us": ordered[-1] / 1000,
+        **extra,
+    }
+
+
+def pct(ordered: list[int], q: float) -> float:
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] / 1000
+
+
+# -- the parent: server, proxy, gateway, cells ---------------------------------------------
+
+
+def cell_env(cell: str, tracking_uri: str) -> dict[str, str]:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    if cell.startswith("mlflow"):
+        async_mode = "true" if cell == "mlflow_async" else "false"
+        env.update(
+            MLFLOW_TRACKING_URI=tracking_uri,
+            MLFLOW_ENABLE_ASYNC_LOGGING=async_mode,
+            MLFLOW_ENABLE_ASYNC_TRACE_LOGGING=async_mode,
+            MLFLOW_HTTP_REQUEST_MAX_RETRIES="0",
+            MLFLOW_HTTP_REQUEST_TIMEOUT="2",
+        )
+    return env
+
+
+def create_experiment(url: str) -> str:
+    req = urllib.request.Request(
+        url + "/api/2.0/mlflow/experiments/create",
+        data=json.dumps({"name": EXPERIMENT}).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return str(json.loads(resp.read())["experiment_id"])
+
+
+def start_gateway(tracking_uri: str, workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    import grpc
+
+    from tests.support import free_port
+
+    port = free_port()
+    env = dict(
+        os.environ,
+        MLFLOW_TRACKING_URI=tracking_uri,
+        MLFLOW_EXPERIMENT_NAME=EXPERIMENT,
+        TRACEGW_LISTEN_ADDRESS=f"127.0.0.1:{port}",
+        TRACEGW_METRICS_ADDRESS="",
+        TRACEGW_SPOOL_DIR=str(workdir / "spool"),
+        TRACEGW_LOG_LEVEL="WARNING",
+        TRACEGW_MLFLOW_REQUEST_TIMEOUT_S="5",
+    )
+    log = open(workdir / "gateway.log", "ab")  # noqa: SIM115 - closed with the process
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "serve"], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=workdir
+    )
+    target = f"127.0.0.1:{port}"
+    with grpc.insecure_channel(target) as channel:
+        grpc.channel_ready_future(channel).result(timeout=60)
+    return proc, target
+
+
+def run_child(
+    cell: str,
+    condition: str,
+    args: argparse.Namespace,
+    env: dict[str, str],
+    gateway: str,
+    experiment_id: str,
+    workdir: Path,
+) -> dict[str, Any]:
+    sync = cell == "mlflow_sync"
+    requests = args.sync_requests if sync else args.requests
+    max_s = args.sync_max_seconds if sync else args.max_seconds
+    cmd = [
+        sys.executable,
+        __file__,
+        "--cell",
+        cell,
+        "--requests",
+        str(requests),
+        "--rate",
+        str(args.rate),
+        "--max-seconds",
+        str(max_s),
+        "--gateway",
+        gateway,
+        "--experiment-id",
+        experiment_id,
+        "--seed",
+        str(args.seed),
+    ]
+    with open(workdir / f"{cell}-{condition}.log", "wb") as err:
+        try:
+            out = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=err, timeout=max_s + 120, check=False)
+        except subprocess.TimeoutExpired:
+            return {"cell": cell, "error": f"timed out after {max_s + 120:.0f}s"}
+    lines = out.stdout.decode().strip().splitlines()
+    if out.returncode != 0 or not lines:
+        return {"cell": cell, "error": f"exit {out.returncode}; see {err.name}"}
+    result: dict[str, Any] = json.loads(lines[-1])
+    return result
+
+
+def load_average() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def print_table(results: dict[str, dict[str, dict[str, Any]]]) -> None:
+    print("\n| condition | tracer | n | p50 | p99 | p50 − none | p50 / MLflow async | p99 / MLflow async |")
+    print("|---|---|---|---|---|---|---|---|")
+    for condition, cells in results.items():
+        ref = cells.get("mlflow_async", {})
+        base = cells.get("none", {})
+        for cell, r in cells.items():
+            if "error" in r:
+                print(f"| {condition} | {cell} | – | {r['error']} | | | | |")
+                continue
+            ratio50 = f"{r['p50_us'] / ref['p50_us']:.3f}×" if "p50_us" in ref else "–"
+            ratio99 = f"{r['p99_us'] / ref['p99_us']:.3f}×" if "p99_us" in ref else "–"
+            over = f"{r['p50_us'] - base['p50_us']:,.1f} µs" if "p50_us" in base else "–"
+            print(
+                f"| {condition} | {cell} | {r['n']} | {fmt_us(r['p50_us'])} | {fmt_us(r['p99_us'])} | {over} "
+                f"| {ratio50} | {ratio99} |"
+            )
+
+
+def fmt_us(us: float) -> str:
+    return f"{us / 1000:,.1f} ms" if us >= 10_000 else f"{us:,.1f} µs"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=500, help="paced requests per cell (default %(default)s)")
+    parser.add_argument("--rate", type=float, default=50.0, help="requests per second (default %(default)s)")
+    parser.add_argument("--max-seconds", type=float, default=30.0, help="time bound per cell (default %(default)s)")
+    parser.add_argument("--sync-requests", type=int, default=100, help="requests for MLflow sync cells")
+    parser.add_argument("--sync-max-seconds", type=float, default=40.0, help="time bound for MLflow sync cells")
+    parser.add_argument("--cells", default=",".join(CELLS), help="comma-separated subset of " + ",".join(CELLS))
+    parser.add_argument("--conditions", default=",".join(CONDITIONS), help="subset of " + ",".join(CONDITIONS))
+    parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--cell", help=argparse.SUPPRESS)
+    parser.add_argument("--gateway", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--experiment-id", default="0", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.cell:
+        result = run_cell(
+            args.cell, args.requests, args.rate, args.max_seconds, args.gateway, args.experiment_id, args.seed
+        )
+        print(json.dumps(result), flush=True)
+        os._exit(0)  # do not wait for MLflow's exit-time flush against a slow or dead server
+
+    from tests.faultproxy import FaultProxy
+    from tests.support import MlflowServer
+
+    cells = [c for c in args.cells.split(",") if c]
+    results: dict[str, dict[str, dict[str, Any]]] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-request-path-") as tmp:
+        workdir = Path(tmp)
+        server = MlflowServer(f"sqlite:///{workdir / 'mlflow.db'}", workdir).start()
+        proxy = FaultProxy(server.port).start()
+        gateway_proc = None
+        try:
+            experiment_id = create_experiment(server.url)
+            gateway_proc, gateway = start_gateway(proxy.url, workdir)
+            print(f"mlflow server {server.url}, proxy {proxy.url}, gateway {gateway}; load average {load_average()}")
+            for condition in [c for c in args.conditions.split(",") if c]:
+                if condition == "slow":
+                    proxy.up()
+                    proxy.delay(SLOW_S)
+                elif condition == "down":
+                    proxy.down()
+                else:
+                    proxy.up()
+                    proxy.pass_through()
+                results[condition] = {}
+                for cell in cells:
+                    t0 = time.perf_counter()
+                    r = run_child(cell, condition, args, cell_env(cell, proxy.url), gateway, experiment_id, workdir)
+                    results[condition][cell] = r
+                    shown = {k: v for k, v in r.items() if k != "cell"}
+                    print(
+                        f"  {condition:8s} {cell:13s} {time.perf_counter() - t0:5.1f}s  {shown}"
+                        f"  (load {load_average()})",
+                        flush=True,
+                    )
+        finally:
+            proxy.up()
+            proxy.pass_through()
+            if gateway_proc is not None:
+                gateway_proc.terminate()
+                try:
+                    gateway_proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    gateway_proc.kill()
+            proxy.stop()
+            server.stop()
+    print(
+        f"\n17-span tree, paced at {args.rate:g}/s; {args.requests} requests per cell "
+        f"({args.sync_requests} / {args.sync_max_seconds:g}s for MLflow sync); slow = +{SLOW_S * 1000:.0f} ms per "
+        "HTTP request; down = connection refused"
+    )
+    print_table(results)
+
+
+if __name__ == "__main__":
+    main()
