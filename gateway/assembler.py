@@ -91,7 +91,10 @@ class Assembler:
             self._bytes += size
             self._span_count += 1
             if span.trace_tags:
+                # The tags now belong to the trace; one copy only, so later stages (redaction)
+                # handle them once.
                 pending.tags.update(span.trace_tags)
+                span.trace_tags = {}
             if span.parent_span_id is None and pending.root_done_at is None:
                 pending.root_done_at = now
                 self._root_deadlines.append((now + self._cfg.root_grace_s, span.trace_id))

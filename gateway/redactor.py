@@ -159,7 +159,7 @@ class Redactor:
                 event.attributes = redact(event.attributes, counts)
         if span.status_message:
             span.status_message = self.texts.text(span.status_message, counts)
-        if span.trace_tags:
+        if span.trace_tags:  # only on late spans: assembly moves tags to the trace
             span.trace_tags = self._tags(span.trace_tags, counts)
         return counts
 

@@ -45,3 +45,23 @@ def test_recall_and_precision_meet_the_bar() -> None:
     for e in ENTITIES:  # no type may hide behind the others
         assert tp[e] / gold_n[e] >= 0.95, (e, report[e], misses[:20])
         assert tp[e] / max(1, found_n[e]) >= 0.95, (e, report[e], misses[:20])
+
+
+def test_a_trace_tag_is_redacted_and_counted_once() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from gateway.assembler import Assembler
+    from gateway.config import load
+    from gateway.metrics import GatewayMetrics
+    from gateway.model import SpanRecord
+    from gateway.redactor import Redactor
+
+    cfg = load({"TRACEGW_ROOT_GRACE_S": "0"})
+    metrics = GatewayMetrics(CollectorRegistry())
+    asm = Assembler(cfg.assembly, metrics, clock=lambda: 0.0)
+    root = SpanRecord("ab" * 16, "1" * 16, None, "handle_message", "CHAIN", 1, 2,
+                      trace_tags={"customer_note": "mail me at taro@example.com"})
+    asm.add([root], "e")
+    [trace] = Redactor(cfg.redaction, metrics).process(asm.poll())
+    assert "taro@example.com" not in trace.tags["customer_note"]
+    assert metrics.registry.get_sample_value("tracegw_redactions_total", {"entity": "EMAIL"}) == 1

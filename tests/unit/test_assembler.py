@@ -104,3 +104,11 @@ def test_byte_bound_evicts_oldest_with_its_own_reason() -> None:
     assert asm.traces_in_flight < 6
     assert sample(metrics, "tracegw_traces_assembled_total", {"outcome": "evicted_bytes"}) == 6 - asm.traces_in_flight
     assert sample(metrics, "tracegw_assembly_bytes") <= 1000
+
+
+def test_span_tags_move_to_the_trace_once() -> None:
+    asm, clock, _ = make()
+    asm.add([mk("a", "1", None, {"intent": "faq"})], "e")
+    clock.now += 1
+    [trace] = asm.poll()
+    assert trace.tags == {"intent": "faq"} and trace.spans[0].trace_tags == {}
