@@ -157,7 +157,7 @@ class Assembler:
         if len(self._decided) > DECISION_CACHE_SIZE:
             self._decided.popitem(last=False)
         trace = TraceRecord(trace_id, pending.experiment, pending.spans, pending.tags,
-                            first_seen=pending.first_seen)
+                            first_seen=pending.first_seen, approx_bytes=pending.approx_bytes)
         if pending.root_done_at is None:
             trace.complete = False
             trace.tags[INCOMPLETE_TAG] = "true"

@@ -72,6 +72,8 @@ class TraceRecord:
     """Spans that arrived after their trace was decided; they follow that decision."""
     first_seen: float = 0.0
     """Monotonic time the gateway received the trace's first span (decision latency)."""
+    approx_bytes: int = 0
+    """The size estimate of its spans, kept by assembly so later stages need not recompute it."""
 
     @property
     def root(self) -> SpanRecord | None:
@@ -142,4 +144,7 @@ def approx_span_bytes(span: SpanRecord) -> int:
 
 
 def approx_trace_bytes(trace: TraceRecord) -> int:
-    return sum(approx_span_bytes(s) for s in trace.spans)
+    """The trace's size estimate, computed once (assembly usually did already)."""
+    if not trace.approx_bytes:
+        trace.approx_bytes = sum(approx_span_bytes(s) for s in trace.spans)
+    return trace.approx_bytes

@@ -47,6 +47,7 @@ class RescueBuffer:
         if held is not None:
             held.trace.spans.extend(trace.spans)
             held.approx_bytes += size
+            held.trace.approx_bytes = held.approx_bytes
         else:
             self._held[trace.trace_id] = _Held(trace, size, self._clock())
         self._bytes += size
