@@ -39,6 +39,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from gateway.batcher import SpanBatch
 from gateway.config import RetryConfig, WriterConfig
+from gateway.logs import RateLimitedLog
 from gateway.metrics import GatewayMetrics
 from gateway.mlflow_otlp import encode_traces
 from gateway.model import BundleRecord, FeedbackRecord, FeedbackValue
@@ -51,24 +52,6 @@ log = logging.getLogger(__name__)
 FEEDBACK_RETRY_FIRST_S = 0.5
 FEEDBACK_RETRY_MAX_S = 8.0
 _STOP = object()
-
-
-class _RateLimitedLog:
-    def __init__(self, every_s: float = 10.0) -> None:
-        self._every_s = every_s
-        self._last: dict[str, float] = {}
-        self._suppressed: dict[str, int] = {}
-        self._lock = threading.Lock()
-
-    def warning(self, key: str, msg: str, *args: object) -> None:
-        now = time.monotonic()
-        with self._lock:
-            if now - self._last.get(key, -1e9) < self._every_s:
-                self._suppressed[key] = self._suppressed.get(key, 0) + 1
-                return
-            self._last[key] = now
-            suppressed = self._suppressed.pop(key, 0)
-        log.warning(msg + " (%d similar suppressed)", *args, suppressed)
 
 
 def feedback_to_json(record: FeedbackRecord) -> bytes:
@@ -131,7 +114,7 @@ class Delivery:
         self._stop = threading.Event()
         self._closed = False
         self._threads: list[threading.Thread] = []
-        self._warn = _RateLimitedLog()
+        self._warn = RateLimitedLog(log)
         self._breaker = CircuitBreaker(retry.breaker_failures, retry.breaker_cooldown_s, retry.max_s,
                                        on_change=self._breaker_changed)
 

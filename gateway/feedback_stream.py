@@ -32,9 +32,10 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from gateway.config import FeedbackConfig
+from gateway.logs import RateLimitedLog
 from gateway.metrics import GatewayMetrics
 from gateway.retry import backoff_s
 
@@ -132,7 +133,7 @@ class FeedbackStreamPublisher:
         self._closing = False
         self._deadline = 0.0
         self._thread: threading.Thread | None = None
-        self._next_warn = 0.0
+        self._warn = RateLimitedLog(log)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="tracegw-feedback-stream", daemon=True)
@@ -244,7 +245,7 @@ class FeedbackStreamPublisher:
         except PermanentStreamError as exc:
             self._m.feedback_stream_requests.labels("permanent_error").inc()
             self._finish(batch, dropped="stream_rejected")
-            self._warn("feedback stream refused %d records: %s", len(batch), exc.reason)
+            self._warn.warning("refused_request", "feedback stream refused %d records: %s", len(batch), exc.reason)
             return
         finally:
             self._m.feedback_stream_duration.observe(time.perf_counter() - started)
@@ -255,7 +256,7 @@ class FeedbackStreamPublisher:
         self._finish(ok)
         if refused:
             self._finish(refused, dropped="stream_rejected")
-            self._warn("feedback stream refused %d records (%s)", len(refused),
+            self._warn.warning("refused_records", "feedback stream refused %d records (%s)", len(refused),
                        next(err for err in results if err is not None and not retryable_code(err)))
         if retry:
             self._retry(retry, "FailedRecordCount")
@@ -271,7 +272,7 @@ class FeedbackStreamPublisher:
             item.not_before = now + backoff_s(item.attempts, RETRY_INITIAL_S, RETRY_MAX_S)
         if again:
             self._m.feedback_stream_records.labels("retried").inc(len(again))
-            self._warn("feedback stream: %d records to resend (%s)", len(again), reason)
+            self._warn.warning("resend", "feedback stream: %d records to resend (%s)", len(again), reason)
 
     def _finish(self, items: list[_Item], dropped: str | None = None) -> None:
         if not items:
@@ -289,12 +290,6 @@ class FeedbackStreamPublisher:
     def _drop(self, reason: str, count: int) -> None:
         self._m.feedback_stream_records.labels("dropped").inc(count)
         self._m.events_dropped.labels("feedback_stream", reason).inc(count)
-
-    def _warn(self, msg: str, *args: Any) -> None:
-        now = self._clock()
-        if now >= self._next_warn:
-            self._next_warn = now + 10.0
-            log.warning(msg, *args)
 
 
 def make_publisher(config: FeedbackConfig, region: str, metrics: GatewayMetrics) -> FeedbackStreamPublisher | None:

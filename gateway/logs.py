@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import threading
 import time
 from typing import TextIO
 
@@ -42,3 +43,27 @@ def adopt(name: str) -> None:
     logger.handlers[:] = []
     logger.propagate = True
     logger.setLevel(max(logging.WARNING, logging.getLogger().level))
+
+
+class RateLimitedLog:
+    """One warning per key every ``every_s`` seconds, saying how many similar ones were skipped.
+
+    Repeated failures (MLflow down, a stream refusing) would otherwise flood the log.
+    """
+
+    def __init__(self, logger: logging.Logger, every_s: float = 10.0) -> None:
+        self._log = logger
+        self._every_s = every_s
+        self._last: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def warning(self, key: str, msg: str, *args: object) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if now - self._last.get(key, -1e9) < self._every_s:
+                self._suppressed[key] = self._suppressed.get(key, 0) + 1
+                return
+            self._last[key] = now
+            suppressed = self._suppressed.pop(key, 0)
+        self._log.warning(msg + " (%d similar suppressed)", *args, suppressed)
