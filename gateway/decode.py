@@ -38,6 +38,7 @@ _OTLP_PASSTHROUGH = frozenset({
     "mlflow.message.format", "mlflow.spanFunctionName",
 })
 _TRACE_TAG_PREFIX = "mlflow.traceTag."
+_json_loads = json.loads
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,19 +92,20 @@ def _json(text: str, where: str) -> Any:
     if not text:
         return None
     try:
-        return json.loads(text)
+        return _json_loads(text)
     except json.JSONDecodeError as exc:
         raise _Reject(where, f"is not valid JSON ({exc.msg} at char {exc.pos})") from None
 
 
 def _clean_tags(tags: Any, where: str, out: dict[str, str]) -> int:
     stripped = 0
-    for key, value in tags.items():
+    for key in tags:
         if key.startswith(RESERVED_PREFIX):
             stripped += 1
             continue
         if not key or len(key) > MAX_TAG_KEY_CHARS:
             raise _Reject(f"{where}[{key!r}]", f"tag key must be 1..{MAX_TAG_KEY_CHARS} characters")
+        value = tags[key]
         if len(value) > MAX_TAG_VALUE_CHARS:
             raise _Reject(f"{where}[{key!r}]", f"tag value longer than {MAX_TAG_VALUE_CHARS} characters")
         out[key] = value
@@ -111,75 +113,108 @@ def _clean_tags(tags: Any, where: str, out: dict[str, str]) -> int:
 
 
 # ---- native TraceGatewayService ------------------------------------------------------------
+#
+# The hot path of the gateway (every span of every request passes here), so it is written for
+# speed: one cheap test per field on the valid path, and the strings that name a field only
+# built when something is wrong (``_native_problem`` then repeats the checks in order to name
+# the first one). Maps are iterated by key (``ItemsView`` over a protobuf map is pure Python).
 
 _NATIVE_STATUS = {0: SpanStatus.UNSET, 1: SpanStatus.OK, 2: SpanStatus.ERROR}
-
-
+_PLAIN_KINDS = frozenset({"string_value", "bool_value", "int_value", "double_value"})
+_ZERO_TRACE_ID = bytes(16)
+_ZERO_SPAN_ID = bytes(8)
 def _native_value(v: Any, where: str) -> Any:
     kind = v.WhichOneof("value")
-    if kind is None:
-        raise _Reject(where, "attribute value has no value set")
+    if kind in _PLAIN_KINDS:
+        return getattr(v, kind)
     if kind == "string_list_value":
         return list(v.string_list_value.values)
     if kind == "json_value":
         return _json(v.json_value, where)
-    return getattr(v, kind)
+    raise _Reject(where, "attribute value has no value set")
 
 
 def _native_attributes(attrs: Any, where: str, out: dict[str, Any]) -> int:
+    """Convert an attribute map into ``out``; returns how many reserved keys it stripped."""
     stripped = 0
-    for key, value in attrs.items():
+    for key in attrs:
         if key.startswith(RESERVED_PREFIX):
             stripped += 1
             continue
-        out[key] = _native_value(value, f"{where}[{key!r}]")
+        v = attrs[key]
+        kind = v.WhichOneof("value")
+        if kind in _PLAIN_KINDS:
+            out[key] = getattr(v, kind)
+        else:
+            out[key] = _native_value(v, f"{where}[{key!r}]")
     return stripped
+
+
+def _native_problem(s: Any) -> _Reject:
+    """The first thing wrong with a span's scalar fields, named (only called when one is)."""
+    try:
+        _check_id(s.trace_id, 16, ".trace_id")
+        _check_id(s.span_id, 8, ".span_id")
+        _check_id(s.parent_span_id, 8, ".parent_span_id", optional=True)
+        _check_name(s.name, "")
+        _check_times(s.start_time_unix_nano, s.end_time_unix_nano, "")
+        if s.status_code not in _NATIVE_STATUS:
+            return _Reject(".status_code", f"unknown value {s.status_code}")
+    except _Reject as r:
+        return r
+    return _Reject("", "invalid span")  # unreachable while the fast checks mirror the ones above
+
+
+def _native_span(s: Any) -> tuple[SpanRecord, int]:
+    """One span; raises ``_Reject`` with a field path relative to the span (``.name``)."""
+    trace_id = s.trace_id
+    span_id = s.span_id
+    parent_id = s.parent_span_id
+    name = s.name
+    start = s.start_time_unix_nano
+    end = s.end_time_unix_nano
+    status = _NATIVE_STATUS.get(s.status_code)
+    if (len(trace_id) != 16 or trace_id == _ZERO_TRACE_ID or len(span_id) != 8 or span_id == _ZERO_SPAN_ID
+            or (parent_id and (len(parent_id) != 8 or parent_id == _ZERO_SPAN_ID))
+            or not name or len(name) > MAX_NAME_CHARS or start <= 0 or end < start or status is None):
+        raise _native_problem(s)
+    attributes: dict[str, Any] = {}
+    attrs = s.attributes
+    stripped = _native_attributes(attrs, ".attributes", attributes) if attrs else 0
+    events = []
+    if s.events:
+        for j, e in enumerate(s.events):
+            ev_attrs: dict[str, Any] = {}
+            stripped += _native_attributes(e.attributes, f".events[{j}].attributes", ev_attrs)
+            events.append(SpanEvent(e.name or "event", e.time_unix_nano, ev_attrs))
+    tags: dict[str, str] = {}
+    raw_tags = s.trace_tags
+    if raw_tags:
+        stripped += _clean_tags(raw_tags, ".trace_tags", tags)
+    text = s.inputs_json
+    inputs = _json(text, ".inputs_json") if text else None
+    text = s.outputs_json
+    outputs = _json(text, ".outputs_json") if text else None
+    record = SpanRecord(trace_id.hex(), span_id.hex(), parent_id.hex() if parent_id else None, name,
+                        s.span_type or "UNKNOWN", start, end, status, s.status_message, attributes, events,
+                        inputs, outputs, tags)
+    return record, stripped
 
 
 def decode_native_spans(spans: Any) -> Decoded:
     """Decode ``ExportSpansRequest.spans``."""
     result = Decoded()
+    out = result.spans
+    stripped = 0
     for i, s in enumerate(spans):
-        where = f"spans[{i}]"
         try:
-            trace_id = _check_id(s.trace_id, 16, f"{where}.trace_id")
-            span_id = _check_id(s.span_id, 8, f"{where}.span_id")
-            parent = _check_id(s.parent_span_id, 8, f"{where}.parent_span_id", optional=True)
-            _check_name(s.name, where)
-            _check_times(s.start_time_unix_nano, s.end_time_unix_nano, where)
-            status = _NATIVE_STATUS.get(s.status_code)
-            if status is None:
-                raise _Reject(f"{where}.status_code", f"unknown value {s.status_code}")
-            attributes: dict[str, Any] = {}
-            stripped = _native_attributes(s.attributes, f"{where}.attributes", attributes)
-            events = []
-            for j, e in enumerate(s.events):
-                ev_attrs: dict[str, Any] = {}
-                stripped += _native_attributes(e.attributes, f"{where}.events[{j}].attributes", ev_attrs)
-                events.append(SpanEvent(e.name or "event", e.time_unix_nano, ev_attrs))
-            tags: dict[str, str] = {}
-            stripped += _clean_tags(s.trace_tags, f"{where}.trace_tags", tags)
-            record = SpanRecord(
-                trace_id=trace_id or "",
-                span_id=span_id or "",
-                parent_span_id=parent,
-                name=s.name,
-                span_type=s.span_type or "UNKNOWN",
-                start_time_ns=s.start_time_unix_nano,
-                end_time_ns=s.end_time_unix_nano,
-                status=status,
-                status_message=s.status_message,
-                attributes=attributes,
-                events=events,
-                inputs=_json(s.inputs_json, f"{where}.inputs_json"),
-                outputs=_json(s.outputs_json, f"{where}.outputs_json"),
-                trace_tags=tags,
-            )
+            record, n = _native_span(s)
         except _Reject as r:
-            result.rejections.append(Rejection(i, r.field, r.reason))
+            result.rejections.append(Rejection(i, f"spans[{i}]{r.field}", r.reason))
             continue
-        result.stripped_keys += stripped
-        result.spans.append(record)
+        stripped += n
+        out.append(record)
+    result.stripped_keys = stripped
     return result
 
 
