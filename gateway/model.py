@@ -129,17 +129,67 @@ class BundleRecord:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-SPAN_OVERHEAD_BYTES = 200
+# Memory estimate of a decoded span, calibrated with tracemalloc on the MangaAssist traces that
+# ``bench/ingest.py`` sends (17 spans, 0-10 attributes each, JSON inputs/outputs on the root and the
+# LLM span): within about 10% of what Python really holds for them (see
+# ``tests/unit/test_model_sizes.py``). It counts what a span owns — the record, its id and name
+# strings, attribute dict, events list and tags dict — plus each attribute and the text in values.
+SPAN_OVERHEAD_BYTES = 800
+ATTRIBUTE_BYTES = 90
+EVENT_BYTES = 200
+TAG_BYTES = 110
+_STR_BYTES = 50
+_NUMBER_BYTES = 32
+_CONTAINERS = (list, tuple, dict)
+
+
+def value_bytes(value: Any) -> int:
+    """Approximate memory of a plain Python value (str, number, bool, None, list, tuple, dict)."""
+    cls = value.__class__
+    if cls is str:
+        return _STR_BYTES + len(value) if value.isascii() else 2 * _STR_BYTES + 2 * len(value)
+    if cls is dict:
+        total = 64 + 40 * len(value)
+        for k, v in value.items():
+            total += value_bytes(k) + value_bytes(v)
+        return total
+    if cls is list or cls is tuple:
+        total = 56 + 8 * len(value)
+        for v in value:
+            total += value_bytes(v)
+        return total
+    if value is None or cls is bool:
+        return 0
+    return _NUMBER_BYTES
+
+
+def _attributes_bytes(attrs: dict[str, Any]) -> int:
+    total = ATTRIBUTE_BYTES * len(attrs)
+    for key, v in attrs.items():
+        total += len(key)
+        cls = v.__class__
+        if cls is str:
+            total += len(v)
+        elif cls in _CONTAINERS:
+            total += value_bytes(v)
+    return total
 
 
 def approx_span_bytes(span: SpanRecord) -> int:
-    """A cheap size estimate for memory and batching bounds (not exact, never serializes)."""
-    total = SPAN_OVERHEAD_BYTES + 40 * len(span.attributes) + 60 * len(span.events)
-    for value in (span.inputs, span.outputs):
-        if isinstance(value, str):
-            total += len(value)
-        elif value is not None:
-            total += 256
+    """The memory a span holds, estimated without serializing (assembly and batching bounds)."""
+    total = SPAN_OVERHEAD_BYTES + len(span.name) + len(span.status_message)
+    if span.attributes:
+        total += _attributes_bytes(span.attributes)
+    for event in span.events:
+        total += EVENT_BYTES + len(event.name) + _attributes_bytes(event.attributes)
+    if span.inputs is not None:
+        total += value_bytes(span.inputs)
+    if span.outputs is not None:
+        total += value_bytes(span.outputs)
+    if span.trace_tags:
+        total += TAG_BYTES * len(span.trace_tags)
+        for key, v in span.trace_tags.items():
+            total += len(key) + len(v)
     return total
 
 
