@@ -5,12 +5,14 @@ front of it and real gateway processes behind the proxy, then runs:
 
 - ``outage``:   MLflow unreachable for 60 s under steady load, then back; the application's
                 per-request tracing cost before, during and after the outage;
+- ``sigterm``:  the gateway SIGTERMed under steady load while MLflow is unreachable, restarted
+                with MLflow back: the drain's backlog replayed from the spool;
 - ``sigkill``:  the gateway SIGKILLed under steady load (spool fsync ``always``) and restarted;
                 the loss, against what was not yet durable at the kill;
 - ``overload``: more traffic than the memory limit allows; peak RSS against the hard limit,
                 refusals, and the application's cost.
 
-    python bench/fault_matrix.py [--outage-s 60] [--rate 50] [--only outage,sigkill,overload]
+    python bench/fault_matrix.py [--outage-s 60] [--rate 50] [--only outage,sigterm,sigkill,overload]
 
 Prints one line per scenario as it ends, then a table: scenario, sent, landed, dropped by
 reason, lost, peak RSS, time to drain (spans unless said otherwise).
@@ -26,9 +28,9 @@ from pathlib import Path
 # The scenarios live beside the tests (tests/faults/harness.py); run from a checkout.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.faults.harness import Figures, Rig, run_outage, run_overload, run_sigkill, start_mlflow
+from tests.faults.harness import Figures, Rig, run_outage, run_overload, run_sigkill, run_sigterm, start_mlflow
 
-SCENARIOS = ("outage", "sigkill", "overload")
+SCENARIOS = ("outage", "sigterm", "sigkill", "overload")
 
 
 def _table(rows: list[Figures]) -> str:
@@ -72,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
                     if name == "outage":
                         out = run_outage(rig, f"mlflow down {args.outage_s:g}s", outage_s=args.outage_s,
                                          rate_per_s=args.rate, before_s=10, after_s=5, settle_timeout_s=300)
+                    elif name == "sigterm":
+                        out = run_sigterm(rig, "gateway SIGTERM + restart", rate_per_s=args.rate, before_s=10,
+                                          down_s=5, after_s=5, settle_timeout_s=180)
                     elif name == "sigkill":
                         out = run_sigkill(rig, "gateway SIGKILL + restart", rate_per_s=args.rate, before_s=10,
                                           after_s=5, settle_timeout_s=120)

@@ -17,7 +17,8 @@ Accounting (spans, since the client and the gateway count spans):
     lost = client sent - landed - gateway drops            (must be 0)
 
 "Landed" is read straight from the tracking server's SQLite file (``spans`` rows per
-``tr-<hex>`` trace id), so it sees exactly what MLflow persisted.
+``tr-<hex>`` trace id, without the stand-in roots the gateway synthesizes for traces whose
+root it never received), so it sees exactly what MLflow persisted of what the client sent.
 """
 
 from __future__ import annotations
@@ -46,10 +47,14 @@ from tests.faultproxy import FaultProxy
 from tests.support import MlflowServer, free_port, wait_for
 
 DEAD_LETTER_DIR = "dead-letter"
+# A stand-in root the gateway adds to a trace whose root it never received is not a span the
+# client sent: "landed" leaves it out (``gateway.assembler.SYNTHESIZED_ATTRIBUTE``).
+SYNTHESIZED_LIKE = '%"tracegw.synthesized_root": "true"%'
 QUARANTINE_DIR = "quarantine"
 
 # Short timings so scenarios take seconds: retries every 0.2-1 s, the breaker opens after 3
-# failures and probes every 0.5 s, SIGTERM drains within 5 s. The MLflow request timeout stays
+# failures and probes every 0.5 s, SIGTERM drains within 5 s, a trace whose root never comes (cut
+# by a restart) is decided after 5 s. The MLflow request timeout stays
 # at its default (10 s): a 2,000-span batch can take seconds on a busy 2-core machine.
 FAST_GATEWAY_ENV = {
     "MLFLOW_TRACE_SAMPLING_RATIO": "1.0",
@@ -60,6 +65,7 @@ FAST_GATEWAY_ENV = {
     "TRACEGW_BREAKER_COOLDOWN_S": "0.5",
     "TRACEGW_SHUTDOWN_GRACE_S": "5",
     "TRACEGW_ROOT_GRACE_S": "0.5",
+    "TRACEGW_DECISION_TIMEOUT_S": "5",
     "TRACEGW_BATCH_MAX_DELAY_S": "0.2",
     "TRACEGW_LOG_LEVEL": "INFO",
 }
@@ -375,7 +381,8 @@ class MlflowStore:
         self.db_path = db_path
 
     def landed(self, trace_ids: Iterable[str]) -> dict[str, int]:
-        """Spans stored per trace id (hex, without ``tr-``), for the ids that have any."""
+        """Spans stored per trace id (hex, without ``tr-``), for the ids that have any; synthesized
+        roots are not counted."""
         wanted = ["tr-" + t for t in trace_ids]
         out: dict[str, int] = {}
         conn = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=10)
@@ -384,8 +391,8 @@ class MlflowStore:
                 chunk = wanted[i:i + 500]
                 marks = ",".join("?" * len(chunk))
                 rows = conn.execute(
-                    f"SELECT trace_id, COUNT(DISTINCT span_id) FROM spans WHERE trace_id IN ({marks}) "
-                    "GROUP BY trace_id", chunk).fetchall()
+                    f"SELECT trace_id, COUNT(DISTINCT CASE WHEN content NOT LIKE ? THEN span_id END) FROM spans "
+                    f"WHERE trace_id IN ({marks}) GROUP BY trace_id", [SYNTHESIZED_LIKE, *chunk]).fetchall()
                 out.update({tid[3:]: n for tid, n in rows})
         finally:
             conn.close()
@@ -559,6 +566,7 @@ class Rig:
         expected = [s.trace_id for s in sent]
         metrics: Metrics | None = None
         progress, changed_at = -1.0, time.monotonic()
+        idle_since: float | None = None
         tick = threading.Event()
         while time.monotonic() < deadline:
             metrics = self.gateway.try_metrics()
@@ -568,9 +576,15 @@ class Rig:
                     break
                 if now != progress:
                     progress, changed_at = now, time.monotonic()
+                # Idle means nothing held anywhere on the way to MLflow. It must last ``stall_s``
+                # on its own: a trace that has just left assembly is in an open batch for up to
+                # the batch delay, visible in no gauge, and then still has to be written.
                 idle = (metrics.value("tracegw_spool_segments") == 0
+                        and metrics.value("tracegw_writer_queue_batches") == 0
                         and metrics.value("tracegw_assembly_traces_in_flight") == 0)
-                if idle and time.monotonic() - changed_at >= stall_s:
+                idle_since = (idle_since or time.monotonic()) if idle else None
+                if (idle_since is not None and time.monotonic() - idle_since >= stall_s
+                        and time.monotonic() - changed_at >= stall_s):
                     break
             tick.wait(0.25)
         return metrics, time.monotonic()
@@ -679,6 +693,43 @@ def run_sigkill(rig: Rig, name: str, rate_per_s: float, before_s: float = 3.0, a
     f.extra["lost_traces"] = len([s for s in load.sent if s.ended <= t_kill and s.trace_id in f.incomplete])
     f.extra["replayed"] = int(metrics.value("tracegw_spool_replayed_total")) if metrics else 0
     return Outcome(f, load, {"kill": t_kill, "ready": t_ready, "window_s": window_s}, metrics)
+
+
+def run_sigterm(rig: Rig, name: str, rate_per_s: float, before_s: float = 2.0, down_s: float = 2.0,
+                after_s: float = 2.0, settle_timeout_s: float = 90.0) -> Outcome:
+    """SIGTERM the gateway under steady load while MLflow is unreachable (so the drain must leave a
+    backlog in the spool), restart it on the same spool with MLflow back, let it replay.
+
+    ``figures.extra`` holds what the two gateway processes received (the first one's counters
+    from its last scrape, taken while it drained) and what the first one dropped."""
+    gw = rig.start_gateway()
+    rig.warm_up()
+    warm = gw.metrics()
+    tracer = rig.tracer()
+    load = Load(tracer, rate_per_s=rate_per_s, max_seconds=before_s + down_s + after_s + 60).start()
+    hold(before_s)
+    rig.proxy.down()  # a backlog the drain cannot deliver: it must stay in the spool
+    hold(down_s)
+    t_term = time.monotonic()
+    grace_s = float(rig.gateway_env()["TRACEGW_SHUTDOWN_GRACE_S"])
+    returncode = gw.terminate(timeout_s=grace_s + 15)
+    t_exit = time.monotonic()
+    first = gw.final_metrics
+    spooled = segment_files(rig.spool_dir)
+    rig.proxy.up()
+    rig.start_gateway()
+    t_ready = time.monotonic()
+    hold(after_s)
+    load.stop()
+    metrics, settled_at = rig.settle(load.sent, tracer, timeout_s=settle_timeout_s)
+    assert metrics is not None and first is not None, "no metrics from the gateways"
+    received = (first.value("tracegw_spans_received_total") - warm.value("tracegw_spans_received_total")
+                + metrics.value("tracegw_spans_received_total"))
+    f = account(name, load.sent, tracer, rig.store, metrics, settled_at - t_ready, exit_code=returncode,
+                term_to_exit_s=f"{t_exit - t_term:.1f}", spooled_at_exit=len(spooled),
+                replayed=int(metrics.value("tracegw_spool_replayed_total")), received_by_gateways=int(received),
+                first_gateway_dropped=first.by_label("tracegw_spans_dropped_total", "stage", "reason") or {})
+    return Outcome(f, load, {"term": t_term, "exit": t_exit, "ready": t_ready}, metrics)
 
 
 def run_overload(rig: Rig, name: str, soft_bytes: int, hard_bytes: int, rate_per_s: float,
