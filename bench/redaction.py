@@ -1,6 +1,8 @@
 """Redaction speed: µs per 500-character text on one core, with and without PII, against a
 naive baseline measured in the same run (the same six entity regexes run one by one over the
 NFKC-normalised text, no prefilter), and phonenumbers' matcher alone when it is installed.
+``--compare-with REV`` also measures ``find_pii`` as it was at git revision REV, in the same
+run, for before/after figures that share the machine's noise.
 
 Bounded by count and time: ``--iterations`` per text (default 3000) and ``--max-seconds``.
 Prints median and p99 per scenario and the ratio of medians against the baseline.
@@ -11,13 +13,17 @@ from __future__ import annotations
 import argparse
 import re
 import statistics
+import subprocess
 import sys
 import time
+import types
 import unicodedata
 from collections.abc import Callable
+from pathlib import Path
 
 from gateway.pii import find_pii
 
+ROUNDS = 10  # short interleaved rounds: a burst of load on this shared machine hits every implementation
 PII_TEXT = (
     "Hi, I ordered ワンピース 第107巻 (ISBN 978-4-08-883415-4) for ¥528 on 2026-03-24 but it has not "
     "arrived. Please call me at 090-1234-5678 or email taro.yamada@example.co.jp. My order is "
@@ -55,6 +61,16 @@ def naive(text: str) -> list[tuple[int, int]]:
     return [m.span() for p in NAIVE for m in p.finditer(norm)]
 
 
+def find_pii_at(rev: str) -> Callable[[str], object]:
+    """``find_pii`` from ``gateway/pii.py`` as committed at git revision ``rev``."""
+    root = Path(__file__).resolve().parent.parent
+    source = subprocess.run(["git", "show", f"{rev}:gateway/pii.py"], cwd=root, check=True,
+                            capture_output=True, text=True).stdout
+    module = types.ModuleType(f"pii_at_{rev}")
+    exec(compile(source, f"{rev}:gateway/pii.py", "exec"), module.__dict__)
+    return module.find_pii
+
+
 def measure(fn: Callable[[str], object], text: str, iterations: int, deadline: float) -> list[float]:
     samples = []
     for _ in range(iterations):
@@ -70,10 +86,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--iterations", type=int, default=3000)
     parser.add_argument("--max-seconds", type=float, default=60.0)
+    parser.add_argument("--compare-with", metavar="REV", help="also time find_pii as it was at this git revision")
     args = parser.parse_args(argv)
     texts = {"with PII": (PII_TEXT * 2)[:500], "no PII (en+ja)": (CLEAN_TEXT * 2)[:500],
              "no PII (en)": (CLEAN_EN * 2)[:500]}
-    impls: dict[str, Callable[[str], object]] = {"find_pii": find_pii, "naive 6 regexes": naive}
+    impls: dict[str, Callable[[str], object]] = {"find_pii": find_pii}
+    if args.compare_with:
+        impls[f"find_pii @ {args.compare_with}"] = find_pii_at(args.compare_with)
+    impls["naive 6 regexes"] = naive
     try:
         import phonenumbers
 
@@ -84,10 +104,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'text':16s} {'implementation':22s} {'chars':>5s} {'median µs':>10s} {'p99 µs':>8s} {'vs naive':>9s}")
     for label, text in texts.items():
         results = {}
-        for _round in range(3):  # interleaved, so every implementation sees the same noise
+        for _round in range(ROUNDS):  # interleaved, so every implementation sees the same noise
             for name, fn in impls.items():
                 n = args.iterations if name != "phonenumbers matcher" else max(1, args.iterations // 20)
-                results.setdefault(name, []).extend(measure(fn, text, n // 3 or 1, deadline))
+                results.setdefault(name, []).extend(measure(fn, text, n // ROUNDS or 1, deadline))
         base = statistics.median(results["naive 6 regexes"])
         for name, samples in results.items():
             ordered = sorted(samples)

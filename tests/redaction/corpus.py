@@ -104,6 +104,8 @@ FIXED: list[tuple[str, list[tuple[str, str]]]] = [
     ("key=AKIAIOSFODNN7EXAMPLE&x=1", [("AKIAIOSFODNN7EXAMPLE", "SECRET")]),
     ("aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
      [("wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "SECRET")]),
+    ("export AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+     [("wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "SECRET")]),
     ("Bearer tokens are required for the partner API", []),
     ("The bearer of this card, 4111 1111 1111 1112, is invalid", []),
     ("Call 03-1234-5678 or 03-1234-5679.", [("03-1234-5678", "PHONE"), ("03-1234-5679", "PHONE")]),
