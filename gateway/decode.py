@@ -18,12 +18,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.model import (
+    ATTRIBUTE_BYTES,
+    SPAN_OVERHEAD_BYTES,
     BundleRecord,
     FeedbackRecord,
     FeedbackValue,
     SpanEvent,
     SpanRecord,
     SpanStatus,
+    rest_of_span_bytes,
+    value_bytes,
 )
 
 RESERVED_PREFIX = "mlflow."
@@ -179,8 +183,28 @@ def _native_span(s: Any) -> tuple[SpanRecord, int]:
             or not name or len(name) > MAX_NAME_CHARS or start <= 0 or end < start or status is None):
         raise _native_problem(s)
     attributes: dict[str, Any] = {}
+    status_message = s.status_message
+    size = len(name) + len(status_message)  # approx_span_bytes, counted on the way
+    stripped = 0
     attrs = s.attributes
-    stripped = _native_attributes(attrs, ".attributes", attributes) if attrs else 0
+    if attrs:
+        for key in attrs:
+            if key.startswith(RESERVED_PREFIX):
+                stripped += 1
+                continue
+            v = attrs[key]
+            kind = v.WhichOneof("value")
+            if kind == "string_value":
+                value = v.string_value
+                size += len(value)
+            elif kind in _PLAIN_KINDS:
+                value = getattr(v, kind)
+            else:
+                value = _native_value(v, f".attributes[{key!r}]")
+                size += value_bytes(value)
+            attributes[key] = value
+            size += len(key)
+        size += ATTRIBUTE_BYTES * len(attributes)
     events = []
     if s.events:
         for j, e in enumerate(s.events):
@@ -196,8 +220,12 @@ def _native_span(s: Any) -> tuple[SpanRecord, int]:
     text = s.outputs_json
     outputs = _json(text, ".outputs_json") if text else None
     record = SpanRecord(trace_id.hex(), span_id.hex(), parent_id.hex() if parent_id else None, name,
-                        s.span_type or "UNKNOWN", start, end, status, s.status_message, attributes, events,
+                        s.span_type or "UNKNOWN", start, end, status, status_message, attributes, events,
                         inputs, outputs, tags)
+    if events or inputs is not None or outputs is not None or tags:
+        record.approx_bytes = size + rest_of_span_bytes(record)
+    else:
+        record.approx_bytes = size + SPAN_OVERHEAD_BYTES
     return record, stripped
 
 

@@ -48,6 +48,8 @@ class SpanRecord:
     inputs: Any = None
     outputs: Any = None
     trace_tags: dict[str, str] = field(default_factory=dict)
+    approx_bytes: int = field(default=0, compare=False)
+    """Its memory estimate (``approx_span_bytes``); the decoder fills it in as it goes, 0 = not yet."""
 
     @property
     def is_root(self) -> bool:
@@ -163,7 +165,8 @@ def value_bytes(value: Any) -> int:
     return _NUMBER_BYTES
 
 
-def _attributes_bytes(attrs: dict[str, Any]) -> int:
+def attributes_bytes(attrs: dict[str, Any]) -> int:
+    """Attributes' share of a span's estimate (the decoder counts the same as it converts)."""
     total = ATTRIBUTE_BYTES * len(attrs)
     for key, v in attrs.items():
         total += len(key)
@@ -176,12 +179,25 @@ def _attributes_bytes(attrs: dict[str, Any]) -> int:
 
 
 def approx_span_bytes(span: SpanRecord) -> int:
-    """The memory a span holds, estimated without serializing (assembly and batching bounds)."""
-    total = SPAN_OVERHEAD_BYTES + len(span.name) + len(span.status_message)
+    """The memory a span holds, estimated without serializing (assembly and batching bounds).
+
+    Computed once per span: the decoder fills ``span.approx_bytes`` in while it converts the
+    span (``rest_of_span_bytes`` plus the text it has at hand), other spans get it here.
+    """
+    if span.approx_bytes:
+        return span.approx_bytes
+    total = rest_of_span_bytes(span) + len(span.name) + len(span.status_message)
     if span.attributes:
-        total += _attributes_bytes(span.attributes)
+        total += attributes_bytes(span.attributes)
+    span.approx_bytes = total
+    return total
+
+
+def rest_of_span_bytes(span: SpanRecord) -> int:
+    """``approx_span_bytes`` without the name, status message and attributes."""
+    total = SPAN_OVERHEAD_BYTES
     for event in span.events:
-        total += EVENT_BYTES + len(event.name) + _attributes_bytes(event.attributes)
+        total += EVENT_BYTES + len(event.name) + attributes_bytes(event.attributes)
     if span.inputs is not None:
         total += value_bytes(span.inputs)
     if span.outputs is not None:

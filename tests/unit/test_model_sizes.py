@@ -67,3 +67,13 @@ def test_long_and_non_ascii_values_count() -> None:
     nested = SpanRecord("a" * 32, "b" * 16, None, "n", "CHAIN", 1, 2, inputs={"m": ["まんが" * 1000]})
     assert approx_span_bytes(long) >= approx_span_bytes(base) + 10_000
     assert approx_span_bytes(nested) >= approx_span_bytes(base) + 6_000
+
+
+def test_the_decoder_counts_what_approx_span_bytes_counts() -> None:
+    wire = wire_spans(random.Random(4), 20)
+    wire[3].attributes["filters"].json_value = '{"lang": "ja", "tags": ["seinen", "historical"]}'
+    wire[4].status_message = "timeout talking to the vector store"
+    for span in decode_native_spans(wire).spans:
+        decoded = span.approx_bytes
+        span.approx_bytes = 0
+        assert decoded == approx_span_bytes(span) > 0, span.name
