@@ -1,10 +1,12 @@
 """Cost per span of the gateway's in-process stages: assembly, measure, contract, redact, sample.
 
 Builds realistic 17-span MangaAssist traces as the receivers would hand them on (already
-decoded), then times each stage over the same traces on one core. Prints µs per span per
+decoded; here assembly computes each span's size estimate, which the native decoder does in
+production), then times each stage over the same traces on one core. Prints µs per span per
 stage, the total, and the spans/s one core sustains for these stages (DESIGN §8 asks
 ≥ 50,000 spans/s for ingest with assembly, metrics, sampling and redaction; decoding and the
-gRPC receive path are not included here).
+gRPC receive path are not included here). "sample" includes holding the sampled-out traces in
+the rescue buffer (serialized and compressed) at its configured bound.
 
     python bench/pipeline_stages.py [--traces 3000] [--ratio 0.1] [--repeat 5]
 """
@@ -28,6 +30,7 @@ from gateway.model import SpanRecord, SpanStatus, TraceRecord
 from gateway.redactor import Redactor
 from gateway.rescue_buffer import RescueBuffer
 from gateway.sampler import Sampler
+from gateway.service import tune_gc
 
 TREE = [("handle_message", None), ("load_context", 0), ("intent_classification", 0), ("route_intent", 0),
         ("retrieve_chunks", 0), ("embed_query", 4), ("vector_search", 4), ("keyword_search", 4),
@@ -68,13 +71,14 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
     cfg = config.load({"MLFLOW_TRACE_SAMPLING_RATIO": str(args.ratio), "TRACEGW_ROOT_GRACE_S": "0"})
+    tune_gc()  # as the gateway does at start
     rng = random.Random(1)
     base = [make_spans(rng, i) for i in range(args.traces)]
     n_spans = sum(len(s) for s in base)
     results: dict[str, list[float]] = {}
     for _ in range(args.repeat):
         metrics = GatewayMetrics(CollectorRegistry())
-        rescue = RescueBuffer(1800, 1 << 30, metrics)
+        rescue = RescueBuffer(cfg.sampling.rescue_window_s, cfg.sampling.rescue_max_bytes, metrics)
         stages = [("measure", Measure(metrics, 50)), ("contract", ContractChecker(cfg.contract, metrics)),
                   ("redact", Redactor(cfg.redaction)), ("sample", Sampler(cfg.sampling, metrics, rescue.add))]
         batches = copy.deepcopy(base)

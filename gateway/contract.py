@@ -54,21 +54,27 @@ class ContractChecker:
         """The rules ``trace`` breaks, in a stable order."""
         tags = trace.tags
         rules = [f"missing_tag.{t}" for t in REQUIRED_TAGS if not tags.get(t)]
-        llm = any(s.span_type == "LLM" for s in trace.spans)
-        bedrock = any(s.name == "bedrock_generate" or s.attributes.get("provider") == "bedrock"
-                      for s in trace.spans)
+        llm = bedrock = False
+        roots = []
+        names = {}
+        for s in trace.spans:  # one pass collects what the rules below need
+            names[s.span_id] = s.name
+            if s.parent_span_id is None:
+                roots.append(s)
+            if s.span_type == "LLM":
+                llm = True
+            if s.name == "bedrock_generate" or (s.attributes and s.attributes.get("provider") == "bedrock"):
+                bedrock = True
         if llm and not _present(tags.get("prompt_version")):
             rules.append("missing_tag.prompt_version")
         if bedrock and not _present(tags.get("bedrock_model_id")):
             rules.append("missing_tag.bedrock_model_id")
-        roots = [s for s in trace.spans if s.parent_span_id is None]
         if not trace.complete:
             rules.append("root_missing")
         elif len(roots) > 1:
             rules.append("multiple_roots")
         if trace.complete and roots and roots[0].name != ROOT_NAME:
             rules.append("root_name")
-        names = {s.span_id: s.name for s in trace.spans}
         for span in trace.spans:
             allowed = STANDARD_CHILDREN.get(names.get(span.parent_span_id or "", ""))
             if allowed is not None and span.name not in allowed:

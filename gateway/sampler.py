@@ -40,6 +40,8 @@ DECISION_CACHE_SIZE = 100_000
 ``sampled_in``). As many as assembly remembers: about 170 s of traffic at 10,000 spans/s, longer
 than the feedback context cache covers, and ~18 MB."""
 _TWO_64 = 1 << 64
+_ERROR = SpanStatus.ERROR
+_ACTING = ("block", "redact")  # a tuple: attribute values may be unhashable lists
 
 
 def ratio_bound(ratio: float) -> int:
@@ -73,15 +75,22 @@ class Sampler:
         self._threshold_ns = int(config.latency_threshold_s * 1e9)
         self._stages = frozenset(config.keep_stages)
         self._decisions: OrderedDict[str, bool] = OrderedDict()
+        self._dropped = metrics.sampling_decisions.labels("dropped", "ratio")
+        self._kept: dict[str, Any] = {}  # first reason → its labelled child (``labels()`` is slow)
 
     def tail_reasons(self, trace: TraceRecord) -> list[str]:
         cfg = self._cfg
         reasons: list[str] = []
-        if cfg.keep_errors and any(s.status is SpanStatus.ERROR for s in trace.spans):
+        error = guardrail = False
+        for s in trace.spans:  # one pass for both span-level policies
+            if s.status is _ERROR:
+                error = True
+            attrs = s.attributes
+            if attrs and (attrs.get("action") in _ACTING or _truthy(attrs.get("fallback_triggered"))):
+                guardrail = True
+        if error and cfg.keep_errors:
             reasons.append("error")
-        if cfg.keep_guardrail and any(
-                s.attributes.get("action") in ("block", "redact") or _truthy(s.attributes.get("fallback_triggered"))
-                for s in trace.spans if s.attributes):
+        if guardrail and cfg.keep_guardrail:
             reasons.append("guardrail")
         if self._threshold_ns > 0:
             root = trace.root
@@ -120,11 +129,15 @@ class Sampler:
             if keep:
                 reason = ",".join(reasons) if reasons else "head"
                 trace.tags[REASON_TAG] = reason
-                self._metrics.sampling_decisions.labels("kept", reasons[0] if reasons else "head").inc()
+                first = reasons[0] if reasons else "head"
+                child = self._kept.get(first)
+                if child is None:
+                    child = self._kept[first] = self._metrics.sampling_decisions.labels("kept", first)
+                child.inc()
                 kept.append(trace)
             else:
                 trace.tags.pop(REASON_TAG, None)
-                self._metrics.sampling_decisions.labels("dropped", "ratio").inc()
+                self._dropped.inc()
                 self._on_dropped(trace)
         return kept
 

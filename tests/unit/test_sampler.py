@@ -96,3 +96,20 @@ def test_late_spans_follow_the_decision() -> None:
     late_gone = trace("bb" * 16, late=True)
     assert s.process([late_kept, late_gone]) == [late_kept]
     assert dropped[-1] is late_gone
+
+
+def test_unhashable_action_values_do_not_break_the_guardrail_policy() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from gateway import config
+    from gateway.metrics import GatewayMetrics
+    from gateway.model import SpanRecord, TraceRecord
+    from gateway.sampler import Sampler
+
+    cfg = config.load({"MLFLOW_TRACE_SAMPLING_RATIO": "0"})
+    sampler = Sampler(cfg.sampling, GatewayMetrics(CollectorRegistry()))
+    odd = SpanRecord("1" * 32, "2" * 16, None, "handle_message", "CHAIN", 1, 2,
+                     attributes={"action": ["block"], "fallback_triggered": {"x": 1}})
+    acting = SpanRecord("3" * 32, "2" * 16, None, "handle_message", "CHAIN", 1, 2, attributes={"action": "redact"})
+    assert sampler.tail_reasons(TraceRecord("1" * 32, "e", [odd], {})) == []
+    assert sampler.tail_reasons(TraceRecord("3" * 32, "e", [acting], {})) == ["guardrail"]
