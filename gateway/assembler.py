@@ -16,13 +16,14 @@ counted with reason ``span_limit``). Not thread-safe: the gateway calls it from 
 from __future__ import annotations
 
 import time
-from collections import Counter, OrderedDict, deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from gateway.config import AssemblyConfig
 from gateway.metrics import GatewayMetrics
 from gateway.model import SpanRecord, SpanStatus, TraceRecord, approx_span_bytes
+from gateway.recent import RecentMap
 
 INCOMPLETE_TAG = "tracegw.incomplete"
 SYNTHESIZED_ATTRIBUTE = "tracegw.synthesized_root"
@@ -48,7 +49,7 @@ class Assembler:
         self._pending: dict[str, _Pending] = {}
         self._root_deadlines: deque[tuple[float, str]] = deque()
         self._timeout_deadlines: deque[tuple[float, str]] = deque()
-        self._decided: OrderedDict[str, str] = OrderedDict()
+        self._decided: RecentMap[str, str] = RecentMap(DECISION_CACHE_SIZE)
         self._late: dict[str, list[SpanRecord]] = {}
         self._span_count = 0
         self._bytes = 0
@@ -154,8 +155,6 @@ class Assembler:
         self._span_count -= len(pending.spans)
         self._bytes -= pending.approx_bytes
         self._decided[trace_id] = pending.experiment
-        if len(self._decided) > DECISION_CACHE_SIZE:
-            self._decided.popitem(last=False)
         trace = TraceRecord(trace_id, pending.experiment, pending.spans, pending.tags,
                             first_seen=pending.first_seen, approx_bytes=pending.approx_bytes)
         if pending.root_done_at is None:

@@ -19,11 +19,10 @@ Violations are counted per rule and tagged on the trace (``contract.violations``
 
 from __future__ import annotations
 
-from collections import OrderedDict
-
 from gateway.config import ContractConfig
 from gateway.metrics import GatewayMetrics
 from gateway.model import TraceRecord
+from gateway.recent import RecentMap
 
 VIOLATIONS_TAG = "contract.violations"
 ROOT_NAME = "handle_message"
@@ -48,7 +47,7 @@ class ContractChecker:
     def __init__(self, config: ContractConfig, metrics: GatewayMetrics) -> None:
         self._mode = config.mode
         self._metrics = metrics
-        self._requests: OrderedDict[str, str] = OrderedDict()
+        self._requests: RecentMap[str, str] = RecentMap(RECENT_REQUESTS)
 
     def check(self, trace: TraceRecord) -> list[str]:
         """The rules ``trace`` breaks, in a stable order."""
@@ -87,8 +86,6 @@ class ContractChecker:
                 rules.append("duplicate_request")
             else:
                 self._requests[request_id] = trace.trace_id
-                if len(self._requests) > RECENT_REQUESTS:
-                    self._requests.popitem(last=False)
         return rules
 
     def process(self, traces: list[TraceRecord]) -> list[TraceRecord]:

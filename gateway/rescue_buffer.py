@@ -64,7 +64,7 @@ def pack_trace(trace: TraceRecord) -> bytes:
 
 
 def unpack_trace(blob: bytes) -> TraceRecord:
-    state = marshal.loads(blob[1:]) if blob[:1] == _MARSHAL else pickle.loads(blob[1:])  # noqa: S301 (our own bytes)
+    state = marshal.loads(blob[1:]) if blob[:1] == _MARSHAL else pickle.loads(blob[1:])
     trace_id, experiment, tags, complete, reasons, late, first_seen, approx, spans = state
     records = [
         SpanRecord(trace_id, span_id, parent, name, span_type, start, end, _STATUSES[status], message, attributes,

@@ -24,7 +24,6 @@ it (a bounded decision cache); if the decision was forgotten, the head rule deci
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -32,6 +31,7 @@ from gateway.config import SamplingConfig
 from gateway.contract import VIOLATIONS_TAG
 from gateway.metrics import GatewayMetrics
 from gateway.model import SpanStatus, TraceRecord
+from gateway.recent import RecentMap
 
 REASON_TAG = "sampling.reason"
 FORCE_TAG = "sampling.force"
@@ -74,7 +74,7 @@ class Sampler:
         self._clock = clock
         self._threshold_ns = int(config.latency_threshold_s * 1e9)
         self._stages = frozenset(config.keep_stages)
-        self._decisions: OrderedDict[str, bool] = OrderedDict()
+        self._decisions: RecentMap[str, bool] = RecentMap(DECISION_CACHE_SIZE)
         self._dropped = metrics.sampling_decisions.labels("dropped", "ratio")
         self._kept: dict[str, Any] = {}  # first reason → its labelled child (``labels()`` is slow)
 
@@ -150,5 +150,3 @@ class Sampler:
 
     def _remember(self, trace_id: str, keep: bool) -> None:
         self._decisions[trace_id] = keep
-        if len(self._decisions) > DECISION_CACHE_SIZE:
-            self._decisions.popitem(last=False)

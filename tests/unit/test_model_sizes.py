@@ -1,10 +1,9 @@
 """The span size estimate that bounds assembly and batching is honest about real memory."""
 
 import gc
+import json
 import random
 import tracemalloc
-
-import json
 
 from clients.pb import spans_pb2
 from gateway.decode import decode_native_spans

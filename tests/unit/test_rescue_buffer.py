@@ -1,10 +1,10 @@
-from prometheus_client import CollectorRegistry
-
-from gateway.metrics import GatewayMetrics
 import gc
 import random
 import tracemalloc
 
+from prometheus_client import CollectorRegistry
+
+from gateway.metrics import GatewayMetrics
 from gateway.model import SpanEvent, SpanRecord, SpanStatus, TraceRecord
 from gateway.rescue_buffer import GROUP_BYTES, RescueBuffer, pack_trace, unpack_trace
 
