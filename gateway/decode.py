@@ -169,8 +169,12 @@ def _native_problem(s: Any) -> _Reject:
     return _Reject("", "invalid span")  # unreachable while the fast checks mirror the ones above
 
 
-def _native_span(s: Any) -> tuple[SpanRecord, int]:
-    """One span; raises ``_Reject`` with a field path relative to the span (``.name``)."""
+def _native_span(s: Any, trace_ids: dict[bytes, str]) -> tuple[SpanRecord, int]:
+    """One span; raises ``_Reject`` with a field path relative to the span (``.name``).
+
+    ``trace_ids`` maps raw trace ids to their hex already made for this request, so the spans
+    of one trace share one string (less to allocate, ~80 bytes less per span held).
+    """
     trace_id = s.trace_id
     span_id = s.span_id
     parent_id = s.parent_span_id
@@ -219,7 +223,10 @@ def _native_span(s: Any) -> tuple[SpanRecord, int]:
     inputs = _json(text, ".inputs_json") if text else None
     text = s.outputs_json
     outputs = _json(text, ".outputs_json") if text else None
-    record = SpanRecord(trace_id.hex(), span_id.hex(), parent_id.hex() if parent_id else None, name,
+    trace_hex = trace_ids.get(trace_id)
+    if trace_hex is None:
+        trace_hex = trace_ids[trace_id] = trace_id.hex()
+    record = SpanRecord(trace_hex, span_id.hex(), parent_id.hex() if parent_id else None, name,
                         s.span_type or "UNKNOWN", start, end, status, status_message, attributes, events,
                         inputs, outputs, tags)
     if events or inputs is not None or outputs is not None or tags:
@@ -234,9 +241,10 @@ def decode_native_spans(spans: Any) -> Decoded:
     result = Decoded()
     out = result.spans
     stripped = 0
+    trace_ids: dict[bytes, str] = {}
     for i, s in enumerate(spans):
         try:
-            record, n = _native_span(s)
+            record, n = _native_span(s, trace_ids)
         except _Reject as r:
             result.rejections.append(Rejection(i, f"spans[{i}]{r.field}", r.reason))
             continue
