@@ -5,6 +5,13 @@ it ends, the handle itself is the compact record appended to the tracer's bounde
 sender thread converts it later. Consequently objects passed to ``set_inputs``,
 ``set_outputs``, ``set_attribute(s)``, ``add_event`` and ``start_span(attributes=...)`` are
 read after the request returns and must not be mutated afterwards.
+
+Span ids cost one ``next()`` on the request path: a span records a number from a per-tracer
+counter that starts at a random point, and the sender (and the ``span_id`` properties) turn it
+into the wire id with :func:`wire_span_id`, a bijection of 64-bit integers that maps only 0 to
+0 (the SplitMix64 output function), written as 8 little-endian bytes. Ids are therefore unique
+within the tracer, not just within a trace, never zero, and look random; they are not secret
+(the mapping is invertible).
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ import logging
 import traceback
 from collections import deque
 from collections.abc import Mapping
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from time import time_ns
 from types import TracebackType
 from typing import Any, Final, Literal
@@ -31,6 +38,25 @@ UNSET: Final[Any] = object()
 """Marks inputs/outputs that were never set (``None`` is a legitimate value)."""
 
 StatusName = Literal["OK", "ERROR", "UNSET"]
+
+_MASK64: Final = (1 << 64) - 1
+SPAN_SEQ_BITS: Final = 62
+"""The span counter starts below 2**62, so it cannot reach 2**64 (the one value mapped to 0)."""
+
+
+def wire_span_id(seq: int) -> int:
+    """The 64-bit span id for counter value ``seq`` (1 <= seq < 2**64): SplitMix64's output
+    function, a bijection with ``wire_span_id(0) == 0``, so distinct counter values give
+    distinct, non-zero ids. (``clients.encode`` inlines it.)"""
+    z = (seq * 0x9E3779B97F4A7C15) & _MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return z ^ (z >> 31)
+
+
+def span_id_hex(seq: int) -> str:
+    """The 16-hex span id for counter value ``seq``, as it appears on the wire."""
+    return wire_span_id(seq).to_bytes(8, "little").hex()
 
 
 class SpanSink:
@@ -69,53 +95,51 @@ class TraceState:
 class SpanHandle:
     """A span being recorded; a context manager that makes it the current span.
 
-    Use it through ``Tracer.start_span``. Every method is safe: misuse is counted in
-    ``ClientStats.errors``, never raised. Changes after the span ended are ignored.
+    Use it through ``Tracer.start_span`` (which fills the slots: there is no ``__init__``, a
+    Python-level constructor call being a good part of a span's cost). Every method is safe:
+    misuse is counted in ``ClientStats.errors``, never raised. Changes after the span ended
+    are ignored.
     """
 
     __slots__ = (
         "_attrs",
-        "_attrs_owned",
         "_end_ns",
         "_events",
+        "_extra_attrs",
+        "_extras",
         "_inputs",
         "_name",
         "_outputs",
-        "_parent_id",
+        "_parent_seq",
         "_sink",
-        "_span_id",
+        "_span_seq",
         "_span_type",
         "_start_ns",
-        "_status_code",
-        "_status_message",
+        "_status",
         "_tags",
         "_token",
         "_trace",
     )
-
-    def __init__(
-        self,
-        sink: SpanSink,
-        trace: TraceState,
-        span_id: int,
-        parent_id: int,
-        name: str,
-        span_type: str,
-        attributes: Mapping[str, Any] | None,
-    ) -> None:
-        # Only what the request path reads is assigned here; the other slots (_inputs,
-        # _outputs, _events, _status_message, _tags, _attrs_owned, _token) are filled when used
-        # and read with getattr defaults, which keeps a span's construction cheap.
-        self._sink = sink
-        self._trace = trace
-        self._span_id = span_id
-        self._parent_id = parent_id
-        self._name = name
-        self._span_type = span_type
-        self._attrs = attributes
-        self._status_code = STATUS_UNSET
-        self._end_ns = 0
-        self._start_ns = time_ns()
+    # Always set by Tracer.start_span:
+    _sink: SpanSink
+    _trace: TraceState
+    _span_seq: int  # counter value; the wire id is wire_span_id(_span_seq)
+    _parent_seq: int  # the parent's _span_seq, 0 for a root span
+    _name: str
+    _span_type: str
+    _attrs: Mapping[str, Any] | None  # the caller's mapping, never mutated
+    _start_ns: int
+    _end_ns: int  # 0 while recording
+    _extras: bool  # whether any of the slots below, other than _token, was set
+    # Set when used (the sender reads them with getattr defaults, only when _extras is True),
+    # which keeps the request path to the writes every span needs:
+    _token: Token[SpanHandle | None]  # from __enter__
+    _extra_attrs: dict[str, Any]  # set_attribute(s) additions; win over _attrs
+    _inputs: Any
+    _outputs: Any
+    _events: list[tuple[str, int, Mapping[str, Any] | None]]
+    _status: tuple[int, str]  # (code, message) from set_status / record_exception; else OK at end
+    _tags: dict[str, Any]  # trace tags carried by this span (the root, or current at update)
 
     # -- identity -------------------------------------------------------------------------
 
@@ -127,12 +151,12 @@ class SpanHandle:
     @property
     def span_id(self) -> str:
         """The 16-hex span id."""
-        return f"{self._span_id:016x}"
+        return span_id_hex(self._span_seq)
 
     @property
     def parent_span_id(self) -> str | None:
         """The parent's 16-hex span id, or None for a root span."""
-        return f"{self._parent_id:016x}" if self._parent_id else None
+        return span_id_hex(self._parent_seq) if self._parent_seq else None
 
     @property
     def name(self) -> str:
@@ -151,15 +175,12 @@ class SpanHandle:
         if self._end_ns:
             return
         try:
-            attrs = self._attrs
-            if attrs is None:
-                self._attrs = {key: value}
-                self._attrs_owned = True
-            elif getattr(self, "_attrs_owned", False):
-                attrs[key] = value  # type: ignore[index]
+            extra = getattr(self, "_extra_attrs", None)
+            if extra is None:
+                self._extra_attrs = {key: value}
+                self._extras = True
             else:
-                self._attrs = {**attrs, key: value}
-                self._attrs_owned = True
+                extra[key] = value
         except Exception as exc:
             self._sink.counters.error("set_attribute", type(exc).__name__)
 
@@ -168,15 +189,12 @@ class SpanHandle:
         if self._end_ns:
             return
         try:
-            attrs = self._attrs
-            if attrs is None:
-                self._attrs = attributes
-                self._attrs_owned = False
-            elif getattr(self, "_attrs_owned", False):
-                attrs.update(attributes)  # type: ignore[attr-defined]
+            extra = getattr(self, "_extra_attrs", None)
+            if extra is None:
+                self._extra_attrs = dict(attributes)
+                self._extras = True
             else:
-                self._attrs = {**attrs, **attributes}
-                self._attrs_owned = True
+                extra.update(attributes)
         except Exception as exc:
             self._sink.counters.error("set_attributes", type(exc).__name__)
 
@@ -184,11 +202,13 @@ class SpanHandle:
         """Record the span's inputs; JSON-serialised later by the sender (do not mutate them)."""
         if not self._end_ns:
             self._inputs = inputs
+            self._extras = True
 
     def set_outputs(self, outputs: Any) -> None:
         """Record the span's outputs; JSON-serialised later by the sender (do not mutate them)."""
         if not self._end_ns:
             self._outputs = outputs
+            self._extras = True
 
     def add_event(self, name: str, attributes: Mapping[str, Any] | None = None) -> None:
         """Add a timestamped event."""
@@ -199,6 +219,7 @@ class SpanHandle:
             events = getattr(self, "_events", None)
             if events is None:
                 self._events = [event]
+                self._extras = True
             else:
                 events.append(event)
         except Exception as exc:
@@ -213,8 +234,8 @@ class SpanHandle:
             if code is None:
                 self._sink.counters.error("set_status", "unknown status")
                 return
-            self._status_code = code
-            self._status_message = message if code == STATUS_ERROR else ""
+            self._status = (code, message if code == STATUS_ERROR else "")
+            self._extras = True
         except Exception as exc:
             self._sink.counters.error("set_status", type(exc).__name__)
 
@@ -229,8 +250,8 @@ class SpanHandle:
             self.add_event(
                 "exception", {"exception.type": exc_type, "exception.message": message, "exception.stacktrace": stack}
             )
-            self._status_code = STATUS_ERROR
-            self._status_message = f"{exc_type}: {message}"
+            self._status = (STATUS_ERROR, f"{exc_type}: {message}")
+            self._extras = True
         except Exception as err:
             self._sink.counters.error("record_exception", type(err).__name__)
 
@@ -246,7 +267,7 @@ class SpanHandle:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> Literal[False]:
-        # The hot path: end() inlined to save a call per span.
+        # The hot path: end() inlined to save a call per span. An unset status is sent as OK.
         if exc is not None and exc_type is not GeneratorExit:
             self.record_exception(exc)
         sink = self._sink
@@ -257,18 +278,20 @@ class SpanHandle:
         if self._end_ns:
             return False
         self._end_ns = time_ns()
-        if not self._status_code:
-            self._status_code = STATUS_OK
-        if not self._parent_id and self._trace.tags is not None:
+        if not self._parent_seq and self._trace.tags is not None:
             self._tags = self._trace.tags
+            self._extras = True
         queue = sink.queue
         n = len(queue)
-        if n >= sink.limit:
-            sink.counters.drop_spans("shutdown" if sink.closed else "queue_full")
-        else:
+        if n < sink.limit:
             queue.append(self)
             if n == sink.wake_at:
                 sink.wake.set()
+        else:
+            if sink.closed:
+                sink.counters.drop_spans("shutdown")
+            else:
+                next(sink.counters.spans_queue_full)
         return False
 
     def end(self) -> None:
@@ -280,19 +303,21 @@ class SpanHandle:
         if self._end_ns:
             return
         self._end_ns = time_ns()
-        if not self._status_code:
-            self._status_code = STATUS_OK
-        if not self._parent_id and self._trace.tags is not None:
+        if not self._parent_seq and self._trace.tags is not None:
             self._tags = self._trace.tags
+            self._extras = True
         sink = self._sink
         queue = sink.queue
         n = len(queue)
-        if n >= sink.limit:
-            sink.counters.drop_spans("shutdown" if sink.closed else "queue_full")
-            return
-        queue.append(self)
-        if n == sink.wake_at:
-            sink.wake.set()
+        if n < sink.limit:
+            queue.append(self)
+            if n == sink.wake_at:
+                sink.wake.set()
+        else:
+            if sink.closed:
+                sink.counters.drop_spans("shutdown")
+            else:
+                next(sink.counters.spans_queue_full)
 
     def __repr__(self) -> str:
         return f"SpanHandle(name={self._name!r}, trace_id={self.trace_id}, span_id={self.span_id})"

@@ -11,12 +11,15 @@ Drop reasons (every dropped span or event is counted under exactly one):
 ``error``               any other RPC failure or an item that could not be encoded
 
 Counters written on the request path are kept off the hot path: enqueued counts are derived
-from what the sender took plus what is still queued, and drops take a lock (they are rare).
-Snapshots are exact when the client is quiescent (for example after ``flush``).
+from what the sender took plus what is still queued; spans dropped because the queue is full
+(every span, while the gateway is down) are counted by an ``itertools.count`` (one atomic
+``next()``, no lock); other drops take a lock (they are rare). Snapshots are exact when the
+client is quiescent (for example after ``flush``).
 """
 
 from __future__ import annotations
 
+import itertools
 import threading
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -78,12 +81,14 @@ class Counters:
 
     __slots__ = (
         "_lock",
+        "_queue_full_reads",
         "errors",
         "events_dropped",
         "events_sent",
         "events_taken",
         "last_error",
         "spans_dropped",
+        "spans_queue_full",
         "spans_sent",
         "spans_taken",
     )
@@ -95,6 +100,9 @@ class Counters:
         self.events_taken = 0
         self.events_sent = 0
         self.spans_dropped = dict.fromkeys(DROP_REASONS, 0)
+        self.spans_queue_full = itertools.count()
+        """``next()`` it for each span dropped because the queue was full (any thread)."""
+        self._queue_full_reads = 0  # snapshot() takes a value from spans_queue_full too
         self.events_dropped = dict.fromkeys(DROP_REASONS, 0)
         self.errors = 0
         self.last_error: str | None = None
@@ -123,6 +131,8 @@ class Counters:
         """Freeze the counters; ``*_pending`` are the current queue lengths."""
         with self._lock:
             spans_dropped = dict(self.spans_dropped)
+            spans_dropped["queue_full"] += next(self.spans_queue_full) - self._queue_full_reads
+            self._queue_full_reads += 1
             events_dropped = dict(self.events_dropped)
             errors, last_error = self.errors, self.last_error
         return ClientStats(

@@ -13,18 +13,20 @@ are counted (``stats()``) and logged at most at a limited rate.
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections import deque
 from collections.abc import Mapping
 from contextvars import ContextVar
 from random import getrandbits
+from time import time_ns
 from types import TracebackType
 from typing import Any
 
 from clients.config import ClientConfig
 from clients.events import BundleEvent, Event, FeedbackEvent
 from clients.sender import Sender
-from clients.span import SpanHandle, SpanSink, TraceState
+from clients.span import SPAN_SEQ_BITS, SpanHandle, SpanSink, TraceState
 from clients.stats import ClientStats, Counters
 
 
@@ -44,6 +46,7 @@ class Tracer:
         self._sink = SpanSink(
             self._current, self._config.max_queue_spans, self._config.max_batch_spans, self._wake, self._counters
         )
+        self._span_seqs = itertools.count(getrandbits(SPAN_SEQ_BITS) | 1)  # see clients.span
         self._events: deque[Event] = deque()
         self._events_limit = self._config.max_queue_events
         self._sender = Sender(self._config, self._sink.queue, self._events, self._wake, self._counters)
@@ -63,20 +66,37 @@ class Tracer:
 
         ``attributes`` is kept by reference (not copied): do not mutate it afterwards.
         """
+        # The hot path: the handle's slots are filled here (SpanHandle has no __init__).
+        span = SpanHandle()
         try:
             parent = self._current.get()
             if parent is None:
-                return SpanHandle(
-                    self._sink, TraceState(getrandbits(128) or 1), getrandbits(64) or 1, 0, name, span_type, attributes
-                )
-            return SpanHandle(
-                self._sink, parent._trace, getrandbits(64) or 1, parent._span_id, name, span_type, attributes
-            )
+                span._trace = TraceState(getrandbits(128) or 1)
+                span._parent_seq = 0
+            else:
+                span._trace = parent._trace
+                span._parent_seq = parent._span_seq
+            span._span_seq = next(self._span_seqs)
+            span._sink = self._sink
+            span._name = name
+            span._span_type = span_type
+            span._attrs = attributes
+            span._end_ns = 0
+            span._extras = False
+            span._start_ns = time_ns()
         except Exception as exc:
             self._counters.error("start_span", type(exc).__name__)
-            return SpanHandle(
-                self._sink, TraceState(getrandbits(128) or 1), getrandbits(64) or 1, 0, str(name), "UNKNOWN", None
-            )
+            span._trace = TraceState(getrandbits(128) or 1)
+            span._parent_seq = 0
+            span._span_seq = next(self._span_seqs)
+            span._sink = self._sink
+            span._name = str(name)
+            span._span_type = "UNKNOWN"
+            span._attrs = None
+            span._end_ns = 0
+            span._extras = False
+            span._start_ns = time_ns()
+        return span
 
     def get_current_span(self) -> SpanHandle | None:
         """The span made current by the innermost ``with`` block, or None."""
@@ -101,8 +121,9 @@ class Tracer:
             trace = span._trace
             # Replace, never mutate: the sender may be reading the previous dict.
             trace.tags = {**trace.tags, **tags} if trace.tags else dict(tags)
-            if span._parent_id and not span._end_ns:
+            if span._parent_seq and not span._end_ns:
                 span._tags = trace.tags
+                span._extras = True
         except Exception as exc:
             self._counters.error("update_current_trace", type(exc).__name__)
 
