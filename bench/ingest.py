@@ -19,9 +19,10 @@ through the pipeline, CPU µs per span (the whole gateway process: gRPC, decode,
 spool, delivery threads) and peak RSS.
 
 Phase 2 (memory): a fresh gateway, load paced at ``--steady-rate`` spans/s for
-``--steady-seconds``; RSS and the rescue buffer's bytes sampled every 2 s.
+``--steady-seconds``; RSS and the rescue buffer's bytes sampled every 2 s, and the window of
+sampled-out traces the full rescue buffer covers.
 
-    python bench/ingest.py [--spans 1000000] [--max-seconds 30] [--steady-rate 10000] [--steady-seconds 60]
+    python bench/ingest.py [--spans 1000000] [--max-seconds 30] [--steady-rate 10000] [--steady-seconds 240]
 """
 
 from __future__ import annotations
@@ -131,6 +132,7 @@ def serve_gateway(workdir: str, ratio: float) -> None:
             "traces_kept": sample("tracegw_stage_traces_out_total", {"stage": "sample"}),
             "in_assembly": sample("tracegw_assembly_traces_in_flight"),
             "rescue_traces": sample("tracegw_rescue_traces"),
+            "rescue_evicted": sample("tracegw_rescue_evicted_total", {"reason": "bytes"}),
             "rescue_mb": sample("tracegw_rescue_bytes") / 2**20,
             "written_spans": writer.spans,
             "written_batches": writer.batches,
@@ -146,6 +148,8 @@ def serve_gateway(workdir: str, ratio: float) -> None:
             for line in sys.stdin:
                 if line.strip() == "stats":
                     print(json.dumps(stats()), flush=True)
+                elif line.strip() == "rss":  # cheap: no metrics collection while under load
+                    print(json.dumps({"rss_mb": rss_mb()[0]}), flush=True)
             loop.call_soon_threadsafe(done.set)
 
         threading.Thread(target=control, daemon=True).start()
@@ -172,9 +176,9 @@ class GatewayChild:
             raise RuntimeError("gateway child exited")
         return line
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self, what: str = "stats") -> dict[str, Any]:
         assert self.proc.stdin is not None
-        self.proc.stdin.write("stats\n")
+        self.proc.stdin.write(what + "\n")
         self.proc.stdin.flush()
         result: dict[str, Any] = json.loads(self._line())
         return result
@@ -344,7 +348,7 @@ def throughput_phase(args: argparse.Namespace, workdir: Path) -> None:
         peak = before["rss_mb"]
         while load.poll() is None:
             time.sleep(0.5)
-            peak = max(peak, gw.stats()["rss_mb"])
+            peak = max(peak, gw.stats("rss")["rss_mb"])
         sent = finish_load(load, 60)
         after = wait_drained(gw, 30)
         wall = after["t"] - before["t"]
@@ -409,6 +413,15 @@ def steady_phase(args: argparse.Namespace, workdir: Path) -> None:
             f"  max RSS {max(s['rss_mb'] for s in samples):.0f} MB, VmHWM {last['peak_rss_mb']:.0f} MB; "
             f"mlflow imported: {last['mlflow_imported']}"
         )
+        dropped = (last["traces_in_pipeline"] - first["traces_in_pipeline"]) - (
+            last["traces_kept"] - first["traces_kept"]
+        )
+        if last["rescue_evicted"] and dropped:
+            window = last["rescue_traces"] / (dropped / wall)
+            print(
+                f"  rescue window: {last['rescue_traces']:,.0f} traces held, {last['rescue_mb']:.1f} MB, at "
+                f"{dropped / wall:,.0f} sampled-out traces/s = the last {window:.0f} s of them"
+            )
     finally:
         gw.stop()
 
@@ -420,7 +433,13 @@ def main() -> None:
     parser.add_argument("--inflight", type=int, default=4, help="RPCs outstanding from the load generator")
     parser.add_argument("--ratio", type=float, default=0.1, help="head sampling ratio (default %(default)s)")
     parser.add_argument("--steady-rate", type=float, default=10_000.0, help="phase 2 spans/s (0 skips phase 2)")
-    parser.add_argument("--steady-seconds", type=float, default=60.0, help="phase 2 duration")
+    parser.add_argument(
+        "--steady-seconds",
+        type=float,
+        default=240.0,
+        help="phase 2 duration (default %(default)s: long enough at 10k spans/s for the rescue buffer and the "
+        "100k-trace decision caches to fill, so the RSS is the steady state)",
+    )
     parser.add_argument("--phases", default="1,2", help="which phases to run (default %(default)s)")
     parser.add_argument("--serve-gateway", metavar="WORKDIR", help=argparse.SUPPRESS)
     parser.add_argument("--load", metavar="TARGET", help=argparse.SUPPRESS)

@@ -288,8 +288,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("TRACEGW_RESCUE_WINDOW_S", "sampling.rescue_window_s", "1800", float,
             "sampled-out traces stay (redacted, in memory) this long, so feedback can still store them",
             _positive),
-    Setting("TRACEGW_RESCUE_MAX_BYTES", "sampling.rescue_max_bytes", str(32 * 1024 * 1024), int,
-            "memory for sampled-out traces (compressed; about 70 s of them at 10,000 spans/s and ratio 0.1); "
+    Setting("TRACEGW_RESCUE_MAX_BYTES", "sampling.rescue_max_bytes", str(24 * 1024 * 1024), int,
+            "memory for sampled-out traces (compressed; about 50 s of them at 10,000 spans/s and ratio 0.1); "
             "the oldest go first", _positive),
     Setting("TRACEGW_CONTRACT_MODE", "contract.mode", "warn", str,
             "trace contract (spec §5): off, warn (count + tag + keep) or strict (violating traces not stored)",
@@ -310,7 +310,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("TRACEGW_BATCH_MAX_DELAY_S", "batch.max_delay_s", "0.5", float,
             "send a partial batch after this long", _positive),
     Setting("TRACEGW_WRITER_CONCURRENCY", "writer.concurrency", "2", int,
-            "concurrent write requests to MLflow (1 in sqlite mode)", _positive),
+            "sender threads writing to MLflow: span batches one at a time, feedback and bundle events beside them "
+            "(1 in sqlite mode)", _positive),
     Setting("TRACEGW_WRITER_QUEUE_BATCHES", "writer.queue_max_batches", "64", int,
             "batches waiting for a writer; beyond it batches are dropped and counted", _positive),
     Setting("TRACEGW_FEEDBACK_JOIN_WINDOW_S", "writer.feedback_join_window_s", "120", float,
