@@ -18,6 +18,10 @@ bounded by ``--spans`` and ``--max-seconds``, then wait for assembly to drain. R
 through the pipeline, CPU µs per span (the whole gateway process: gRPC, decode, pipeline,
 spool, delivery threads) and peak RSS.
 
+Phase 3 (``--phases 3``, scale-out): two gateway processes, one pinned to each core, each fed by
+its own unpinned load generator (which then shares the cores with them): what a second process
+on the second core adds.
+
 Phase 2 (memory): a fresh gateway, load paced at ``--steady-rate`` spans/s for
 ``--steady-seconds``; RSS and the rescue buffer's bytes sampled every 2 s, and the window of
 sampled-out traces the full rescue buffer covers.
@@ -88,7 +92,7 @@ def rss_mb() -> tuple[float, float]:
     return fields["VmRSS"], fields["VmHWM"]
 
 
-def serve_gateway(workdir: str, ratio: float) -> None:
+def serve_gateway(workdir: str, ratio: float, cpu: int = 0) -> None:
     """Child-process mode: run the gateway with the null writer; answer ``stats`` lines on stdin."""
     from prometheus_client import CollectorRegistry
 
@@ -96,7 +100,7 @@ def serve_gateway(workdir: str, ratio: float) -> None:
     from gateway import logs
     from gateway.server import start
 
-    os.sched_setaffinity(0, {0})
+    os.sched_setaffinity(0, {cpu})
     cfg = config_mod.load(
         {
             "MLFLOW_TRACKING_URI": "http://127.0.0.1:9",
@@ -160,9 +164,9 @@ def serve_gateway(workdir: str, ratio: float) -> None:
 
 
 class GatewayChild:
-    def __init__(self, workdir: Path, ratio: float) -> None:
+    def __init__(self, workdir: Path, ratio: float, cpu: int = 0) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, __file__, "--serve-gateway", str(workdir), "--ratio", str(ratio)],
+            [sys.executable, __file__, "--serve-gateway", str(workdir), "--ratio", str(ratio), "--cpu", str(cpu)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -227,14 +231,17 @@ def build_templates(count: int, seed: int) -> list[tuple[bytes, bytes]]:
     return templates
 
 
-def run_load(target: str, spans: int, max_seconds: float, rate: float, inflight: int, seed: int) -> dict[str, Any]:
+def run_load(
+    target: str, spans: int, max_seconds: float, rate: float, inflight: int, seed: int, cpu: int = 1
+) -> dict[str, Any]:
     """Child-process mode: send requests to ``target``; ``rate`` 0 means as fast as accepted."""
     import grpc
 
     from clients.encode import export_header
     from clients.pb import trace_gateway_service_pb2 as svc_pb2
 
-    os.sched_setaffinity(0, {1})
+    if cpu >= 0:
+        os.sched_setaffinity(0, {cpu})
     templates = build_templates(TEMPLATES, seed)
     header = export_header(EXPERIMENT, "bench-ingest")
     rng = random.Random(seed)
@@ -294,7 +301,7 @@ def run_load(target: str, spans: int, max_seconds: float, rate: float, inflight:
 
 
 def start_load(
-    target: str, spans: int, max_seconds: float, rate: float, inflight: int, seed: int
+    target: str, spans: int, max_seconds: float, rate: float, inflight: int, seed: int, cpu: int = 1
 ) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [
@@ -312,6 +319,8 @@ def start_load(
             str(inflight),
             "--seed",
             str(seed),
+            "--cpu",
+            str(cpu),
         ],
         stdout=subprocess.PIPE,
         text=True,
@@ -381,6 +390,32 @@ def throughput_phase(args: argparse.Namespace, workdir: Path) -> None:
         gw.stop()
 
 
+def scale_out_phase(args: argparse.Namespace, workdir: Path) -> None:
+    """Two gateway processes, one pinned to each core, each fed by its own (unpinned) load generator."""
+    gws = [GatewayChild(workdir / f"scale{i}", args.ratio, cpu=i) for i in range(2)]
+    try:
+        for gw in gws:
+            finish_load(start_load(f"127.0.0.1:{gw.port}", 20 * 510, 30, 0, args.inflight, 1, cpu=-1), 120)
+            wait_drained(gw, 10)
+        before = [gw.stats() for gw in gws]
+        loads = [
+            start_load(f"127.0.0.1:{gw.port}", args.spans, args.max_seconds, 0, args.inflight, 4 + i, cpu=-1)
+            for i, gw in enumerate(gws)
+        ]
+        sent = [finish_load(load, args.max_seconds + 120) for load in loads]
+        after = [wait_drained(gw, 30) for gw in gws]
+        wall = max(a["t"] for a in after) - min(b["t"] for b in before)
+        spans = [(a["traces_in_pipeline"] - b["traces_in_pipeline"]) * 17 for a, b in zip(after, before, strict=True)]
+        cpu = [a["cpu_s"] - b["cpu_s"] for a, b in zip(after, before, strict=True)]
+        print(f"\nPhase 3, two gateway processes (CPU 0 and CPU 1) and two unpinned load generators, {wall:.1f}s:")
+        for i in range(2):
+            print(f"  gateway {i}: {spans[i]:,.0f} spans, {cpu[i] / spans[i] * 1e6:.1f} µs CPU/span; load: {sent[i]}")
+        print(f"  together: {sum(spans) / wall:,.0f} spans/s")
+    finally:
+        for gw in gws:
+            gw.stop()
+
+
 def steady_phase(args: argparse.Namespace, workdir: Path) -> None:
     gw = GatewayChild(workdir / "steady", args.ratio)
     try:
@@ -440,17 +475,21 @@ def main() -> None:
         help="phase 2 duration (default %(default)s: long enough at 10k spans/s for the rescue buffer and the "
         "100k-trace decision caches to fill, so the RSS is the steady state)",
     )
-    parser.add_argument("--phases", default="1,2", help="which phases to run (default %(default)s)")
+    parser.add_argument(
+        "--phases", default="1,2", help="which phases to run (default %(default)s; 3: two gateway processes)"
+    )
     parser.add_argument("--serve-gateway", metavar="WORKDIR", help=argparse.SUPPRESS)
     parser.add_argument("--load", metavar="TARGET", help=argparse.SUPPRESS)
     parser.add_argument("--rate", type=float, default=0.0, help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--cpu", type=int, default=-2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_gateway:
-        serve_gateway(args.serve_gateway, args.ratio)
+        serve_gateway(args.serve_gateway, args.ratio, max(args.cpu, 0))
         return
     if args.load:
-        print(json.dumps(run_load(args.load, args.spans, args.max_seconds, args.rate, args.inflight, args.seed)))
+        cpu = 1 if args.cpu == -2 else args.cpu
+        print(json.dumps(run_load(args.load, args.spans, args.max_seconds, args.rate, args.inflight, args.seed, cpu)))
         return
     if os.cpu_count() is None or (os.cpu_count() or 0) < 2:
         sys.exit("needs two CPUs: the gateway is pinned to CPU 0 and the load generator to CPU 1")
@@ -461,6 +500,8 @@ def main() -> None:
             throughput_phase(args, Path(tmp))
         if "2" in phases and args.steady_rate > 0:
             steady_phase(args, Path(tmp))
+        if "3" in phases:
+            scale_out_phase(args, Path(tmp))
     print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
