@@ -6,6 +6,9 @@ every request, or is down (connection refused). The cells, each in its own subpr
 configuration is process-global):
 
 - ``none``          the same request code with a no-op tracer (what the application pays anyway);
+- ``floor``         a minimal hand-written tracer (contextvar, ``time_ns``, ``getrandbits``, the span
+                    object appended to a deque; no bound, no error handling, no sender): what
+                    recording these 17 spans costs at the least in this interpreter on this machine;
 - ``client``        ``clients.Tracer`` -> a real gateway subprocess (``python -m gateway.cli serve``)
                     -> proxy -> server;
 - ``mlflow_async``  ``mlflow.start_span`` / ``mlflow.update_current_trace`` with async trace export;
@@ -28,14 +31,17 @@ MLflow's SDK cells run with ``MLFLOW_HTTP_REQUEST_MAX_RETRIES=0`` and ``MLFLOW_H
 from __future__ import annotations
 
 import argparse
+import contextvars
 import json
 import logging
 import os
+import random
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
+from collections import deque
 from pathlib import Path
 from typing import Any, Literal
 
@@ -43,7 +49,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # tests/ is not an installed package
     sys.path.insert(0, str(ROOT))
 
-CELLS = ("none", "client", "mlflow_async", "mlflow_sync")
+CELLS = ("none", "floor", "client", "mlflow_async", "mlflow_sync")
 CONDITIONS = ("healthy", "slow", "down")
 SLOW_S = 0.5
 EXPERIMENT = "bench-request-path"
@@ -85,6 +91,82 @@ class NullTracer:
 
     def update_current_trace(self, tags: Any = None) -> None:
         pass
+
+
+class _FloorSpan:
+    __slots__ = (
+        "attrs",
+        "end",
+        "inputs",
+        "name",
+        "outputs",
+        "parent",
+        "sid",
+        "span_type",
+        "start",
+        "status",
+        "tags",
+        "token",
+        "trace",
+        "tracer",
+    )
+
+    def __init__(self, tracer: FloorTracer, name: str, span_type: str, attrs: Any) -> None:
+        parent = tracer.current.get()
+        if parent is None:
+            self.trace = [random.getrandbits(128), None]  # trace id, tags
+            self.parent = 0
+        else:
+            self.trace = parent.trace
+            self.parent = parent.sid
+        self.sid = random.getrandbits(64)
+        self.tracer, self.name, self.span_type, self.attrs, self.start = tracer, name, span_type, attrs, time.time_ns()
+
+    @property
+    def trace_id(self) -> str:
+        return f"{self.trace[0]:032x}"
+
+    def __enter__(self) -> _FloorSpan:
+        self.token = self.tracer.current.set(self)
+        return self
+
+    def __exit__(self, *exc: object) -> Literal[False]:
+        self.tracer.current.reset(self.token)
+        self.end = time.time_ns()
+        if not self.parent:
+            self.tags = self.trace[1]
+        self.tracer.queue.append(self)
+        return False
+
+    def set_inputs(self, value: Any) -> None:
+        self.inputs = value
+
+    def set_outputs(self, value: Any) -> None:
+        self.outputs = value
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        self.attrs = {**self.attrs, key: value} if self.attrs else {key: value}
+
+    def set_attributes(self, attributes: Any) -> None:
+        self.attrs = {**self.attrs, **attributes} if self.attrs else attributes
+
+    def set_status(self, status: str, message: str = "") -> None:
+        self.status = (status, message)
+
+
+class FloorTracer:
+    """The least a tracer can do to record the same spans (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.current: contextvars.ContextVar[Any] = contextvars.ContextVar("floor", default=None)
+        self.queue: deque[_FloorSpan] = deque()
+
+    def start_span(self, name: str, span_type: str = "UNKNOWN", attributes: Any = None) -> _FloorSpan:
+        return _FloorSpan(self, name, span_type, attributes)
+
+    def update_current_trace(self, tags: Any = None) -> None:
+        trace = self.current.get().trace
+        trace[1] = {**trace[1], **tags} if trace[1] else dict(tags)
 
 
 class MlflowTracer:
@@ -142,6 +224,8 @@ def run_cell(
     handler = _CountingHandler()
     if cell == "none":
         tracer = NullTracer()
+    elif cell == "floor":
+        tracer = FloorTracer()
     elif cell == "client":
         from clients import ClientConfig, Tracer
 
@@ -151,6 +235,7 @@ def run_cell(
         mlflow_log = logging.getLogger("mlflow")
         mlflow_log.addHandler(handler)
         mlflow_log.propagate = False
+    floor_queue = tracer.queue if cell == "floor" else None
     for p in plans[:warmup]:
         handle_message(tracer, p)
     durations: list[int] = []
@@ -167,6 +252,8 @@ def run_cell(
         t0 = time.perf_counter_ns()
         handle_message(tracer, p)
         durations.append(time.perf_counter_ns() - t0)
+        if floor_queue is not None:
+            floor_queue.clear()  # what a sender would do, outside the timed call
     elapsed = time.perf_counter() - start
     if cell == "client":
         flush_start = time.perf_counter()
@@ -299,21 +386,25 @@ def load_average() -> str:
 
 
 def print_table(results: dict[str, dict[str, dict[str, Any]]]) -> None:
-    print("\n| condition | tracer | n | p50 | p99 | p50 − none | p50 / MLflow async | p99 / MLflow async |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(
+        "\n| condition | tracer | n | p50 | p99 | p50 − none | p50 / floor | p50 / MLflow async | p99 / MLflow async |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
     for condition, cells in results.items():
         ref = cells.get("mlflow_async", {})
         base = cells.get("none", {})
+        floor = cells.get("floor", {})
         for cell, r in cells.items():
             if "error" in r:
-                print(f"| {condition} | {cell} | – | {r['error']} | | | | |")
+                print(f"| {condition} | {cell} | – | {r['error']} | | | | | |")
                 continue
             ratio50 = f"{r['p50_us'] / ref['p50_us']:.3f}×" if "p50_us" in ref else "–"
             ratio99 = f"{r['p99_us'] / ref['p99_us']:.3f}×" if "p99_us" in ref else "–"
             over = f"{r['p50_us'] - base['p50_us']:,.1f} µs" if "p50_us" in base else "–"
+            to_floor = f"{r['p50_us'] / floor['p50_us']:.2f}×" if "p50_us" in floor else "–"
             print(
                 f"| {condition} | {cell} | {r['n']} | {fmt_us(r['p50_us'])} | {fmt_us(r['p99_us'])} | {over} "
-                f"| {ratio50} | {ratio99} |"
+                f"| {to_floor} | {ratio50} | {ratio99} |"
             )
 
 
