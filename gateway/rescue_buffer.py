@@ -2,8 +2,9 @@
 so that feedback on a trace that sampling dropped can still bring it into MLflow.
 
 Bounded by age (``rescue_window_s``) and bytes (oldest first); every trace that leaves
-unpromoted is counted with its reason. Nothing here is written to disk. Not thread-safe: the
-gateway uses it from its event loop.
+unpromoted is counted with its reason (``age``, ``bytes``, ``memory``, or ``unserializable``
+for a trace holding a value that cannot be serialized, which no decoder produces). Nothing here
+is written to disk. Not thread-safe: the gateway uses it from its event loop.
 
 Held traces are not kept as Python objects: a decoded span costs about 1.3 KB of object
 headers, dicts and strings, and every one of those objects is one more for the garbage
@@ -122,7 +123,13 @@ class RescueBuffer:
 
     def add(self, trace: TraceRecord) -> None:
         """Hold a sampled-out trace (late spans of a held trace join it)."""
-        blob = pack_trace(trace)
+        try:
+            blob = pack_trace(trace)
+        except (TypeError, ValueError, AttributeError, pickle.PicklingError):
+            # A value neither marshal nor pickle can write: not holdable, but never a reason to
+            # fail the stage that is handing on the kept traces of the same tick.
+            self._metrics.rescue_evicted.labels("unserializable").inc()
+            return
         size = _blob_bytes(blob)
         entry = self._held.get(trace.trace_id)
         if entry is not None:

@@ -148,3 +148,14 @@ def test_held_bytes_is_the_memory_really_held() -> None:
     assert rb.held_bytes > 4 * GROUP_BYTES and rb.held_bytes / len(rb) < len(pack_trace(realistic(rng, 0))) / 2
     assert 0.85 * rb.held_bytes <= real <= 1.15 * rb.held_bytes, (real, rb.held_bytes)
     assert m.registry.get_sample_value("tracegw_rescue_bytes") == rb.held_bytes
+
+
+def test_a_trace_that_cannot_be_serialized_is_counted_not_raised() -> None:
+    m = GatewayMetrics(CollectorRegistry())
+    rb = RescueBuffer(900, 10**6, m, FakeClock())
+    bad = t("b")
+    bad.spans[0].attributes["callback"] = lambda: None  # neither marshal nor pickle can write it
+    rb.add(bad)
+    rb.add(t("c"))
+    assert "b" * 32 not in rb and "c" * 32 in rb
+    assert m.registry.get_sample_value("tracegw_rescue_evicted_total", {"reason": "unserializable"}) == 1
