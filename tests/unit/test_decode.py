@@ -99,3 +99,25 @@ def test_feedback_validation_names_the_field() -> None:
     assert [r.event_id for r in records] == ["e1"]
     assert records[0].trace_id == "ab" * 16
     assert [r.field for r in rejections] == ["events[1].trace_id", "events[2].feedback"]
+
+
+def test_rejections_name_the_field_inside_attributes_events_and_tags() -> None:
+    no_value = span()
+    no_value.attributes["empty"].SetInParent()
+    bad_json = span()
+    bad_json.attributes["filters"].json_value = "{oops"
+    bad_event = span()
+    bad_event.events.add(name="exception", time_unix_nano=5).attributes["x"].SetInParent()
+    long_tag = span(trace_tags={"intent": "x" * (decode.MAX_TAG_VALUE_CHARS + 1)})
+    spans = [no_value, bad_json, bad_event, long_tag, span(status_code=7), span(parent_span_id=b"\x00" * 8),
+             span(start_time_unix_nano=0), span(name="n" * 300)]
+    out = decode.decode_native_spans(spans)
+    assert not out.spans
+    assert [(r.index, r.field) for r in out.rejections] == [
+        (0, "spans[0].attributes['empty']"), (1, "spans[1].attributes['filters']"),
+        (2, "spans[2].events[0].attributes['x']"), (3, "spans[3].trace_tags['intent']"),
+        (4, "spans[4].status_code"), (5, "spans[5].parent_span_id"), (6, "spans[6].start_time_unix_nano"),
+        (7, "spans[7].name"),
+    ]
+    assert out.rejections[0].reason == "attribute value has no value set"
+    assert "valid JSON" in out.rejections[1].reason and "unknown value 7" in out.rejections[4].reason
