@@ -34,6 +34,7 @@ from datetime import UTC, datetime
 from gateway.measure import MISSING, LabelCap
 from gateway.metrics import GatewayMetrics
 from gateway.model import FeedbackRecord, TraceRecord
+from gateway.recent import RecentMap
 
 PIVOTS = ("intent", "prompt_version", "release_bundle", "bedrock_model_id")
 AWAITING_MAX = 10_000
@@ -96,7 +97,9 @@ class FeedbackJoin:
         self._env = environment
         self._region = region
         self._clock = clock
-        self._contexts: OrderedDict[str, TraceContext] = OrderedDict()
+        # The newest max_traces / 2 .. max_traces contexts (a dict that forgot its oldest key on
+        # every insert kept a table sized for 3x its keys: ~16 MB at steady state).
+        self._contexts: RecentMap[str, TraceContext] = RecentMap(max_traces)
         self._awaiting: OrderedDict[str, list[tuple[float, FeedbackRecord]]] = OrderedDict()
 
     # -- stage ------------------------------------------------------------------------------------
@@ -108,8 +111,6 @@ class FeedbackJoin:
                 continue
             ctx = context_of(trace)
             contexts[trace.trace_id] = ctx
-            if len(contexts) > self._max:
-                contexts.popitem(last=False)
             if self._awaiting:
                 waiting = self._awaiting.pop(trace.trace_id, None)
                 if waiting:
