@@ -45,7 +45,7 @@ from gateway.mlflow_otlp import encode_traces
 from gateway.model import BundleRecord, FeedbackRecord, FeedbackValue
 from gateway.retry import STATE_NAMES, CircuitBreaker, backoff_s
 from gateway.spool import Segment, Spool, TornSegment
-from gateway.writer import PermanentWriteError, RetryableWriteError, TraceWriter, WriteError
+from gateway.writer import SPAN_WRITES_IN_FLIGHT, PermanentWriteError, RetryableWriteError, TraceWriter, WriteError
 
 log = logging.getLogger(__name__)
 
@@ -106,10 +106,14 @@ class Delivery:
         self._bundle_experiment = bundle_experiment
         self._concurrency = concurrency
         self._intake: queue.Queue[object] = queue.Queue(maxsize=writer_cfg.queue_max_batches)
+        # Ready segments in arrival order: span batches, and events (feedback, bundles) apart, so
+        # that an event can go out while a span batch holds the writer's one span turn.
         self._ready: deque[Segment] = deque()
+        self._ready_events: deque[Segment] = deque()
         self._deferred: list[tuple[float, int, Segment]] = []
         self._cond = threading.Condition()
         self._in_flight = 0
+        self._spans_in_flight = 0
         self._memory_only = 0
         self._stop = threading.Event()
         self._closed = False
@@ -123,7 +127,7 @@ class Delivery:
     def start(self) -> None:
         for seg in self._spool.open():
             seg.extra["replayed"] = True
-            self._ready.append(seg)
+            self._queue_of(seg).append(seg)
         self._m.circuit_state.set(self._breaker.state)
         threads = [threading.Thread(target=self._spool_loop, name="tracegw-spooler", daemon=True)]
         threads += [threading.Thread(target=self._send_loop, name=f"tracegw-sender-{i}", daemon=True)
@@ -149,14 +153,15 @@ class Delivery:
                 if item is not _STOP:
                     self._count_drop(_kind_of(item), "shutdown", getattr(item, "span_count", 1))
         with self._cond:
-            while (self._ready or self._in_flight or self._due_deferred_pending()) and time.monotonic() < deadline:
+            while ((self._ready or self._ready_events or self._in_flight or self._due_deferred_pending())
+                   and time.monotonic() < deadline):
                 self._cond.wait(0.05)
         self._stop.set()
         with self._cond:
             self._cond.notify_all()
         for t in self._threads[1:]:
             t.join(timeout=max(0.5, deadline - time.monotonic()))
-        left = list(self._ready) + [item[2] for item in self._deferred]
+        left = list(self._ready) + list(self._ready_events) + [item[2] for item in self._deferred]
         spooled = sum(1 for s in left if s.durable)
         for seg in left:
             if not seg.durable:
@@ -202,7 +207,7 @@ class Delivery:
                 if not self._spool.write(seg) and not self._admit_memory_only(seg):
                     continue
                 with self._cond:
-                    self._ready.append(seg)
+                    self._queue_of(seg).append(seg)
                     self._cond.notify()
             except Exception:  # loop boundary: count, log, keep going
                 log.exception("spooler failed on an item")
@@ -238,19 +243,36 @@ class Delivery:
 
     # -- senders --------------------------------------------------------------------------------
 
+    def _queue_of(self, seg: Segment) -> deque[Segment]:
+        return self._ready if seg.kind == "spans" else self._ready_events
+
     def _next(self) -> Segment | None:
-        """The next segment to try, waiting briefly; None when there is nothing due."""
+        """The next segment to try, waiting briefly; None when there is nothing due.
+
+        Span batches take turns (``SPAN_WRITES_IN_FLIGHT``): while one is being written, a free
+        sender takes only events, so no sender sits blocked on the writer's span turn (which
+        would also count the wait as write time) and feedback does not queue behind a backlog.
+        Otherwise the oldest ready segment goes first."""
         with self._cond:
+            self._m.batches_queued.set(len(self._ready) + len(self._ready_events) + len(self._deferred))
             now = time.monotonic()
-            if self._deferred and self._deferred[0][0] <= now:
+            spans_allowed = self._spans_in_flight < SPAN_WRITES_IN_FLIGHT
+            seg: Segment | None = None
+            if self._deferred and self._deferred[0][0] <= now and (
+                    spans_allowed or self._deferred[0][2].kind != "spans"):
                 seg = heapq.heappop(self._deferred)[2]
-            elif self._ready:
+            elif self._ready_events and not (spans_allowed and self._ready
+                                             and self._ready[0].seq < self._ready_events[0].seq):
+                seg = self._ready_events.popleft()
+            elif spans_allowed and self._ready:
                 seg = self._ready.popleft()
-            else:
+            if seg is None:
                 wait = 0.1 if not self._deferred else min(0.1, self._deferred[0][0] - now)
                 self._cond.wait(max(0.005, wait))
                 return None
             self._in_flight += 1
+            if seg.kind == "spans":
+                self._spans_in_flight += 1
             return seg
 
     def _send_loop(self) -> None:
@@ -261,7 +283,7 @@ class Delivery:
             try:
                 if not self._breaker.acquire(self._stop, max_wait_s=0.5):
                     with self._cond:  # not allowed yet: put it back at the front
-                        self._ready.appendleft(seg)
+                        self._queue_of(seg).appendleft(seg)
                     continue
                 self._attempt(seg)
             except Exception:  # loop boundary
@@ -270,6 +292,8 @@ class Delivery:
             finally:
                 with self._cond:
                     self._in_flight -= 1
+                    if seg.kind == "spans":
+                        self._spans_in_flight -= 1
                     self._cond.notify_all()
 
     def _attempt(self, seg: Segment) -> None:

@@ -140,3 +140,47 @@ def test_spool_disabled_still_delivers_from_memory(tmp_path: Path) -> None:
 def test_encode_is_what_the_writer_receives() -> None:
     b = batch("f" * 32)
     assert encode_traces(b.traces).resource_spans[0].scope_spans[0].spans[0].trace_id.hex() == "f" * 32
+
+
+class GatedWriter(FlakyWriter):
+    """Span writes block until ``release`` is set; records how many were in flight at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+        self.span_started = threading.Event()
+        self.in_flight = 0
+        self.max_in_flight = 0
+
+    def write_spans(self, experiment_id: str, payload: bytes, span_count: int) -> None:
+        with self.lock:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        self.span_started.set()
+        try:
+            assert self.release.wait(10)
+            super().write_spans(experiment_id, payload, span_count)
+        finally:
+            with self.lock:
+                self.in_flight -= 1
+
+
+def test_span_batches_take_turns_and_feedback_passes_beside_them(tmp_path: Path) -> None:
+    writer = GatedWriter()
+    d, m = make(tmp_path, writer)  # two sender threads
+    try:
+        d.submit_batch(batch("a" * 32))
+        assert writer.span_started.wait(5)
+        d.submit_batch(batch("b" * 32))
+        d.submit_feedback(FeedbackRecord("ev-1", "resp", "a" * 32, FeedbackValue.THUMBS_DOWN, 0))
+        # The feedback is written while the first span batch still holds the span turn...
+        wait_for(lambda: writer.feedback == [("ev-1", False)], timeout_s=5, what="feedback beside a span write")
+        # ...and the second batch waits in the queue, not in a sender blocked on the writer.
+        assert writer.max_in_flight == 1
+        assert value(m, "tracegw_writer_queue_batches") == 1
+        writer.release.set()
+        wait_for(lambda: sorted(writer.written) == ["a" * 32, "b" * 32], timeout_s=5, what="both batches")
+        assert writer.max_in_flight == 1
+    finally:
+        writer.release.set()
+        d.shutdown(5)
