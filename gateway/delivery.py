@@ -153,9 +153,16 @@ class Delivery:
                 if item is not _STOP:
                     self._count_drop(_kind_of(item), "shutdown", getattr(item, "span_count", 1))
         with self._cond:
-            while ((self._ready or self._ready_events or self._in_flight or self._due_deferred_pending())
-                   and time.monotonic() < deadline):
-                self._cond.wait(0.05)
+            self._wait_until_idle(deadline)
+            # Feedback still waiting for its trace: the drain has now written every span batch it
+            # could, so its trace is probably in MLflow. Try each once more instead of leaving it
+            # in the spool for a next start that may never come (a deleted pod's emptyDir).
+            if any(g.extra.get("awaiting_trace") for _, _, g in self._deferred):
+                self._deferred = [(0.0, s, g) if g.extra.pop("awaiting_trace", False) else (d, s, g)
+                                  for d, s, g in self._deferred]
+                heapq.heapify(self._deferred)
+                self._cond.notify_all()
+                self._wait_until_idle(deadline)
         self._stop.set()
         with self._cond:
             self._cond.notify_all()
@@ -169,6 +176,12 @@ class Delivery:
         self._writer.close()
         log.info("delivery stopped: %d segments left in the spool for the next start, %d in-memory dropped",
                  spooled, len(left) - spooled)
+
+    def _wait_until_idle(self, deadline: float) -> None:
+        """With ``_cond`` held: wait until nothing is ready, in flight or due to be retried."""
+        while ((self._ready or self._ready_events or self._in_flight or self._due_deferred_pending())
+               and time.monotonic() < deadline):
+            self._cond.wait(0.05)
 
     def _due_deferred_pending(self) -> bool:
         """Deferred retries still worth waiting for during a drain (not feedback awaiting its trace)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
@@ -184,3 +185,42 @@ def test_span_batches_take_turns_and_feedback_passes_beside_them(tmp_path: Path)
     finally:
         writer.release.set()
         d.shutdown(5)
+
+
+class TraceLaterWriter(FlakyWriter):
+    """Feedback gets a 404 (trace not in MLflow yet) until ``trace_written`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.trace_written = threading.Event()
+        self.feedback_calls = 0
+
+    def write_feedback(self, record: FeedbackRecord, check_existing: bool = False) -> None:
+        with self.lock:
+            self.feedback_calls += 1
+        if not self.trace_written.is_set():
+            raise PermanentWriteError("write feedback: HTTP 404 RESOURCE_DOES_NOT_EXIST", status=404)
+        super().write_feedback(record, check_existing)
+
+
+def test_shutdown_tries_feedback_awaiting_its_trace_once_more(tmp_path: Path) -> None:
+    writer = TraceLaterWriter()
+    d, _ = make(tmp_path, writer)
+    d.submit_feedback(FeedbackRecord("ev-late", "resp", "e" * 32, FeedbackValue.THUMBS_DOWN, 0))
+    wait_for(lambda: writer.feedback_calls >= 1, timeout_s=5, what="a first feedback attempt")
+    writer.trace_written.set()  # e.g. its span batch was written meanwhile; the next retry is ~0.5 s+ away
+    d.shutdown(5)
+    assert writer.feedback == [("ev-late", True)]  # written at the drain, checking for a duplicate first
+    assert not list((tmp_path / "spool").glob("*.seg"))
+
+
+def test_shutdown_leaves_feedback_whose_trace_never_came_in_the_spool(tmp_path: Path) -> None:
+    writer = TraceLaterWriter()
+    d, _ = make(tmp_path, writer)
+    d.submit_feedback(FeedbackRecord("ev-orphan", "resp", "f" * 32, FeedbackValue.THUMBS_DOWN, 0))
+    wait_for(lambda: writer.feedback_calls >= 1, timeout_s=5, what="a first feedback attempt")
+    started = time.monotonic()
+    d.shutdown(5)
+    assert time.monotonic() - started < 3  # one more try, then it stops waiting for this trace
+    assert writer.feedback == []
+    assert len(list((tmp_path / "spool").glob("*feedback*.seg"))) == 1  # kept for the next start
