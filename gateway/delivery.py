@@ -45,7 +45,7 @@ from gateway.mlflow_otlp import encode_traces
 from gateway.model import BundleRecord, FeedbackRecord, FeedbackValue
 from gateway.retry import STATE_NAMES, CircuitBreaker, backoff_s
 from gateway.spool import Segment, Spool, TornSegment
-from gateway.writer import SPAN_WRITES_IN_FLIGHT, PermanentWriteError, RetryableWriteError, TraceWriter, WriteError
+from gateway.writer import PermanentWriteError, RetryableWriteError, TraceWriter, WriteError
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +114,7 @@ class Delivery:
         self._cond = threading.Condition()
         self._in_flight = 0
         self._spans_in_flight = 0
+        self._spans_deferred = 0
         self._memory_only = 0
         self._stop = threading.Event()
         self._closed = False
@@ -262,22 +263,29 @@ class Delivery:
     def _next(self) -> Segment | None:
         """The next segment to try, waiting briefly; None when there is nothing due.
 
-        Span batches take turns (``SPAN_WRITES_IN_FLIGHT``): while one is being written, a free
-        sender takes only events, so no sender sits blocked on the writer's span turn (which
-        would also count the wait as write time) and feedback does not queue behind a backlog.
-        Otherwise the oldest ready segment goes first."""
+        Span batches go **one at a time and in order**: a batch waiting for its retry keeps its
+        turn, so no later batch overtakes it. Two concurrent span writes only contend for the
+        server's database (``gateway/writer.py``), and the order matters: a stand-in root the
+        assembler synthesized for a rootless trace is written before the real span that may
+        arrive later under the same id (across a restart too: the spool replays in sequence
+        order, and new segments get later numbers), so the real span always wins MLflow's upsert.
+        While the span turn is taken, a free sender takes only events (feedback, bundles), so they
+        do not queue behind a span backlog; otherwise the oldest ready segment goes first."""
         with self._cond:
             self._m.batches_queued.set(len(self._ready) + len(self._ready_events) + len(self._deferred))
             now = time.monotonic()
-            spans_allowed = self._spans_in_flight < SPAN_WRITES_IN_FLIGHT
+            span_retry_may_go = self._spans_in_flight == 0
+            next_span_may_go = span_retry_may_go and self._spans_deferred == 0
             seg: Segment | None = None
             if self._deferred and self._deferred[0][0] <= now and (
-                    spans_allowed or self._deferred[0][2].kind != "spans"):
+                    span_retry_may_go or self._deferred[0][2].kind != "spans"):
                 seg = heapq.heappop(self._deferred)[2]
-            elif self._ready_events and not (spans_allowed and self._ready
+                if seg.kind == "spans":
+                    self._spans_deferred -= 1
+            elif self._ready_events and not (next_span_may_go and self._ready
                                              and self._ready[0].seq < self._ready_events[0].seq):
                 seg = self._ready_events.popleft()
-            elif spans_allowed and self._ready:
+            elif next_span_may_go and self._ready:
                 seg = self._ready.popleft()
             if seg is None:
                 wait = 0.1 if not self._deferred else min(0.1, self._deferred[0][0] - now)
@@ -381,6 +389,8 @@ class Delivery:
     def _defer(self, seg: Segment, delay_s: float) -> None:
         with self._cond:
             heapq.heappush(self._deferred, (time.monotonic() + delay_s, seg.seq, seg))
+            if seg.kind == "spans":
+                self._spans_deferred += 1
             self._cond.notify()
 
     def _permanent(self, seg: Segment, payload: bytes, exc: PermanentWriteError) -> None:

@@ -224,3 +224,40 @@ def test_shutdown_leaves_feedback_whose_trace_never_came_in_the_spool(tmp_path: 
     assert time.monotonic() - started < 3  # one more try, then it stops waiting for this trace
     assert writer.feedback == []
     assert len(list((tmp_path / "spool").glob("*feedback*.seg"))) == 1  # kept for the next start
+
+
+class FailFirstWriter(FlakyWriter):
+    """The first span write waits for ``go`` and then fails as retryable; the rest succeed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.go = threading.Event()
+        self.first_started = threading.Event()
+        self.calls = 0
+
+    def write_spans(self, experiment_id: str, payload: bytes, span_count: int) -> None:
+        with self.lock:
+            self.calls += 1
+            first = self.calls == 1
+        if first:
+            self.first_started.set()
+            assert self.go.wait(10)
+            raise RetryableWriteError("write spans: HTTP 503", status=503)
+        super().write_spans(experiment_id, payload, span_count)
+
+
+def test_a_span_batch_waiting_for_its_retry_is_not_overtaken(tmp_path: Path) -> None:
+    # Order matters: a synthesized root must reach MLflow before a later real span with its id.
+    writer = FailFirstWriter()
+    d, _ = make(tmp_path, writer, TRACEGW_RETRY_INITIAL_S="0.3", TRACEGW_RETRY_MAX_S="0.3")
+    try:
+        d.submit_batch(batch("a" * 32))
+        assert writer.first_started.wait(5)
+        d.submit_batch(batch("b" * 32))
+        wait_for(lambda: len(list((tmp_path / "spool").glob("*.seg"))) == 2, timeout_s=5, what="both spooled")
+        writer.go.set()  # the first write of "a" fails now, with "b" ready behind it
+        wait_for(lambda: len(writer.written) == 2, timeout_s=5, what="both written")
+        assert writer.written == ["a" * 32, "b" * 32]
+    finally:
+        writer.go.set()
+        d.shutdown(5)
