@@ -18,15 +18,13 @@ Prints p50/p99/p99.9 per request and the clients' counters.
 from __future__ import annotations
 
 import argparse
-import contextvars
-import random
 import socket
 import subprocess
 import sys
 import time
-from collections import deque
 from collections.abc import Callable
 from concurrent import futures
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -34,6 +32,12 @@ import grpc
 from clients import ClientConfig, ClientStats, Tracer
 from clients.pb import trace_gateway_service_pb2 as svc_pb2
 from clients.pb import trace_gateway_service_pb2_grpc as svc_grpc
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # bench/ is not an installed package
+    sys.path.insert(0, str(ROOT))
+
+from bench.request_path import FloorTracer  # noqa: E402
 
 CHILDREN: list[tuple[str, str, list[tuple[str, str]]]] = [
     ("load_context", "RETRIEVER", []),
@@ -69,7 +73,7 @@ ANSWER = {"response": "You might enjoy Berserk and Vagabond.", "response_id": "r
 PROMPT = {"prompt": "system: you are MangaAssist...\nuser: Recommend me a manga like Vinland Saga"}
 
 
-def trace_request(tracer: Tracer, i: int) -> None:
+def trace_request(tracer: Tracer | FloorTracer, i: int) -> None:
     """One MangaAssist request: 17 spans, ~3 attributes each, inputs/outputs, 10 trace tags."""
     with tracer.start_span(
         "handle_message", span_type="CHAIN", attributes={"request_id": "r1", "session_id": "s-123", "turn": i}
@@ -95,85 +99,10 @@ def trace_request(tracer: Tracer, i: int) -> None:
 
 # -- the floor: a minimal hand-written tracer ------------------------------------------------
 #
-# The same calls as trace_request with the least work that records the same information: a
-# slotted span appended to a deque on exit (the record itself, as the client does), ids from
-# getrandbits, time_ns, a contextvar, and trace tags merged into a per-trace list. No bounded
-# queue, no error handling, no sender.
-
-_floor_current: contextvars.ContextVar[Any] = contextvars.ContextVar("floor", default=None)
-_floor_queue: deque[_FloorSpan] = deque()
-
-
-class _FloorSpan:
-    __slots__ = (
-        "attrs",
-        "end",
-        "inputs",
-        "name",
-        "outputs",
-        "parent",
-        "sid",
-        "span_type",
-        "start",
-        "tags",
-        "token",
-        "trace",
-    )
-
-    def __init__(self, name: str, span_type: str, attrs: dict[str, Any]) -> None:
-        parent = _floor_current.get()
-        if parent is None:
-            self.trace = [random.getrandbits(128), None]  # trace id, tags
-            self.parent = 0
-        else:
-            self.trace = parent.trace
-            self.parent = parent.sid
-        self.sid = random.getrandbits(64)
-        self.name, self.span_type, self.attrs, self.start = name, span_type, attrs, time.time_ns()
-
-    def __enter__(self) -> _FloorSpan:
-        self.token = _floor_current.set(self)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        _floor_current.reset(self.token)
-        self.end = time.time_ns()
-        if not self.parent:
-            self.tags = self.trace[1]
-        _floor_queue.append(self)
-
-    def set_inputs(self, value: Any) -> None:
-        self.inputs = value
-
-    def set_outputs(self, value: Any) -> None:
-        self.outputs = value
-
-    def set_attribute(self, key: str, value: Any) -> None:
-        self.attrs = {**self.attrs, key: value}
-
-
-def _floor_update_current_trace(tags: dict[str, str]) -> None:
-    trace = _floor_current.get().trace
-    trace[1] = {**trace[1], **tags} if trace[1] else dict(tags)
-
-
-def floor_request(i: int) -> None:
-    """trace_request's calls, on the floor tracer."""
-    with _FloorSpan("handle_message", "CHAIN", {"request_id": "r1", "session_id": "s-123", "turn": i}) as root:
-        root.set_inputs(MESSAGE)
-        for name, span_type, grandchildren in CHILDREN:
-            with _FloorSpan(name, span_type, {"component": name, "latency_budget_ms": 50, "cache_hit": False}) as span:
-                if name == "bedrock_generate":
-                    span.set_inputs(PROMPT)
-                    span.set_outputs(ANSWER)
-                    span.set_attribute("output_tokens", 87)
-                elif name == "route_intent":
-                    _floor_update_current_trace(TAGS)
-                for child, child_type in grandchildren:
-                    with _FloorSpan(child, child_type, {"component": child, "top_k": 8, "score": 0.87}):
-                        pass
-        root.set_outputs(ANSWER)
-
+# ``bench/request_path.py``'s FloorTracer: the same calls as trace_request with the least work
+# that records the same information (a slotted span appended to a deque on exit, ids from
+# getrandbits, time_ns, a contextvar, trace tags merged per trace). No bounded queue, no error
+# handling, no sender.
 
 # -- a recording gateway ----------------------------------------------------------------------
 
@@ -306,15 +235,17 @@ def main() -> None:
     idle = Tracer(ClientConfig(target=f"127.0.0.1:{free_port()}", flush_interval_s=3600.0, max_batch_spans=100_000))
     idle_queue = idle._sink.queue
 
+    floor = FloorTracer()
+
     def housekeeping() -> None:
         # What a sender would do for the floor and the idle client, outside the timed calls.
-        _floor_queue.clear()
+        floor.queue.clear()
         idle_queue.clear()
 
     try:
         durations = run_paced(
             {
-                "floor (hand-written tracer)": floor_request,
+                "floor (hand-written tracer)": lambda i: trace_request(floor, i),
                 "client, sender idle": lambda i: trace_request(idle, i),
                 "client, gateway up": lambda i: trace_request(up, i),
                 "client, nothing listening": lambda i: trace_request(down, i),
