@@ -99,6 +99,7 @@ def serve_gateway(workdir: str, ratio: float, cpu: int = 0) -> None:
     from gateway import config as config_mod
     from gateway import logs
     from gateway.server import start
+    from gateway.service import tune_gc
 
     os.sched_setaffinity(0, {cpu})
     cfg = config_mod.load(
@@ -144,6 +145,7 @@ def serve_gateway(workdir: str, ratio: float, cpu: int = 0) -> None:
 
     async def main() -> None:
         running = await start(cfg, writer=writer, registry=registry)
+        tune_gc()  # as gateway.server.serve does in the sidecar process
         loop = asyncio.get_running_loop()
         print(json.dumps({"port": running.grpc_port}), flush=True)
         done = asyncio.Event()

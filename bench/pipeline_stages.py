@@ -71,7 +71,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
     cfg = config.load({"MLFLOW_TRACE_SAMPLING_RATIO": str(args.ratio), "TRACEGW_ROOT_GRACE_S": "0"})
-    tune_gc()  # as the gateway does at start
+    tune_gc()  # as the sidecar process does at start (gateway.server.serve)
     rng = random.Random(1)
     base = [make_spans(rng, i) for i in range(args.traces)]
     n_spans = sum(len(s) for s in base)

@@ -29,7 +29,7 @@ from clients.pb import trace_gateway_service_pb2, trace_gateway_service_pb2_grpc
 from gateway.config import Config
 from gateway.metrics import GatewayMetrics
 from gateway.receivers import NativeReceiver, OtlpReceiver
-from gateway.service import Gateway
+from gateway.service import Gateway, tune_gc
 from gateway.writer import TraceWriter, make_writer
 
 log = logging.getLogger(__name__)
@@ -124,6 +124,7 @@ def _safe_uri(uri: str) -> str:
 async def serve(config: Config) -> int:
     """Run until SIGTERM/SIGINT, then drain and return the exit code."""
     running = await start(config)
+    tune_gc()  # this process is the sidecar: tune its collector once the start-up objects exist
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -51,6 +51,10 @@ _gc_tuned = False
 def tune_gc() -> None:
     """Collect garbage less often, and never rescan what exists at start (once per process).
 
+    Called by the sidecar process (``gateway.server.serve``), not by ``Gateway.start``: a
+    gateway embedded in another process (tests, the demo's in-process mode) leaves that
+    process's collector alone.
+
     Every span becomes a few objects that live until its trace is decided (half a second or
     more), so with CPython's default thresholds (700, 10, 10) each survives into the oldest
     generation, and full collections kept rescanning every module, descriptor and metric loaded
@@ -109,7 +113,6 @@ class Gateway:
         return self._memory.refusing
 
     async def start(self) -> None:
-        tune_gc()
         self._delivery.start()
         if self._stream is not None:
             self._stream.start()
