@@ -14,11 +14,9 @@ Two implementations of one small interface (``TraceWriter``):
   ``x-mlflow-experiment-id`` header (MLflow 3.17 persists one request all-or-nothing), and
   uses MLflow's REST API for experiments, assessments and trace tags. No retries happen
   inside a call: retrying is the delivery layer's job, so a dead server fails fast.
-  Span writes go **one at a time** (``SPAN_WRITES_IN_FLIGHT``) while feedback and bundle
-  events pass beside them: the server persists a request in one ``log_spans`` transaction,
-  and two at once only contend for its database (``bench/delivery.py``, one-worker SQLite
-  server: two concurrent span writes landed about a third fewer traces/s than one at a time;
-  see BENCHMARKS.md).
+  The delivery layer sends span writes one at a time and in order (``Delivery._next``):
+  the server persists a request in one ``log_spans`` transaction, and two at once only
+  contend for its database (``bench/delivery.py``; see BENCHMARKS.md).
 - ``EmbeddedMlflowWriter`` (``embedded_store.py``) calls a SQLAlchemy store in-process for
   a ``sqlite:///`` URI: the laptop default, no server needed.
 """
@@ -39,9 +37,6 @@ log = logging.getLogger(__name__)
 
 OTLP_PATH = "/v1/traces"
 EXPERIMENT_HEADER = "x-mlflow-experiment-id"
-SPAN_WRITES_IN_FLIGHT = 1
-"""Span write requests one writer has in flight at once; a sender thread with another span
-batch waits for its turn. Feedback and bundle events never wait on this."""
 
 
 class WriteError(Exception):
@@ -125,7 +120,6 @@ class HttpMlflowWriter:
         self._experiments: dict[str, str] = {}
         self._lock = threading.Lock()
         self._bundle_lock = threading.Lock()
-        self._span_turn = threading.BoundedSemaphore(SPAN_WRITES_IN_FLIGHT)
 
     def _session(self) -> requests.Session:
         session = getattr(self._local, "session", None)
@@ -165,9 +159,8 @@ class HttpMlflowWriter:
         return exp_id
 
     def write_spans(self, experiment_id: str, payload: bytes, span_count: int) -> None:
-        with self._span_turn:
-            resp = self._call("POST", OTLP_PATH, "write spans", data=payload, headers={
-                "Content-Type": "application/x-protobuf", EXPERIMENT_HEADER: experiment_id})
+        resp = self._call("POST", OTLP_PATH, "write spans", data=payload, headers={
+            "Content-Type": "application/x-protobuf", EXPERIMENT_HEADER: experiment_id})
         classify(resp, f"write {span_count} spans")
 
     def write_feedback(self, record: FeedbackRecord, check_existing: bool = False) -> None:
