@@ -136,7 +136,7 @@ def ceiling_payloads(count: int, seed: int, per_request: int) -> tuple[list[byte
                         Redactor(cfg.redaction, metrics), Sampler(cfg.sampling, metrics)], metrics)
     traces = chain.run(assembler.drain())
     assert len(traces) == count and all(len(t.spans) == SPANS_PER_TRACE for t in traces)
-    payloads = [encode_traces(traces[i:i + per_request]).SerializeToString()
+    payloads = [encode_traces(traces[i:i + per_request])
                 for i in range(0, len(traces), per_request)]
     return payloads, [t.trace_id for t in traces]
 

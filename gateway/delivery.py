@@ -230,7 +230,7 @@ class Delivery:
     def _segment(self, item: object) -> Segment:
         now = time.time()
         if isinstance(item, SpanBatch):
-            payload = encode_traces(item.traces).SerializeToString()
+            payload = encode_traces(item.traces)
             header = {"kind": "spans", "experiment_name": item.experiment_name, "span_count": item.span_count,
                       "trace_count": len(item.traces), "first_at": now, "attempts": 0}
             return Segment(self._spool.next_seq(), "spans", header, payload)

@@ -17,13 +17,9 @@ This module does not import mlflow; both writers (HTTP and embedded) use it.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterable
-from typing import Any
-
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue
-from opentelemetry.proto.trace.v1.trace_pb2 import Span as OtlpSpan
-from opentelemetry.proto.trace.v1.trace_pb2 import Status as OtlpStatus
+from typing import Any, Final
 
 from gateway.model import SpanRecord, SpanStatus, TraceRecord
 
@@ -38,45 +34,115 @@ LLM_COST = "mlflow.llm.cost"
 SESSION_ID = "session.id"
 SCOPE_NAME = "mangaassist.tracegateway"
 
-_STATUS = {SpanStatus.UNSET: OtlpStatus.STATUS_CODE_UNSET, SpanStatus.OK: OtlpStatus.STATUS_CODE_OK,
-           SpanStatus.ERROR: OtlpStatus.STATUS_CODE_ERROR}
+# ---- protobuf wire encoding ------------------------------------------------------------------
+#
+# The request is written straight to wire bytes: building it with the generated classes cost
+# ~1 µs per attribute (a KeyValue and an AnyValue object each) and was the gateway's largest
+# cost after decoding (bench/ingest.py). Tags are (field number << 3 | wire type) of
+# opentelemetry/proto: KeyValue {key 1, value 2}; AnyValue {string 1, bool 2, int 3, double 4,
+# array 5, kvlist 6}; ArrayValue/KeyValueList {values 1}; Span {trace_id 1, span_id 2,
+# parent_span_id 4, name 5, kind 6, start 7, end 8, attributes 9, events 11, status 15};
+# Event {time 1, name 2, attributes 3}; Status {message 2, code 3}.
+
+_INT64_MIN: Final = -(2**63)
+_INT64_MAX: Final = 2**63 - 1
+_MASK64: Final = (1 << 64) - 1
+_VARINT_1: Final = [bytes((i,)) for i in range(128)]
+_pack_double = struct.Struct("<d").pack
+_pack_fixed64 = struct.Struct("<Q").pack
+_CACHE_ENTRIES: Final = 8192
+"""Bound of the attribute-encoding cache; a full cache is cleared (unique values churn it)."""
+_CACHED_TEXT: Final = 200
+"""Longer string values are not cached, which also bounds the cache's memory."""
+
+_KV_KEY: Final = b"\x0a"
+_KV_VALUE: Final = b"\x12"
+_STRING: Final = b"\x0a"
+_BOOL_TRUE: Final = b"\x10\x01"
+_BOOL_FALSE: Final = b"\x10\x00"
+_INT: Final = b"\x18"
+_DOUBLE: Final = b"\x21"
+_ARRAY: Final = b"\x2a"
+_KVLIST: Final = b"\x32"
+_VALUES: Final = b"\x0a"
+_SPAN_ATTRIBUTE: Final = b"\x4a"
+_SPAN_EVENT: Final = b"\x5a"
+_EVENT_ATTRIBUTE: Final = b"\x1a"
+_KIND_INTERNAL: Final = b"\x30\x01"
+_STATUS_CODE: Final = {SpanStatus.UNSET: 0, SpanStatus.OK: 1, SpanStatus.ERROR: 2}
+_STATUS: Final = {  # Span.status with its code alone (an UNSET status is still sent, empty)
+    status: b"\x7a\x02\x18" + bytes((code,)) if code else b"\x7a\x00" for status, code in _STATUS_CODE.items()}
+# Span fields 1, 2 (tag and length each) then 4, or without it: trace id, span id, parent span id.
+_IDS_ROOT: Final = struct.Struct("<2s16s2s8s").pack
+_IDS_CHILD: Final = struct.Struct("<2s16s2s8s2s8s").pack
+_TIMES: Final = struct.Struct("<BQBQ").pack  # Span fields 7 and 8 (fixed64), each after its tag
 
 
-def set_any_value(target: AnyValue, value: Any) -> None:
-    """Fill an OTLP ``AnyValue`` from a plain Python value (bool before int)."""
-    if value is None:
-        return
+def _varint(n: int) -> bytes:
+    if n < 128:
+        return _VARINT_1[n]
+    out = bytearray()
+    while n > 127:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _field(tag: bytes, payload: bytes) -> bytes:
+    """A length-delimited field."""
+    n = len(payload)
+    return tag + (_VARINT_1[n] if n < 128 else _varint(n)) + payload
+
+
+def any_value(value: Any) -> bytes:
+    """An OTLP ``AnyValue`` for a plain Python value (bool before int; ``None`` → an empty one;
+    ints outside int64 and unknown types as their ``str()``)."""
     if isinstance(value, str):
-        target.string_value = value
-    elif isinstance(value, bool):
-        target.bool_value = value
-    elif isinstance(value, int):
-        if -(2**63) <= value < 2**63:
-            target.int_value = value
-        else:
-            target.string_value = str(value)
-    elif isinstance(value, float):
-        target.double_value = value
-    elif isinstance(value, (list, tuple)):
-        arr = target.array_value
-        arr.SetInParent()
-        for item in value:
-            set_any_value(arr.values.add(), item)
-    elif isinstance(value, dict):
-        kvs = target.kvlist_value
-        kvs.SetInParent()
-        for k, v in value.items():
-            kv = kvs.values.add()
-            kv.key = str(k)
-            set_any_value(kv.value, v)
-    else:
-        target.string_value = str(value)
+        return _field(_STRING, value.encode())
+    if isinstance(value, bool):
+        return _BOOL_TRUE if value else _BOOL_FALSE
+    if isinstance(value, int):
+        if _INT64_MIN <= value <= _INT64_MAX:
+            return _INT + _varint(value & _MASK64)
+        return _field(_STRING, str(value).encode())
+    if isinstance(value, float):
+        return _DOUBLE + _pack_double(value)
+    if value is None:
+        return b""
+    if isinstance(value, (list, tuple)):
+        return _field(_ARRAY, b"".join([_field(_VALUES, any_value(item)) for item in value]))
+    if isinstance(value, dict):
+        return _field(_KVLIST, b"".join([_key_value(_VALUES, k, v) for k, v in value.items()]))
+    return _field(_STRING, str(value).encode())
 
 
-def _add(span: OtlpSpan, key: str, value: Any) -> None:
-    kv = span.attributes.add()
-    kv.key = key
-    set_any_value(kv.value, value)
+def _key_value(tag: bytes, key: Any, value: Any) -> bytes:
+    """A ``KeyValue`` as field ``tag``; a ``None`` value leaves the KeyValue without one."""
+    body = _field(_KV_KEY, str(key).encode()) if key != "" else b""
+    if value is not None:
+        body += _field(_KV_VALUE, any_value(value))
+    return _field(tag, body)
+
+
+_kv_cache: dict[tuple[str, type, Any], bytes] = {}  # (key, type, value) -> encoded span attribute
+
+
+def _attribute(key: str, value: Any) -> bytes:
+    """A span attribute, from the cache for the scalar values that repeat from trace to trace."""
+    cls = value.__class__
+    # Not cached: containers (unhashable or too varied), long strings (memory) and 0.0 (equal to
+    # -0.0 as a dictionary key).
+    if (cls is str and len(value) <= _CACHED_TEXT) or cls is int or cls is bool or (cls is float and value):
+        cache_key = (key, cls, value)
+        data = _kv_cache.get(cache_key)
+        if data is None:
+            data = _key_value(_SPAN_ATTRIBUTE, key, value)
+            if len(_kv_cache) >= _CACHE_ENTRIES:
+                _kv_cache.clear()
+            _kv_cache[cache_key] = data
+        return data
+    return _key_value(_SPAN_ATTRIBUTE, key, value)
 
 
 def _llm_conventions(attrs: dict[str, Any]) -> dict[str, Any]:
@@ -97,52 +163,71 @@ def _llm_conventions(attrs: dict[str, Any]) -> dict[str, Any]:
     return extra
 
 
-def encode_span(record: SpanRecord, trace_tags: dict[str, str] | None, out: OtlpSpan) -> None:
-    """Encode one span into ``out``; ``trace_tags`` is given for the root span only."""
-    out.trace_id = bytes.fromhex(record.trace_id)
-    out.span_id = bytes.fromhex(record.span_id)
+def encode_span(record: SpanRecord, trace_tags: dict[str, str] | None) -> bytes:
+    """One OTLP ``Span`` message; ``trace_tags`` is given for the root span only."""
+    attrs = record.attributes
     if record.parent_span_id:
-        out.parent_span_id = bytes.fromhex(record.parent_span_id)
-    out.name = record.name
-    out.kind = OtlpSpan.SPAN_KIND_INTERNAL
-    out.start_time_unix_nano = record.start_time_ns
-    out.end_time_unix_nano = record.end_time_ns
-    out.status.code = _STATUS[record.status]
-    if record.status_message:
-        out.status.message = record.status_message
-    _add(out, SPAN_TYPE, record.span_type or "UNKNOWN")
+        parts = [_IDS_CHILD(b"\x0a\x10", bytes.fromhex(record.trace_id), b"\x12\x08", bytes.fromhex(record.span_id),
+                            b"\x22\x08", bytes.fromhex(record.parent_span_id))]
+    else:
+        parts = [_IDS_ROOT(b"\x0a\x10", bytes.fromhex(record.trace_id), b"\x12\x08", bytes.fromhex(record.span_id))]
+    if record.name:
+        parts.append(_field(b"\x2a", record.name.encode()))
+    parts.append(_KIND_INTERNAL)
+    start, end = record.start_time_ns, record.end_time_ns
+    if start and end:
+        parts.append(_TIMES(0x39, start, 0x41, end))
+    else:
+        if start:
+            parts.append(b"\x39" + _pack_fixed64(start))
+        if end:
+            parts.append(b"\x41" + _pack_fixed64(end))
+    parts.append(_attribute(SPAN_TYPE, record.span_type or "UNKNOWN"))
     if record.inputs is not None:
-        _add(out, SPAN_INPUTS, record.inputs)
+        parts.append(_key_value(_SPAN_ATTRIBUTE, SPAN_INPUTS, record.inputs))
     if record.outputs is not None:
-        _add(out, SPAN_OUTPUTS, record.outputs)
-    for key, value in record.attributes.items():
-        _add(out, key, value)
-    for key, value in _llm_conventions(record.attributes).items():
-        if key not in record.attributes:
-            _add(out, key, value)
+        parts.append(_key_value(_SPAN_ATTRIBUTE, SPAN_OUTPUTS, record.outputs))
+    for key, value in attrs.items():
+        parts.append(_attribute(key, value))
+    if "input_tokens" in attrs or "bedrock_model_id" in attrs or "model_id" in attrs or "provider" in attrs \
+            or "input_cost_usd" in attrs:
+        for key, value in _llm_conventions(attrs).items():
+            if key not in attrs:
+                parts.append(_key_value(_SPAN_ATTRIBUTE, key, value))
     if trace_tags:
         for key, value in trace_tags.items():
-            _add(out, TRACE_TAG_PREFIX + key, value)
+            parts.append(_attribute(TRACE_TAG_PREFIX + key, value))
         session = trace_tags.get("session_id")
-        if session and SESSION_ID not in record.attributes:
-            _add(out, SESSION_ID, session)
+        if session and SESSION_ID not in attrs:
+            parts.append(_attribute(SESSION_ID, session))
     for event in record.events:
-        ev = out.events.add()
-        ev.name = event.name
-        ev.time_unix_nano = event.time_ns
-        for key, value in event.attributes.items():
-            kv = ev.attributes.add()
-            kv.key = key
-            set_any_value(kv.value, value)
+        ev = [_field(b"\x12", event.name.encode())] if event.name else []
+        if event.time_ns:
+            ev.insert(0, b"\x09" + _pack_fixed64(event.time_ns))
+        ev.extend(_key_value(_EVENT_ATTRIBUTE, k, v) for k, v in event.attributes.items())
+        parts.append(_field(_SPAN_EVENT, b"".join(ev)))
+    message = record.status_message
+    if message:
+        code = _STATUS_CODE[record.status]
+        status = _field(b"\x12", message.encode()) + (b"\x18" + _VARINT_1[code] if code else b"")
+        parts.append(_field(b"\x7a", status))
+    else:
+        parts.append(_STATUS[record.status])
+    return b"".join(parts)
 
 
-def encode_traces(traces: Iterable[TraceRecord]) -> ExportTraceServiceRequest:
-    """One OTLP request holding every span of ``traces`` (one resource, one scope)."""
-    request = ExportTraceServiceRequest()
-    scope_spans = request.resource_spans.add().scope_spans.add()
-    scope_spans.scope.name = SCOPE_NAME
+_SCOPE: Final = _field(b"\x0a", _field(b"\x0a", SCOPE_NAME.encode()))  # ScopeSpans.scope {name}
+
+
+def encode_traces(traces: Iterable[TraceRecord]) -> bytes:
+    """A serialized OTLP ``ExportTraceServiceRequest`` holding every span of ``traces`` (one
+    resource, one scope)."""
+    parts = [_SCOPE]
     for trace in traces:
+        tags = trace.tags
         for record in trace.spans:
-            tags = trace.tags if record.parent_span_id is None else None
-            encode_span(record, tags, scope_spans.spans.add())
-    return request
+            span = encode_span(record, tags if record.parent_span_id is None else None)
+            parts.append(b"\x12" + _varint(len(span)) + span)
+    scope_spans = b"".join(parts)
+    resource_spans = b"\x12" + _varint(len(scope_spans)) + scope_spans  # ResourceSpans.scope_spans
+    return b"\x0a" + _varint(len(resource_spans)) + resource_spans  # the request's resource_spans

@@ -6,6 +6,7 @@ import threading
 import time
 from pathlib import Path
 
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from prometheus_client import CollectorRegistry
 
 from gateway import config
@@ -140,7 +141,8 @@ def test_spool_disabled_still_delivers_from_memory(tmp_path: Path) -> None:
 
 def test_encode_is_what_the_writer_receives() -> None:
     b = batch("f" * 32)
-    assert encode_traces(b.traces).resource_spans[0].scope_spans[0].spans[0].trace_id.hex() == "f" * 32
+    request = ExportTraceServiceRequest.FromString(encode_traces(b.traces))
+    assert request.resource_spans[0].scope_spans[0].spans[0].trace_id.hex() == "f" * 32
 
 
 class GatedWriter(FlakyWriter):
