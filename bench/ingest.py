@@ -92,14 +92,14 @@ def rss_mb() -> tuple[float, float]:
     return fields["VmRSS"], fields["VmHWM"]
 
 
-def serve_gateway(workdir: str, ratio: float, cpu: int = 0) -> None:
+def serve_gateway(workdir: str, ratio: float, cpu: int = 0, gc_interval: str = "") -> None:
     """Child-process mode: run the gateway with the null writer; answer ``stats`` lines on stdin."""
     from prometheus_client import CollectorRegistry
 
     from gateway import config as config_mod
     from gateway import logs
+    from gateway.gc_policy import tune_process
     from gateway.server import start
-    from gateway.service import tune_gc
 
     os.sched_setaffinity(0, {cpu})
     cfg = config_mod.load(
@@ -111,6 +111,7 @@ def serve_gateway(workdir: str, ratio: float, cpu: int = 0) -> None:
             "TRACEGW_METRICS_ADDRESS": "",
             "TRACEGW_SPOOL_DIR": str(Path(workdir) / "spool"),
             "TRACEGW_LOG_LEVEL": "WARNING",
+            **({"TRACEGW_GC_INTERVAL_S": gc_interval} if gc_interval else {}),
         }
     )
     logs.configure(cfg.log_level)
@@ -141,11 +142,16 @@ def serve_gateway(workdir: str, ratio: float, cpu: int = 0) -> None:
             "rescue_mb": sample("tracegw_rescue_bytes") / 2**20,
             "written_spans": writer.spans,
             "written_batches": writer.batches,
+            "gc_collections": collector.collections if collector else 0,
+            "gc_found": collector.collected_objects if collector else 0,
         }
+
+    collector = None
 
     async def main() -> None:
         running = await start(cfg, writer=writer, registry=registry)
-        tune_gc()  # as gateway.server.serve does in the sidecar process
+        nonlocal collector
+        collector = tune_process(cfg.memory.gc_interval_s, running.metrics.gc_pause)  # as gateway.server.serve does
         loop = asyncio.get_running_loop()
         print(json.dumps({"port": running.grpc_port}), flush=True)
         done = asyncio.Event()
@@ -166,9 +172,10 @@ def serve_gateway(workdir: str, ratio: float, cpu: int = 0) -> None:
 
 
 class GatewayChild:
-    def __init__(self, workdir: Path, ratio: float, cpu: int = 0) -> None:
+    def __init__(self, workdir: Path, ratio: float, cpu: int = 0, gc_interval: str = "") -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, __file__, "--serve-gateway", str(workdir), "--ratio", str(ratio), "--cpu", str(cpu)],
+            [sys.executable, __file__, "--serve-gateway", str(workdir), "--ratio", str(ratio), "--cpu", str(cpu),
+             "--gc-interval", gc_interval],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -348,7 +355,7 @@ def wait_drained(gw: GatewayChild, timeout_s: float) -> dict[str, Any]:
 
 
 def throughput_phase(args: argparse.Namespace, workdir: Path) -> None:
-    gw = GatewayChild(workdir / "throughput", args.ratio)
+    gw = GatewayChild(workdir / "throughput", args.ratio, gc_interval=args.gc_interval)
     try:
         # Warm-up: a few thousand spans so imports, regex compilation and allocator growth are done.
         finish_load(start_load(f"127.0.0.1:{gw.port}", 20 * 510, 30, 0, args.inflight, 1), 120)
@@ -388,13 +395,17 @@ def throughput_phase(args: argparse.Namespace, workdir: Path) -> None:
             f"{after['rescue_mb']:.1f} MB (estimated); "
             f"mlflow imported: {after['mlflow_imported']}"
         )
+        print(
+            f"  garbage collections on the clock: {after['gc_collections'] - before['gc_collections']}, "
+            f"unreachable objects found {after['gc_found'] - before['gc_found']:,}"
+        )
     finally:
         gw.stop()
 
 
 def scale_out_phase(args: argparse.Namespace, workdir: Path) -> None:
     """Two gateway processes, one pinned to each core, each fed by its own (unpinned) load generator."""
-    gws = [GatewayChild(workdir / f"scale{i}", args.ratio, cpu=i) for i in range(2)]
+    gws = [GatewayChild(workdir / f"scale{i}", args.ratio, cpu=i, gc_interval=args.gc_interval) for i in range(2)]
     try:
         for gw in gws:
             finish_load(start_load(f"127.0.0.1:{gw.port}", 20 * 510, 30, 0, args.inflight, 1, cpu=-1), 120)
@@ -419,7 +430,7 @@ def scale_out_phase(args: argparse.Namespace, workdir: Path) -> None:
 
 
 def steady_phase(args: argparse.Namespace, workdir: Path) -> None:
-    gw = GatewayChild(workdir / "steady", args.ratio)
+    gw = GatewayChild(workdir / "steady", args.ratio, gc_interval=args.gc_interval)
     try:
         first = gw.stats()
         spans = int(args.steady_rate * args.steady_seconds)
@@ -480,6 +491,8 @@ def main() -> None:
     parser.add_argument(
         "--phases", default="1,2", help="which phases to run (default %(default)s; 3: two gateway processes)"
     )
+    parser.add_argument("--gc-interval", default="",
+                        help="the gateway's TRACEGW_GC_INTERVAL_S (default: the gateway's default)")
     parser.add_argument("--serve-gateway", metavar="WORKDIR", help=argparse.SUPPRESS)
     parser.add_argument("--load", metavar="TARGET", help=argparse.SUPPRESS)
     parser.add_argument("--rate", type=float, default=0.0, help=argparse.SUPPRESS)
@@ -487,7 +500,7 @@ def main() -> None:
     parser.add_argument("--cpu", type=int, default=-2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_gateway:
-        serve_gateway(args.serve_gateway, args.ratio, max(args.cpu, 0))
+        serve_gateway(args.serve_gateway, args.ratio, max(args.cpu, 0), args.gc_interval)
         return
     if args.load:
         cpu = 1 if args.cpu == -2 else args.cpu

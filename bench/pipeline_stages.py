@@ -24,13 +24,13 @@ from prometheus_client import CollectorRegistry
 from gateway import config
 from gateway.assembler import Assembler
 from gateway.contract import ContractChecker
+from gateway.gc_policy import tune_process
 from gateway.measure import Measure
 from gateway.metrics import GatewayMetrics
 from gateway.model import SpanRecord, SpanStatus, TraceRecord
 from gateway.redactor import Redactor
 from gateway.rescue_buffer import RescueBuffer
 from gateway.sampler import Sampler
-from gateway.service import tune_gc
 
 TREE = [("handle_message", None), ("load_context", 0), ("intent_classification", 0), ("route_intent", 0),
         ("retrieve_chunks", 0), ("embed_query", 4), ("vector_search", 4), ("keyword_search", 4),
@@ -71,7 +71,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
     cfg = config.load({"MLFLOW_TRACE_SAMPLING_RATIO": str(args.ratio), "TRACEGW_ROOT_GRACE_S": "0"})
-    tune_gc()  # as the sidecar process does at start (gateway.server.serve)
+    tune_process(cfg.memory.gc_interval_s)  # as the sidecar process does at start (gateway.server.serve)
     rng = random.Random(1)
     base = [make_spans(rng, i) for i in range(args.traces)]
     n_spans = sum(len(s) for s in base)

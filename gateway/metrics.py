@@ -108,6 +108,10 @@ class GatewayMetrics:
         self.decision_latency = Histogram(
             f"{p}_decision_latency_seconds", "From a trace's first span arriving to its sampling decision.",
             buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0), registry=registry)
+        self.gc_pause = Histogram(
+            f"{p}_gc_pause_seconds",
+            "Garbage collections run by the sidecar's clock (TRACEGW_GC_INTERVAL_S), by generation (1 young, 2 full).",
+            ["generation"], buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0), registry=registry)
         self.rescue_traces = Gauge(
             f"{p}_rescue_traces", "Sampled-out traces held (redacted) for promotion by feedback.", registry=registry)
         self.rescue_bytes = Gauge(

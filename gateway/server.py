@@ -27,9 +27,10 @@ from prometheus_client import CollectorRegistry, start_http_server
 
 from clients.pb import trace_gateway_service_pb2, trace_gateway_service_pb2_grpc
 from gateway.config import Config
+from gateway.gc_policy import tune_process
 from gateway.metrics import GatewayMetrics
 from gateway.receivers import NativeReceiver, OtlpReceiver
-from gateway.service import Gateway, tune_gc
+from gateway.service import Gateway
 from gateway.writer import TraceWriter, make_writer
 
 log = logging.getLogger(__name__)
@@ -124,7 +125,8 @@ def _safe_uri(uri: str) -> str:
 async def serve(config: Config) -> int:
     """Run until SIGTERM/SIGINT, then drain and return the exit code."""
     running = await start(config)
-    tune_gc()  # this process is the sidecar: tune its collector once the start-up objects exist
+    # This process is the sidecar: its collector runs on a clock once the start-up objects exist.
+    tune_process(config.memory.gc_interval_s, running.metrics.gc_pause)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import time
 from collections import OrderedDict
@@ -42,33 +41,6 @@ log = logging.getLogger(__name__)
 TICK_S = 0.05
 FEEDBACK_FORCED_MAX = 100_000
 FEEDBACK_HOLD_MARGIN_S = 5.0
-
-
-GC_THRESHOLDS = (10_000, 20, 100)
-_gc_tuned = False
-
-
-def tune_gc() -> None:
-    """Collect garbage less often, and never rescan what exists at start (once per process).
-
-    Called by the sidecar process (``gateway.server.serve``), not by ``Gateway.start``: a
-    gateway embedded in another process (tests, the demo's in-process mode) leaves that
-    process's collector alone.
-
-    Every span becomes a few objects that live until its trace is decided (half a second or
-    more), so with CPython's default thresholds (700, 10, 10) each survives into the oldest
-    generation, and full collections kept rescanning every module, descriptor and metric loaded
-    at start: measured 33.7 µs of CPU per ingested span with the defaults, 25.8 µs after
-    ``gc.freeze()`` and a young-generation threshold of 10,000 (``bench/ingest.py``). Reference
-    counting still frees almost everything at once; only cycles wait longer.
-    """
-    global _gc_tuned
-    if _gc_tuned:
-        return
-    _gc_tuned = True
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
 
 
 class Gateway:

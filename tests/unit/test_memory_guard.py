@@ -9,7 +9,8 @@ MB = 1 << 20
 
 def test_states_follow_rss_with_hysteresis() -> None:
     rss = [0]
-    g = MemoryGuard(MemoryConfig(200 * MB, 300 * MB), GatewayMetrics(CollectorRegistry()), lambda: rss[0])
+    cfg = MemoryConfig(200 * MB, 300 * MB, gc_interval_s=1.0)
+    g = MemoryGuard(cfg, GatewayMetrics(CollectorRegistry()), lambda: rss[0])
     rss[0] = 100 * MB
     assert g.update(holding=True) == OK
     rss[0] = 210 * MB
