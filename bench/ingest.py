@@ -98,8 +98,16 @@ def serve_gateway(workdir: str, ratio: float, cpu: int = 0, gc_interval: str = "
 
     from gateway import config as config_mod
     from gateway import logs
-    from gateway.gc_policy import tune_process
     from gateway.server import start
+
+    try:
+        from gateway.gc_policy import tune_process
+    except ImportError:  # an older tree (bench/ingest_ab.py --b-rev): its own tuning, no clock
+        from gateway.service import tune_gc
+
+        def tune_process(interval_s: float, pause_histogram: Any = None) -> Any:  # type: ignore[misc]
+            tune_gc()
+            return None
 
     os.sched_setaffinity(0, {cpu})
     cfg = config_mod.load(
@@ -144,6 +152,9 @@ def serve_gateway(workdir: str, ratio: float, cpu: int = 0, gc_interval: str = "
             "written_batches": writer.batches,
             "gc_collections": collector.collections if collector else 0,
             "gc_found": collector.collected_objects if collector else 0,
+            "gc_young_s": sample("tracegw_gc_pause_seconds_sum", {"generation": "1"}),
+            "gc_full_s": sample("tracegw_gc_pause_seconds_sum", {"generation": "2"}),
+            "gc_full_n": sample("tracegw_gc_pause_seconds_count", {"generation": "2"}),
         }
 
     collector = None
@@ -151,7 +162,8 @@ def serve_gateway(workdir: str, ratio: float, cpu: int = 0, gc_interval: str = "
     async def main() -> None:
         running = await start(cfg, writer=writer, registry=registry)
         nonlocal collector
-        collector = tune_process(cfg.memory.gc_interval_s, running.metrics.gc_pause)  # as gateway.server.serve does
+        collector = tune_process(getattr(cfg.memory, "gc_interval_s", 0.0),  # as gateway.server.serve does
+                                 getattr(running.metrics, "gc_pause", None))
         loop = asyncio.get_running_loop()
         print(json.dumps({"port": running.grpc_port}), flush=True)
         done = asyncio.Event()
@@ -172,10 +184,14 @@ def serve_gateway(workdir: str, ratio: float, cpu: int = 0, gc_interval: str = "
 
 
 class GatewayChild:
-    def __init__(self, workdir: Path, ratio: float, cpu: int = 0, gc_interval: str = "") -> None:
+    def __init__(self, workdir: Path, ratio: float, cpu: int = 0, gc_interval: str = "",
+                 tree: Path | None = None) -> None:
+        """``tree``: import the gateway from that source tree instead of this one."""
+        env = {**os.environ, "PYTHONPATH": str(tree)} if tree else None
         self.proc = subprocess.Popen(
             [sys.executable, __file__, "--serve-gateway", str(workdir), "--ratio", str(ratio), "--cpu", str(cpu),
              "--gc-interval", gc_interval],
+            env=env,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -397,7 +413,9 @@ def throughput_phase(args: argparse.Namespace, workdir: Path) -> None:
         )
         print(
             f"  garbage collections on the clock: {after['gc_collections'] - before['gc_collections']}, "
-            f"unreachable objects found {after['gc_found'] - before['gc_found']:,}"
+            f"unreachable objects found {after['gc_found'] - before['gc_found']:,}; pauses: young "
+            f"{after['gc_young_s'] - before['gc_young_s']:.2f} s, "
+            f"full {after['gc_full_s'] - before['gc_full_s']:.2f} s in {after['gc_full_n'] - before['gc_full_n']:.0f}"
         )
     finally:
         gw.stop()
