@@ -339,7 +339,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("TRACEGW_MEMORY_HARD_LIMIT_BYTES", "memory.hard_limit_bytes", str(600 * 1024 * 1024), int,
             "RSS limit; from halfway between soft and hard new spans are refused (RESOURCE_EXHAUSTED)",
             _positive),
-    Setting("TRACEGW_GC_INTERVAL_S", "memory.gc_interval_s", "1.0", float,
+    Setting("TRACEGW_GC_INTERVAL_S", "memory.gc_interval_s", "5.0", float,
             "the sidecar collects garbage on this clock instead of CPython's allocation counts (a full "
             "collection every 60th time); 0: CPython's automatic collector", _non_negative),
     Setting("TRACEGW_FEEDBACK_STREAM", "feedback.stream_name", "", str,
