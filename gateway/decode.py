@@ -210,8 +210,9 @@ def _native_span(s: Any, trace_ids: dict[bytes, str]) -> tuple[SpanRecord, int]:
             attributes[key] = value
             size += len(key)
         size += ATTRIBUTE_BYTES * len(attributes)
-    events = []
+    events: list[SpanEvent] | tuple[()] = ()
     if s.events:
+        events = []
         for j, e in enumerate(s.events):
             ev_attrs: dict[str, Any] = {}
             stripped += _native_attributes(e.attributes, f".events[{j}].attributes", ev_attrs)
@@ -335,7 +336,7 @@ def _otlp_span(s: Any, where: str) -> tuple[SpanRecord, int]:
         SpanEvent(e.name or "event", e.time_unix_nano,
                   {kv.key: _any_value(kv.value) for kv in e.attributes if not kv.key.startswith(RESERVED_PREFIX)})
         for e in s.events
-    ]
+    ] if s.events else ()
     record = SpanRecord(
         trace_id=trace_id or "",
         span_id=span_id or "",

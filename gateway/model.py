@@ -9,6 +9,7 @@ and inputs/outputs are decoded JSON values (``None`` when unset).
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,7 +45,9 @@ class SpanRecord:
     status: SpanStatus = SpanStatus.UNSET
     status_message: str = ""
     attributes: dict[str, Any] = field(default_factory=dict)
-    events: list[SpanEvent] = field(default_factory=list)
+    events: Sequence[SpanEvent] = ()
+    """A list when the span has events; the shared empty tuple when not (one object less per span
+    for the garbage collector to scan)."""
     inputs: Any = None
     outputs: Any = None
     trace_tags: dict[str, str] = field(default_factory=dict)

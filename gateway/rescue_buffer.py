@@ -69,7 +69,7 @@ def unpack_trace(blob: bytes) -> TraceRecord:
     trace_id, experiment, tags, complete, reasons, late, first_seen, approx, spans = state
     records = [
         SpanRecord(trace_id, span_id, parent, name, span_type, start, end, _STATUSES[status], message, attributes,
-                   [SpanEvent(*e) for e in events], inputs, outputs, trace_tags)
+                   [SpanEvent(*e) for e in events] if events else (), inputs, outputs, trace_tags)
         for (span_id, parent, name, span_type, start, end, status, message, attributes, events, inputs, outputs,
              trace_tags) in spans
     ]
