@@ -183,14 +183,60 @@ def serve_gateway(workdir: str, ratio: float, cpu: int = 0, gc_interval: str = "
     asyncio.run(main())
 
 
+def serve_floor(cpu: int = 0) -> None:
+    """Child-process mode: the floor, a ``grpc.aio`` server that only decodes each request's spans
+    into the gateway's records (as DESIGN §8's "converts ~113k spans/s per core") and drops them.
+    Answers ``stats`` lines on stdin like ``serve_gateway``."""
+    import grpc
+
+    from clients.pb import trace_gateway_service_pb2 as svc_pb2
+    from clients.pb import trace_gateway_service_pb2_grpc as svc_grpc
+    from gateway.decode import decode_native_spans
+
+    os.sched_setaffinity(0, {cpu})
+    decoded = [0]
+
+    class Floor(svc_grpc.TraceGatewayServiceServicer):
+        async def ExportSpans(self, request: Any, context: Any) -> Any:
+            decoded[0] += len(decode_native_spans(request.spans).spans)
+            return svc_pb2.ExportSpansResponse()
+
+    def stats() -> dict[str, Any]:
+        return {"t": time.monotonic(), "cpu_s": time.process_time(), "rss_mb": rss_mb()[0],
+                "traces_in_pipeline": decoded[0] / 17, "in_assembly": 0}
+
+    async def main() -> None:
+        server = grpc.aio.server(options=[("grpc.max_receive_message_length", 64 * 2**20)])
+        svc_grpc.add_TraceGatewayServiceServicer_to_server(Floor(), server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        loop = asyncio.get_running_loop()
+        print(json.dumps({"port": port}), flush=True)
+        done = asyncio.Event()
+
+        def control() -> None:
+            for line in sys.stdin:
+                if line.strip() in ("stats", "rss"):
+                    print(json.dumps(stats()), flush=True)
+            loop.call_soon_threadsafe(done.set)
+
+        threading.Thread(target=control, daemon=True).start()
+        await done.wait()
+        await server.stop(1.0)
+
+    asyncio.run(main())
+
+
 class GatewayChild:
     def __init__(self, workdir: Path, ratio: float, cpu: int = 0, gc_interval: str = "",
-                 tree: Path | None = None) -> None:
-        """``tree``: import the gateway from that source tree instead of this one."""
+                 tree: Path | None = None, floor: bool = False) -> None:
+        """``tree``: import the gateway from that source tree instead of this one; ``floor``: run
+        ``serve_floor`` (decoding only) instead of the gateway."""
         env = {**os.environ, "PYTHONPATH": str(tree)} if tree else None
+        mode = ["--serve-floor"] if floor else ["--serve-gateway", str(workdir), "--ratio", str(ratio),
+                                                "--gc-interval", gc_interval]
         self.proc = subprocess.Popen(
-            [sys.executable, __file__, "--serve-gateway", str(workdir), "--ratio", str(ratio), "--cpu", str(cpu),
-             "--gc-interval", gc_interval],
+            [sys.executable, __file__, *mode, "--cpu", str(cpu)],
             env=env,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -512,11 +558,15 @@ def main() -> None:
     parser.add_argument("--gc-interval", default="",
                         help="the gateway's TRACEGW_GC_INTERVAL_S (default: the gateway's default)")
     parser.add_argument("--serve-gateway", metavar="WORKDIR", help=argparse.SUPPRESS)
+    parser.add_argument("--serve-floor", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--load", metavar="TARGET", help=argparse.SUPPRESS)
     parser.add_argument("--rate", type=float, default=0.0, help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--cpu", type=int, default=-2, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve_floor:
+        serve_floor(max(args.cpu, 0))
+        return
     if args.serve_gateway:
         serve_gateway(args.serve_gateway, args.ratio, max(args.cpu, 0), args.gc_interval)
         return
