@@ -32,6 +32,8 @@ from clients.events import (
 )
 from clients.pb import bundles_pb2, feedback_pb2, spans_pb2, trace_gateway_service_pb2
 from clients.span import STATUS_OK, UNSET, SpanHandle
+from clients.wire import field as _field
+from clients.wire import varint as _varint
 
 _INT64_MIN: Final = -(2**63)
 _INT64_MAX: Final = 2**63 - 1
@@ -44,7 +46,6 @@ _CACHED_TEXT: Final = 200
 _json_dumps = json.JSONEncoder(default=str).encode  # = json.dumps(value, default=str), built once
 _pack_double = struct.Struct("<d").pack
 _pack_fixed64 = struct.Struct("<Q").pack
-_VARINT_1: Final = [bytes((i,)) for i in range(128)]
 
 # Tags (field number << 3 | wire type) of the fields written here.
 _REQUEST_SPAN: Final = b"\x0a"  # ExportSpansRequest.spans
@@ -76,20 +77,8 @@ _entries: dict[tuple[str, type, Any], bytes] = {}  # (key, type, value) -> encod
 _tag_entries: dict[tuple[str, str], bytes] = {}  # (key, value) -> encoded trace_tags entry
 
 
-def _varint(n: int) -> bytes:
-    if n < 128:
-        return _VARINT_1[n]
-    out = bytearray()
-    while n > 127:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
 
 
-def _field(tag: bytes, payload: bytes) -> bytes:
-    """A length-delimited field."""
-    return tag + _varint(len(payload)) + payload
 
 
 def _attribute_value(value: Any) -> bytes:

@@ -21,6 +21,9 @@ import struct
 from collections.abc import Iterable
 from typing import Any, Final
 
+from clients.wire import VARINT_1 as _VARINT_1
+from clients.wire import field as _field
+from clients.wire import varint as _varint
 from gateway.model import SpanRecord, SpanStatus, TraceRecord
 
 SPAN_TYPE = "mlflow.spanType"
@@ -47,7 +50,6 @@ SCOPE_NAME = "mangaassist.tracegateway"
 _INT64_MIN: Final = -(2**63)
 _INT64_MAX: Final = 2**63 - 1
 _MASK64: Final = (1 << 64) - 1
-_VARINT_1: Final = [bytes((i,)) for i in range(128)]
 _pack_double = struct.Struct("<d").pack
 _pack_fixed64 = struct.Struct("<Q").pack
 _CACHE_ENTRIES: Final = 8192
@@ -78,21 +80,8 @@ _IDS_CHILD: Final = struct.Struct("<2s16s2s8s2s8s").pack
 _TIMES: Final = struct.Struct("<BQBQ").pack  # Span fields 7 and 8 (fixed64), each after its tag
 
 
-def _varint(n: int) -> bytes:
-    if n < 128:
-        return _VARINT_1[n]
-    out = bytearray()
-    while n > 127:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
 
 
-def _field(tag: bytes, payload: bytes) -> bytes:
-    """A length-delimited field."""
-    n = len(payload)
-    return tag + (_VARINT_1[n] if n < 128 else _varint(n)) + payload
 
 
 def any_value(value: Any) -> bytes:

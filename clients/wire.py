@@ -1,0 +1,27 @@
+"""Protocol-buffer wire primitives shared by the client's span encoder (``clients.encode``) and
+the gateway's OTLP encoder (``gateway.mlflow_otlp``), which write messages as bytes directly."""
+
+from __future__ import annotations
+
+from typing import Final
+
+VARINT_1: Final = [bytes((i,)) for i in range(128)]
+"""The one-byte varints, 0-127, prebuilt."""
+
+
+def varint(n: int) -> bytes:
+    """``n`` (non-negative, below 2**64) as a base-128 varint."""
+    if n < 128:
+        return VARINT_1[n]
+    out = bytearray()
+    while n > 127:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def field(tag: bytes, payload: bytes) -> bytes:
+    """A length-delimited field: its tag, the payload's length, the payload."""
+    n = len(payload)
+    return tag + (VARINT_1[n] if n < 128 else varint(n)) + payload
