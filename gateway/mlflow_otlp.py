@@ -152,14 +152,16 @@ def _llm_conventions(attrs: dict[str, Any]) -> dict[str, Any]:
     return extra
 
 
-def encode_span(record: SpanRecord, trace_tags: dict[str, str] | None) -> bytes:
-    """One OTLP ``Span`` message; ``trace_tags`` is given for the root span only."""
+def encode_span(record: SpanRecord, trace_tags: dict[str, str] | None, trace_id: bytes | None = None) -> bytes:
+    """One OTLP ``Span`` message; ``trace_tags`` is given for the root span only; ``trace_id`` is
+    the record's trace id as bytes when the caller has it (one conversion per trace)."""
     attrs = record.attributes
+    tid = trace_id if trace_id is not None else bytes.fromhex(record.trace_id)
     if record.parent_span_id:
-        parts = [_IDS_CHILD(b"\x0a\x10", bytes.fromhex(record.trace_id), b"\x12\x08", bytes.fromhex(record.span_id),
+        parts = [_IDS_CHILD(b"\x0a\x10", tid, b"\x12\x08", bytes.fromhex(record.span_id),
                             b"\x22\x08", bytes.fromhex(record.parent_span_id))]
     else:
-        parts = [_IDS_ROOT(b"\x0a\x10", bytes.fromhex(record.trace_id), b"\x12\x08", bytes.fromhex(record.span_id))]
+        parts = [_IDS_ROOT(b"\x0a\x10", tid, b"\x12\x08", bytes.fromhex(record.span_id))]
     if record.name:
         parts.append(_field(b"\x2a", record.name.encode()))
     parts.append(_KIND_INTERNAL)
@@ -214,8 +216,10 @@ def encode_traces(traces: Iterable[TraceRecord]) -> bytes:
     parts = [_SCOPE]
     for trace in traces:
         tags = trace.tags
+        trace_id = bytes.fromhex(trace.trace_id)
         for record in trace.spans:
-            span = encode_span(record, tags if record.parent_span_id is None else None)
+            span = encode_span(record, tags if record.parent_span_id is None else None,
+                               trace_id if record.trace_id == trace.trace_id else None)
             parts.append(b"\x12" + _varint(len(span)) + span)
     scope_spans = b"".join(parts)
     resource_spans = b"\x12" + _varint(len(scope_spans)) + scope_spans  # ResourceSpans.scope_spans
