@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.metrics import BUSINESS_LABELS, GatewayMetrics
-from gateway.model import SpanStatus, TraceRecord
+from gateway.model import SpanStatus, TraceRecord, truthy
 
 OTHER = "other"
 MISSING = "none"
@@ -39,10 +39,6 @@ class LabelCap:
         return OTHER
 
 
-def _truthy(value: Any) -> bool:
-    return value is True or (isinstance(value, str) and value.lower() == "true")
-
-
 def _number(value: Any) -> float:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
@@ -57,7 +53,7 @@ def guardrail_verdict(attributes: dict[str, Any]) -> str:
     passed = attributes.get("passed")
     if passed is None:
         return "unknown"
-    return "pass" if _truthy(passed) else "fail"
+    return "pass" if truthy(passed) else "fail"
 
 
 class _Children:
@@ -127,7 +123,7 @@ class Measure:
                         self._verdict(span.name, verdict, labels).inc()
                         if span.name == "grounding_check" and verdict in ("fail", "block"):
                             grounding_failed = True
-                    if _truthy(attrs.get("fallback_triggered")):
+                    if truthy(attrs.get("fallback_triggered")):
                         fallback = True
                     if "input_tokens" in attrs or "output_tokens" in attrs:
                         in_tok += _number(attrs.get("input_tokens"))

@@ -134,6 +134,11 @@ class BundleRecord:
     details: dict[str, Any] = field(default_factory=dict)
 
 
+def truthy(value: Any) -> bool:
+    """An attribute or tag value meaning yes: ``True`` or the text "true" in any case."""
+    return value is True or (isinstance(value, str) and value.lower() == "true")
+
+
 # Memory estimate of a decoded span, calibrated with tracemalloc on the MangaAssist traces that
 # ``bench/ingest.py`` sends (17 spans, 0-10 attributes each, JSON inputs/outputs on the root and the
 # LLM span): within about 10% of what Python really holds for them (see

@@ -30,7 +30,7 @@ from typing import Any
 from gateway.config import SamplingConfig
 from gateway.contract import VIOLATIONS_TAG
 from gateway.metrics import GatewayMetrics
-from gateway.model import SpanStatus, TraceRecord
+from gateway.model import SpanStatus, TraceRecord, truthy
 from gateway.recent import RecentMap
 
 REASON_TAG = "sampling.reason"
@@ -52,10 +52,6 @@ def ratio_bound(ratio: float) -> int:
 def head_keep(trace_id: str, bound: int) -> bool:
     """True when the low 64 bits of the 32-hex ``trace_id`` are below ``bound``."""
     return int(trace_id[16:], 16) < bound
-
-
-def _truthy(value: Any) -> bool:
-    return value is True or (isinstance(value, str) and value.lower() == "true")
 
 
 class Sampler:
@@ -86,7 +82,7 @@ class Sampler:
             if s.status is _ERROR:
                 error = True
             attrs = s.attributes
-            if attrs and (attrs.get("action") in _ACTING or _truthy(attrs.get("fallback_triggered"))):
+            if attrs and (attrs.get("action") in _ACTING or truthy(attrs.get("fallback_triggered"))):
                 guardrail = True
         if error and cfg.keep_errors:
             reasons.append("error")
@@ -102,7 +98,7 @@ class Sampler:
         if cfg.keep_contract_violations and trace.tags.get(VIOLATIONS_TAG):
             reasons.append("contract")
         if cfg.keep_forced:
-            if _truthy(trace.tags.get(FORCE_TAG)):
+            if truthy(trace.tags.get(FORCE_TAG)):
                 reasons.append("forced")
             if self._forced(trace.trace_id):
                 reasons.append("feedback")
