@@ -70,3 +70,18 @@ def test_late_spans_are_not_counted_as_requests() -> None:
     late.late = True
     Measure(m, 50).process([late])
     assert sample(m, "mangaassist_requests_total") == 0
+
+
+def test_counts_of_a_batch_are_applied_once_with_an_exemplar_of_that_batch() -> None:
+    m = GatewayMetrics(CollectorRegistry())
+    stage = Measure(m, 50)
+    stage.process([request("a" * 32, error=True), request("b" * 32), request("c" * 32)])
+    stage.process([request("d" * 32)])
+    assert sample(m, "mangaassist_requests_total") == 4
+    assert sample(m, "mangaassist_request_errors_total") == 1
+    assert sample(m, "mangaassist_bedrock_input_tokens_total") == 4000
+    text = openmetrics(m.registry).decode()
+    errors = next(line for line in text.splitlines() if line.startswith("mangaassist_request_errors_total{"))
+    requests = next(line for line in text.splitlines() if line.startswith("mangaassist_requests_total{"))
+    assert '# {trace_id="' + "a" * 32 + '"}' in errors  # the trace that failed, not the batch's last one
+    assert '# {trace_id="' + "d" * 32 + '"}' in requests
