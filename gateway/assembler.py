@@ -19,6 +19,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from gateway.config import AssemblyConfig
 from gateway.metrics import GatewayMetrics
@@ -53,6 +54,7 @@ class Assembler:
         self._late: dict[str, list[SpanRecord]] = {}
         self._span_count = 0
         self._bytes = 0
+        self._outcomes: dict[str, Any] = {}  # outcome → its labelled counter (``labels()`` is slow)
 
     def holds(self, trace_id: str) -> bool:
         """True while the trace is being assembled (not decided yet)."""
@@ -70,27 +72,40 @@ class Assembler:
         """Take spans; returns traces decided early because assembly was full."""
         now = self._clock()
         evicted: list[TraceRecord] = []
+        max_spans = self._cfg.max_spans_per_trace
+        added = added_bytes = 0
+        # A client sends a trace's spans together, so spans of one trace come in runs: the trace is
+        # looked up once per run, not once per span (the per-span hot path of assembly).
+        last: str | None = None
+        pending: _Pending | None = None
+        held: list[SpanRecord] = []
         for span in spans:
-            pending = self._pending.get(span.trace_id)
-            if pending is None:
-                if span.trace_id in self._decided:
-                    self._late.setdefault(span.trace_id, []).append(span)
-                    continue
-                if len(self._pending) >= self._cfg.max_traces_in_flight:
-                    oldest = self._evict_oldest("evicted_count")
-                    if oldest is not None:
-                        evicted.append(oldest)
-                pending = _Pending(experiment, now)
-                self._pending[span.trace_id] = pending
-                self._timeout_deadlines.append((now + self._cfg.decision_timeout_s, span.trace_id))
-            if len(pending.spans) >= self._cfg.max_spans_per_trace:
+            trace_id = span.trace_id
+            if trace_id != last:
+                last = trace_id
+                pending = self._pending.get(trace_id)
+                if pending is None:
+                    if trace_id in self._decided:
+                        self._late.setdefault(trace_id, []).append(span)
+                        last = None  # the next span of this trace goes the same way
+                        continue
+                    if len(self._pending) >= self._cfg.max_traces_in_flight:
+                        oldest = self._evict_oldest("evicted_count")
+                        if oldest is not None:
+                            evicted.append(oldest)
+                    pending = _Pending(experiment, now)
+                    self._pending[trace_id] = pending
+                    self._timeout_deadlines.append((now + self._cfg.decision_timeout_s, trace_id))
+                held = pending.spans
+            assert pending is not None
+            if len(held) >= max_spans:
                 self._metrics.drop_spans("assemble", "span_limit", 1)
                 continue
-            size = approx_span_bytes(span)
-            pending.spans.append(span)
+            size = span.approx_bytes or approx_span_bytes(span)
+            held.append(span)
             pending.approx_bytes += size
-            self._bytes += size
-            self._span_count += 1
+            added_bytes += size
+            added += 1
             if span.trace_tags:
                 # The tags now belong to the trace; one copy only, so later stages (redaction)
                 # handle them once.
@@ -98,7 +113,9 @@ class Assembler:
                 span.trace_tags = {}
             if span.parent_span_id is None and pending.root_done_at is None:
                 pending.root_done_at = now
-                self._root_deadlines.append((now + self._cfg.root_grace_s, span.trace_id))
+                self._root_deadlines.append((now + self._cfg.root_grace_s, trace_id))
+        self._bytes += added_bytes
+        self._span_count += added
         while self._bytes > self._cfg.max_bytes_in_flight and len(self._pending) > 1:
             oldest = self._evict_oldest("evicted_bytes")
             if oldest is None:
@@ -147,7 +164,7 @@ class Assembler:
         late = [TraceRecord(tid, self._decided.get(tid, ""), spans, {}, late=True, first_seen=now)
                 for tid, spans in self._late.items()]
         self._late.clear()
-        self._metrics.traces_assembled.labels("late").inc(len(late))
+        self._outcome("late").inc(len(late))
         return late
 
     def _finish(self, trace_id: str, outcome: str) -> TraceRecord:
@@ -161,8 +178,14 @@ class Assembler:
             trace.complete = False
             trace.tags[INCOMPLETE_TAG] = "true"
             trace.spans.append(synthesize_root(trace))
-        self._metrics.traces_assembled.labels(outcome).inc()
+        self._outcome(outcome).inc()
         return trace
+
+    def _outcome(self, outcome: str) -> Any:
+        child = self._outcomes.get(outcome)
+        if child is None:
+            child = self._outcomes[outcome] = self._metrics.traces_assembled.labels(outcome)
+        return child
 
     def _update_gauges(self) -> None:
         self._metrics.traces_in_flight.set(len(self._pending))

@@ -112,3 +112,25 @@ def test_span_tags_move_to_the_trace_once() -> None:
     clock.now += 1
     [trace] = asm.poll()
     assert trace.tags == {"intent": "faq"} and trace.spans[0].trace_tags == {}
+
+
+def test_interleaved_runs_of_traces_in_one_call_are_each_assembled_and_counted() -> None:
+    """Spans usually come in runs per trace; interleaved ones, limits and late spans in the same call
+    must still land where they belong, with the span and byte counts kept exact."""
+    asm, clock, metrics = make(max_spans=3)
+    asm.add([mk("z", "1", None)], "exp")
+    clock.now += 1
+    assert len(asm.poll()) == 1  # z decided; its further spans are late
+    batch = [mk("a", "2", "1"), mk("a", "1", None), mk("b", "2", "1"), mk("z", "5", "1"), mk("z", "6", "1"),
+             mk("a", "3", "1"), mk("a", "4", "1"), mk("b", "1", None), mk("a", "5", "1")]
+    asm.add(batch, "exp")
+    assert asm.traces_in_flight == 2 and asm.spans_in_flight == 5  # a: 3 (limit), b: 2
+    assert sample(metrics, "tracegw_spans_dropped_total", {"stage": "assemble", "reason": "span_limit"}) == 2  # a4, a5
+    assert sample(metrics, "tracegw_assembly_bytes") > 0
+    clock.now += 1
+    ready = {t.trace_id[0] + ("L" if t.late else ""): t for t in asm.poll()}
+    assert sorted(ready) == ["a", "b", "zL"]
+    assert [s.span_id[0] for s in ready["a"].spans] == ["2", "1", "3"]
+    assert [s.span_id[0] for s in ready["b"].spans] == ["2", "1"]
+    assert [s.span_id[0] for s in ready["zL"].spans] == ["5", "6"]
+    assert asm.spans_in_flight == 0 and sample(metrics, "tracegw_assembly_bytes") == 0
