@@ -27,6 +27,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import zstandard
 
@@ -54,12 +55,12 @@ def pack_trace(trace: TraceRecord) -> bytes:
     Span values are plain Python values, which ``marshal`` writes fast and small; anything it
     cannot write (a value some future stage puts there) falls back to ``pickle``.
     """
-    spans = tuple(
+    spans = [
         (s.span_id, s.parent_span_id, s.name, s.span_type, s.start_time_ns, s.end_time_ns,
          _STATUS_INDEX[s.status], s.status_message, s.attributes,
-         tuple((e.name, e.time_ns, e.attributes) for e in s.events) if s.events else (),
+         [(e.name, e.time_ns, e.attributes) for e in s.events] if s.events else (),
          s.inputs, s.outputs, s.trace_tags)
-        for s in trace.spans)
+        for s in trace.spans]
     state = (trace.trace_id, trace.experiment_name, trace.tags, trace.complete, trace.reasons, trace.late,
              trace.first_seen, trace.approx_bytes, spans)
     try:
@@ -117,6 +118,10 @@ class RescueBuffer:
         # the buffer is only ever used from one thread.
         self._compress = zstandard.ZstdCompressor(level=COMPRESSION_LEVEL).compress
         self._decompress = zstandard.ZstdDecompressor().decompress
+        self._evicted: dict[str, Any] = {}  # reason → its labelled counter (``labels()`` is slow)
+        # The gauges are read when scraped, not set on every trace added.
+        metrics.rescue_traces.set_function(self.__len__)
+        metrics.rescue_bytes.set_function(lambda: self._bytes)
 
     def __contains__(self, trace_id: str) -> bool:
         return trace_id in self._held
@@ -136,7 +141,7 @@ class RescueBuffer:
         except (TypeError, ValueError, AttributeError, pickle.PicklingError):
             # A value neither marshal nor pickle can write: not holdable, but never a reason to
             # fail the stage that is handing on the kept traces of the same tick.
-            self._metrics.rescue_evicted.labels("unserializable").inc()
+            self._evicted_counter("unserializable").inc()
             return
         size = _blob_bytes(blob)
         entry = self._held.get(trace.trace_id)
@@ -159,7 +164,6 @@ class RescueBuffer:
                 self._seal(group)
         while self._bytes > self._max_bytes and self._held:
             self._drop_oldest("bytes")
-        self._update()
 
     def promote(self, trace_id: str) -> TraceRecord | None:
         """Take the trace out to be stored after all; None if it is not (or no longer) held."""
@@ -172,14 +176,12 @@ class RescueBuffer:
         for late in entry.late or ():
             trace.spans.extend(unpack_trace(late).spans)
         trace.approx_bytes = 0  # recomputed for the joined spans when needed
-        self._update()
         return trace
 
     def clear(self, reason: str) -> None:
         """Let everything go (memory pressure), counted with ``reason``."""
         while self._held:
             self._drop_oldest(reason)
-        self._update()
 
     def expire(self) -> None:
         """Drop traces older than the window (call periodically)."""
@@ -189,7 +191,6 @@ class RescueBuffer:
             if oldest.added_at > cutoff:
                 break
             self._drop_oldest("age")
-        self._update()
 
     def _seal(self, group: _Group) -> None:
         assert group.blobs is not None
@@ -229,8 +230,10 @@ class RescueBuffer:
     def _drop_oldest(self, reason: str) -> None:
         _, entry = self._held.popitem(last=False)
         self._release(entry, want=False)
-        self._metrics.rescue_evicted.labels(reason).inc()
+        self._evicted_counter(reason).inc()
 
-    def _update(self) -> None:
-        self._metrics.rescue_traces.set(len(self._held))
-        self._metrics.rescue_bytes.set(self._bytes)
+    def _evicted_counter(self, reason: str) -> Any:
+        child = self._evicted.get(reason)
+        if child is None:
+            child = self._evicted[reason] = self._metrics.rescue_evicted.labels(reason)
+        return child
