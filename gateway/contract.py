@@ -52,7 +52,10 @@ class ContractChecker:
     def check(self, trace: TraceRecord) -> list[str]:
         """The rules ``trace`` breaks, in a stable order."""
         tags = trace.tags
-        rules = [f"missing_tag.{t}" for t in REQUIRED_TAGS if not tags.get(t)]
+        rules = []
+        for t in REQUIRED_TAGS:
+            if not tags.get(t):
+                rules.append(f"missing_tag.{t}")
         llm = bedrock = False
         roots = []
         names = {}

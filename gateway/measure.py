@@ -142,7 +142,7 @@ class Measure:
             if root is not None:
                 seconds = max(0, root.end_time_ns - root.start_time_ns) / 1e9
                 c.latency.observe(seconds, exemplar={"trace_id": trace_id})
-            ids = {s.span_id: s.name for s in trace.spans}
+            guardrails = {s.span_id for s in trace.spans if s.name == GUARDRAIL_PARENT}
             error = grounding_failed = fallback = False
             in_tok = out_tok = 0.0
             cost = 0.0
@@ -151,13 +151,14 @@ class Measure:
                 if span.status is SpanStatus.ERROR:
                     error = True
                 if attrs:
-                    if span.parent_span_id is not None and ids.get(span.parent_span_id) == GUARDRAIL_PARENT:
+                    if guardrails and span.parent_span_id in guardrails:
                         verdict = guardrail_verdict(attrs)
                         child = self._verdict(span.name, verdict, labels)
                         verdicts[child] = verdicts.get(child, 0) + 1
                         if span.name == "grounding_check" and verdict in ("fail", "block"):
                             grounding_failed = True
-                    if truthy(attrs.get("fallback_triggered")):
+                    flag = attrs.get("fallback_triggered")
+                    if flag is not None and truthy(flag):
                         fallback = True
                     if "input_tokens" in attrs or "output_tokens" in attrs:
                         in_tok += _number(attrs.get("input_tokens"))

@@ -82,8 +82,10 @@ class Sampler:
             if s.status is _ERROR:
                 error = True
             attrs = s.attributes
-            if attrs and (attrs.get("action") in _ACTING or truthy(attrs.get("fallback_triggered"))):
-                guardrail = True
+            if attrs:
+                flag = attrs.get("fallback_triggered")
+                if attrs.get("action") in _ACTING or (flag is not None and truthy(flag)):
+                    guardrail = True
         if error and cfg.keep_errors:
             reasons.append("error")
         if guardrail and cfg.keep_guardrail:
