@@ -106,9 +106,18 @@ def any_value(value: Any) -> bytes:
     return _field(_STRING, str(value).encode())
 
 
+_keys: dict[str, bytes] = {}  # key -> its encoded KeyValue.key field (keys repeat: attributes, JSON fields)
+
+
 def _key_value(tag: bytes, key: Any, value: Any) -> bytes:
     """A ``KeyValue`` as field ``tag``; a ``None`` value leaves the KeyValue without one."""
-    body = _field(_KV_KEY, str(key).encode()) if key != "" else b""
+    body = _keys.get(key) if key.__class__ is str else None
+    if body is None:
+        body = _field(_KV_KEY, str(key).encode()) if key != "" else b""
+        if key.__class__ is str and len(key) <= _CACHED_TEXT:
+            if len(_keys) >= _CACHE_ENTRIES:
+                _keys.clear()
+            _keys[key] = body
     if value is not None:
         body += _field(_KV_VALUE, any_value(value))
     return _field(tag, body)
@@ -132,6 +141,9 @@ def _attribute(key: str, value: Any) -> bytes:
             _kv_cache[cache_key] = data
         return data
     return _key_value(_SPAN_ATTRIBUTE, key, value)
+
+
+_names: dict[str, bytes] = {}  # span name -> its encoded Span.name field
 
 
 def _llm_conventions(attrs: dict[str, Any]) -> dict[str, Any]:
@@ -162,8 +174,15 @@ def encode_span(record: SpanRecord, trace_tags: dict[str, str] | None, trace_id:
                             b"\x22\x08", bytes.fromhex(record.parent_span_id))]
     else:
         parts = [_IDS_ROOT(b"\x0a\x10", tid, b"\x12\x08", bytes.fromhex(record.span_id))]
-    if record.name:
-        parts.append(_field(b"\x2a", record.name.encode()))
+    name = record.name
+    if name:
+        data = _names.get(name)
+        if data is None:  # span names repeat from trace to trace (MangaAssist has 17)
+            data = _field(b"\x2a", name.encode())
+            if len(_names) >= _CACHE_ENTRIES:
+                _names.clear()
+            _names[name] = data
+        parts.append(data)
     parts.append(_KIND_INTERNAL)
     start, end = record.start_time_ns, record.end_time_ns
     if start and end:
@@ -184,7 +203,7 @@ def encode_span(record: SpanRecord, trace_tags: dict[str, str] | None, trace_id:
             or "input_cost_usd" in attrs:
         for key, value in _llm_conventions(attrs).items():
             if key not in attrs:
-                parts.append(_key_value(_SPAN_ATTRIBUTE, key, value))
+                parts.append(_attribute(key, value))  # the model and provider repeat: cached
     if trace_tags:
         for key, value in trace_tags.items():
             parts.append(_attribute(TRACE_TAG_PREFIX + key, value))
