@@ -18,6 +18,7 @@ from gateway.model import SpanStatus, TraceRecord, truthy
 OTHER = "other"
 MISSING = "none"
 GUARDRAIL_PARENT = "apply_guardrails"
+LABEL_SETS_REMEMBERED = 4096
 
 
 class LabelCap:
@@ -112,10 +113,20 @@ class Measure:
         self._cap = LabelCap(max_label_values, metrics)
         self._children: dict[tuple[str, ...], _Children] = {}
         self._verdicts: dict[tuple[str, ...], Any] = {}
+        self._labels: dict[tuple[str | None, ...], tuple[str, ...]] = {}  # the traces' tag values → labels
 
     def labels(self, trace: TraceRecord) -> tuple[str, ...]:
-        tags = trace.tags
-        return tuple(self._cap(name, tags.get(name) or MISSING) for name in BUSINESS_LABELS)
+        raw = tuple(map(trace.tags.get, BUSINESS_LABELS))
+        labels = self._labels.get(raw)
+        if labels is None:
+            labels = tuple(self._cap(name, value or MISSING) for name, value in zip(BUSINESS_LABELS, raw, strict=True))
+            # Only label sets within the caps are remembered: an admitted value stays admitted, so
+            # the answer cannot change, while a value past a cap must be counted every time.
+            if all(label == (value or MISSING) for label, value in zip(labels, raw, strict=True)):
+                if len(self._labels) >= LABEL_SETS_REMEMBERED:
+                    self._labels.clear()
+                self._labels[raw] = labels
+        return labels
 
     def _verdict(self, stage: str, verdict: str, labels: tuple[str, ...]) -> Any:
         key = (stage, verdict, *labels)

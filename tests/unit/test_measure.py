@@ -62,6 +62,11 @@ def test_label_values_beyond_the_cap_become_other() -> None:
     assert sample(m, "mangaassist_requests_total", intent="intent1") == 1
     assert sample(m, "mangaassist_requests_total", intent="other") == 3
     assert m.registry.get_sample_value("tracegw_metric_label_overflow_total", {"label": "intent"}) == 3
+    # Seen again: the admitted value stays itself, the one past the cap is counted again.
+    stage.process([request("f" * 32, intent="intent1"), request("e" * 32, intent="intent5")])
+    assert sample(m, "mangaassist_requests_total", intent="intent1") == 2
+    assert sample(m, "mangaassist_requests_total", intent="other") == 4
+    assert m.registry.get_sample_value("tracegw_metric_label_overflow_total", {"label": "intent"}) == 4
 
 
 def test_late_spans_are_not_counted_as_requests() -> None:
