@@ -38,6 +38,7 @@ class _Pending:
     spans: list[SpanRecord] = field(default_factory=list)
     tags: dict[str, str] = field(default_factory=dict)
     root_done_at: float | None = None
+    root: SpanRecord | None = None
     approx_bytes: int = 0
 
 
@@ -113,6 +114,7 @@ class Assembler:
                 span.trace_tags = {}
             if span.parent_span_id is None and pending.root_done_at is None:
                 pending.root_done_at = now
+                pending.root = span
                 self._root_deadlines.append((now + self._cfg.root_grace_s, trace_id))
         self._bytes += added_bytes
         self._span_count += added
@@ -173,7 +175,8 @@ class Assembler:
         self._bytes -= pending.approx_bytes
         self._decided[trace_id] = pending.experiment
         trace = TraceRecord(trace_id, pending.experiment, pending.spans, pending.tags,
-                            first_seen=pending.first_seen, approx_bytes=pending.approx_bytes)
+                            first_seen=pending.first_seen, approx_bytes=pending.approx_bytes,
+                            first_root=pending.root)
         if pending.root_done_at is None:
             trace.complete = False
             trace.tags[INCOMPLETE_TAG] = "true"

@@ -79,9 +79,14 @@ class TraceRecord:
     """Monotonic time the gateway received the trace's first span (decision latency)."""
     approx_bytes: int = 0
     """The size estimate of its spans, kept by assembly so later stages need not recompute it."""
+    first_root: SpanRecord | None = field(default=None, compare=False, repr=False)
+    """Its first root span when assembly saw it arrive (a client sends the root last, so finding
+    it in ``spans`` means walking the whole trace); None: not known, ``root`` looks."""
 
     @property
     def root(self) -> SpanRecord | None:
+        if self.first_root is not None:
+            return self.first_root
         for span in self.spans:
             if span.parent_span_id is None:
                 return span

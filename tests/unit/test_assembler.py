@@ -134,3 +134,13 @@ def test_interleaved_runs_of_traces_in_one_call_are_each_assembled_and_counted()
     assert [s.span_id[0] for s in ready["b"].spans] == ["2", "1"]
     assert [s.span_id[0] for s in ready["zL"].spans] == ["5", "6"]
     assert asm.spans_in_flight == 0 and sample(metrics, "tracegw_assembly_bytes") == 0
+
+
+def test_the_trace_knows_its_first_root_as_a_scan_would_find_it() -> None:
+    asm, clock, _ = make()
+    asm.add([mk("a", "2", "1"), mk("a", "1", None), mk("a", "3", None)], "exp")
+    clock.now += 1
+    [trace] = asm.poll()
+    assert trace.first_root is trace.spans[1] and trace.root is trace.spans[1]
+    trace.first_root = None  # as after the rescue buffer: root is found by walking the spans
+    assert trace.root is trace.spans[1]
