@@ -209,6 +209,12 @@ class Delivery:
             self._count_drop(kind, "writer_queue_full", count)
             self._warn.warning("intake_full", "delivery intake full: dropped a %s item of %d", kind, count)
 
+    def span_turn_idle(self) -> bool:
+        """True when no span batch is being written, ready, waiting for a retry or being spooled:
+        a batch handed over now would be written at once."""
+        with self._cond:
+            return not (self._ready or self._spans_in_flight or self._spans_deferred) and self._intake.empty()
+
     # -- spooler --------------------------------------------------------------------------------
 
     def _spool_loop(self) -> None:

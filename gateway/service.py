@@ -149,7 +149,10 @@ class Gateway:
                 ready = self._assembler.poll()
                 if ready:
                     self._hand_on(ready)
-                self._batcher.poll()
+                if self.config.batch.flush_when_idle and self._delivery.span_turn_idle():
+                    self._batcher.flush()  # the writer waits for work: partial batches go now
+                else:
+                    self._batcher.poll()
                 self.rescue.expire()
                 if self._memory.update(holding=self._assembler.spans_in_flight > 0) >= 1 and len(self.rescue):
                     self.rescue.clear("memory")

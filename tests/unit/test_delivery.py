@@ -263,3 +263,23 @@ def test_a_span_batch_waiting_for_its_retry_is_not_overtaken(tmp_path: Path) -> 
     finally:
         writer.go.set()
         d.shutdown(5)
+
+
+def test_the_span_turn_is_idle_only_when_no_span_batch_is_written_or_waits(tmp_path: Path) -> None:
+    writer = GatedWriter()
+    d, _ = make(tmp_path, writer)
+    try:
+        assert d.span_turn_idle()
+        d.submit_batch(batch("a" * 32))
+        assert writer.span_started.wait(5)
+        assert not d.span_turn_idle()  # being written
+        d.submit_batch(batch("b" * 32))
+        d.submit_feedback(FeedbackRecord("ev-1", "resp", "a" * 32, FeedbackValue.THUMBS_DOWN, 0))
+        wait_for(lambda: writer.feedback == [("ev-1", False)], timeout_s=5, what="the feedback")
+        assert not d.span_turn_idle()  # a batch still waits for its turn
+        writer.release.set()
+        wait_for(lambda: len(writer.written) == 2, timeout_s=5, what="both batches")
+        wait_for(d.span_turn_idle, timeout_s=5, what="the span turn to be free again")
+    finally:
+        writer.release.set()
+        d.shutdown(5)

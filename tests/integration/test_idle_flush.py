@@ -1,0 +1,106 @@
+"""Adaptive batching: while the writer waits for work, a partial batch goes at once; while it is
+busy, traces gather into fuller batches (``TRACEGW_BATCH_FLUSH_WHEN_IDLE``)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from clients import ClientConfig, Tracer
+from gateway import config
+from gateway.server import ThreadedGateway
+from tests.support import wait_for
+
+
+class RecordingWriter:
+    """Counts the traces of each span write; span writes block while ``hold`` is clear."""
+
+    def __init__(self) -> None:
+        self.batches: list[int] = []
+        self.calls = 0
+        self.hold = threading.Event()
+        self.hold.set()
+        self.lock = threading.Lock()
+
+    def experiment_id(self, name: str) -> str:
+        return "1"
+
+    def write_spans(self, experiment_id: str, payload: bytes, span_count: int) -> None:
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+        with self.lock:
+            self.calls += 1
+        assert self.hold.wait(30)
+        request = ExportTraceServiceRequest.FromString(payload)
+        traces = {s.trace_id for rs in request.resource_spans for ss in rs.scope_spans for s in ss.spans}
+        with self.lock:
+            self.batches.append(len(traces))
+
+    def write_feedback(self, record: Any, check_existing: bool = False) -> None:
+        pass
+
+    def write_bundle_event(self, record: Any, experiment_name: str) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def gateway(tmp_path: Any, writer: RecordingWriter, flush_when_idle: str) -> ThreadedGateway:
+    return ThreadedGateway(config.load({
+        "TRACEGW_LISTEN_ADDRESS": "127.0.0.1:0",
+        "TRACEGW_METRICS_ADDRESS": "127.0.0.1:0",
+        "MLFLOW_TRACKING_URI": "http://127.0.0.1:9",  # never contacted: the writer is the fake above
+        "TRACEGW_SPOOL_DIR": str(tmp_path / f"spool-{flush_when_idle}"),
+        "TRACEGW_ROOT_GRACE_S": "0.05",
+        "TRACEGW_BATCH_MAX_DELAY_S": "30",
+        "TRACEGW_BATCH_FLUSH_WHEN_IDLE": flush_when_idle,
+        "TRACEGW_MEMORY_SOFT_LIMIT_BYTES": str(8 << 30),
+        "TRACEGW_MEMORY_HARD_LIMIT_BYTES": str(12 << 30),
+    }), writer=writer)
+
+
+def send(tracer: Tracer, n: int) -> None:
+    for _ in range(n):
+        with tracer.start_span("handle_message"):
+            pass
+    assert tracer.flush(timeout_s=10)
+
+
+@pytest.mark.integration
+def test_a_partial_batch_goes_at_once_while_the_writer_is_idle_and_gathers_while_it_is_busy(tmp_path: Any) -> None:
+    writer = RecordingWriter()
+    gw = gateway(tmp_path, writer, "true")
+    tracer = Tracer(ClientConfig(target=gw.target, flush_interval_s=0.02))
+    try:
+        send(tracer, 1)
+        wait_for(lambda: writer.batches == [1], timeout_s=5, what="one trace written long before the 30 s delay")
+        writer.hold.clear()  # the next write blocks: the writer is busy
+        send(tracer, 1)
+        wait_for(lambda: writer.calls == 2, timeout_s=5, what="the second write in flight")
+        send(tracer, 5)
+        time.sleep(0.5)  # several ticks while busy: the five stay in one open batch
+        writer.hold.set()
+        wait_for(lambda: writer.batches == [1, 1, 5], timeout_s=5, what="the five gathered into one batch")
+    finally:
+        writer.hold.set()
+        tracer.shutdown()
+        gw.stop(5)
+
+
+@pytest.mark.integration
+def test_with_idle_flushing_off_a_partial_batch_waits_for_its_delay(tmp_path: Any) -> None:
+    writer = RecordingWriter()
+    gw = gateway(tmp_path, writer, "false")
+    tracer = Tracer(ClientConfig(target=gw.target, flush_interval_s=0.02))
+    try:
+        send(tracer, 1)
+        time.sleep(1.0)
+        assert writer.batches == []  # the 30 s delay holds it
+    finally:
+        tracer.shutdown()
+        gw.stop(5)
+    assert writer.batches == [1]  # and shutdown delivers it
