@@ -73,7 +73,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per-class", type=int, default=500, help="feedback events per class (default %(default)s)")
     parser.add_argument("--rate", type=float, default=50.0, help="feedback events per second (default %(default)s)")
     parser.add_argument("--max-seconds", type=float, default=300.0, help="overall bound (default %(default)s)")
+    parser.add_argument("--gateway-env", action="append", default=[], metavar="KEY=VALUE",
+                        help="a gateway setting (repeatable), e.g. TRACEGW_BATCH_FLUSH_WHEN_IDLE=false")
     args = parser.parse_args(argv)
+    overrides = {}
+    for item in args.gateway_env:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            parser.error(f"--gateway-env takes KEY=VALUE, got {item!r}")
+        overrides[key] = value
     started = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix="tracegw-feedback-bench-"))
     db = work / "mlflow.db"
@@ -82,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         "TRACEGW_LISTEN_ADDRESS": "127.0.0.1:0", "TRACEGW_METRICS_ADDRESS": "", "MLFLOW_TRACKING_URI": server.url,
         "MLFLOW_EXPERIMENT_NAME": "feedback-bench", "MLFLOW_TRACE_SAMPLING_RATIO": str(RATIO),
         "TRACEGW_SPOOL_DIR": str(work / "spool"), "TRACEGW_MEMORY_SOFT_LIMIT_BYTES": str(8 << 30),
-        "TRACEGW_MEMORY_HARD_LIMIT_BYTES": str(12 << 30)}))
+        "TRACEGW_MEMORY_HARD_LIMIT_BYTES": str(12 << 30), **overrides}))
     watcher = AssessmentWatcher(db)
     watcher.start()
     try:
