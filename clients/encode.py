@@ -33,6 +33,7 @@ from clients.events import (
 from clients.pb import bundles_pb2, feedback_pb2, spans_pb2, trace_gateway_service_pb2
 from clients.span import STATUS_OK, UNSET, SpanHandle
 from clients.wire import field as _field
+from clients.wire import remember as _remember
 from clients.wire import varint as _varint
 
 _INT64_MIN: Final = -(2**63)
@@ -77,10 +78,6 @@ _entries: dict[tuple[str, type, Any], bytes] = {}  # (key, type, value) -> encod
 _tag_entries: dict[tuple[str, str], bytes] = {}  # (key, value) -> encoded trace_tags entry
 
 
-
-
-
-
 def _attribute_value(value: Any) -> bytes:
     """An ``AttributeValue`` message (see the module docstring for the mapping)."""
     if isinstance(value, str):
@@ -123,9 +120,7 @@ def _attributes(attrs: Mapping[str, Any]) -> list[bytes]:
             data = entries.get(cache_key)
             if data is None:
                 data = _entry(_ATTRIBUTES, key, value)
-                if len(entries) >= _CACHE_ENTRIES:
-                    entries.clear()
-                entries[cache_key] = data
+                _remember(entries, cache_key, data, _CACHE_ENTRIES)
             out.append(data)
         else:
             out.append(_entry(_ATTRIBUTES, key, value))
@@ -142,9 +137,7 @@ def _trace_tags(tags: Mapping[str, Any]) -> bytes:
         if data is None:
             data = _field(_TRACE_TAGS, _field(_MAP_KEY, text_key.encode()) + _field(_MAP_VALUE, text.encode()))
             if len(text) <= _CACHED_TEXT:
-                if len(cache) >= _CACHE_ENTRIES:
-                    cache.clear()
-                cache[text_key, text] = data
+                _remember(cache, (text_key, text), data, _CACHE_ENTRIES)
         out.append(data)
     return b"".join(out)
 
@@ -241,9 +234,7 @@ def encode_spans_chunk(spans: Iterable[SpanHandle]) -> tuple[bytes, int]:
             name_type = names.get(key)
             if name_type is None:
                 name_type = _field(_NAME, key[0].encode()) + _field(_SPAN_TYPE, key[1].encode())
-                if len(names) >= _CACHE_ENTRIES:
-                    names.clear()
-                names[key] = name_type
+                _remember(names, key, name_type, _CACHE_ENTRIES)
             parts = [trace_id, fixed, name_type]
             if extras:
                 _extras(span, parts)

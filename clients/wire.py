@@ -3,7 +3,7 @@ the gateway's OTLP encoder (``gateway.mlflow_otlp``), which write messages as by
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final
 
 VARINT_1: Final = [bytes((i,)) for i in range(128)]
 """The one-byte varints, 0-127, prebuilt."""
@@ -25,3 +25,11 @@ def field(tag: bytes, payload: bytes) -> bytes:
     """A length-delimited field: its tag, the payload's length, the payload."""
     n = len(payload)
     return tag + (VARINT_1[n] if n < 128 else varint(n)) + payload
+
+
+def remember(cache: dict[Any, bytes], key: Any, data: bytes, bound: int) -> None:
+    """Keep ``data`` under ``key`` in an encoder's cache of repeating fields; a cache that reached
+    ``bound`` entries is emptied first (values that never repeat would otherwise fill it for good)."""
+    if len(cache) >= bound:
+        cache.clear()
+    cache[key] = data

@@ -23,6 +23,7 @@ from typing import Any, Final
 
 from clients.wire import VARINT_1 as _VARINT_1
 from clients.wire import field as _field
+from clients.wire import remember as _remember
 from clients.wire import varint as _varint
 from gateway.model import SpanRecord, SpanStatus, TraceRecord
 
@@ -80,10 +81,6 @@ _IDS_CHILD: Final = struct.Struct("<2s16s2s8s2s8s").pack
 _TIMES: Final = struct.Struct("<BQBQ").pack  # Span fields 7 and 8 (fixed64), each after its tag
 
 
-
-
-
-
 def any_value(value: Any) -> bytes:
     """An OTLP ``AnyValue`` for a plain Python value (bool before int; ``None`` → an empty one;
     ints outside int64 and unknown types as their ``str()``)."""
@@ -115,9 +112,7 @@ def _key_value(tag: bytes, key: Any, value: Any) -> bytes:
     if body is None:
         body = _field(_KV_KEY, str(key).encode()) if key != "" else b""
         if key.__class__ is str and len(key) <= _CACHED_TEXT:
-            if len(_keys) >= _CACHE_ENTRIES:
-                _keys.clear()
-            _keys[key] = body
+            _remember(_keys, key, body, _CACHE_ENTRIES)
     if value is not None:
         body += _field(_KV_VALUE, any_value(value))
     return _field(tag, body)
@@ -136,9 +131,7 @@ def _attribute(key: str, value: Any) -> bytes:
         data = _kv_cache.get(cache_key)
         if data is None:
             data = _key_value(_SPAN_ATTRIBUTE, key, value)
-            if len(_kv_cache) >= _CACHE_ENTRIES:
-                _kv_cache.clear()
-            _kv_cache[cache_key] = data
+            _remember(_kv_cache, cache_key, data, _CACHE_ENTRIES)
         return data
     return _key_value(_SPAN_ATTRIBUTE, key, value)
 
@@ -179,9 +172,7 @@ def encode_span(record: SpanRecord, trace_tags: dict[str, str] | None, trace_id:
         data = _names.get(name)
         if data is None:  # span names repeat from trace to trace (MangaAssist has 17)
             data = _field(b"\x2a", name.encode())
-            if len(_names) >= _CACHE_ENTRIES:
-                _names.clear()
-            _names[name] = data
+            _remember(_names, name, data, _CACHE_ENTRIES)
         parts.append(data)
     parts.append(_KIND_INTERNAL)
     start, end = record.start_time_ns, record.end_time_ns
