@@ -19,10 +19,9 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from gateway.config import AssemblyConfig
-from gateway.metrics import GatewayMetrics
+from gateway.metrics import Children, GatewayMetrics
 from gateway.model import SpanRecord, SpanStatus, TraceRecord, approx_span_bytes
 from gateway.recent import RecentMap
 
@@ -55,7 +54,7 @@ class Assembler:
         self._late: dict[str, list[SpanRecord]] = {}
         self._span_count = 0
         self._bytes = 0
-        self._outcomes: dict[str, Any] = {}  # outcome → its labelled counter (``labels()`` is slow)
+        self._outcome = Children(metrics.traces_assembled)
 
     def holds(self, trace_id: str) -> bool:
         """True while the trace is being assembled (not decided yet)."""
@@ -183,12 +182,6 @@ class Assembler:
             trace.spans.append(synthesize_root(trace))
         self._outcome(outcome).inc()
         return trace
-
-    def _outcome(self, outcome: str) -> Any:
-        child = self._outcomes.get(outcome)
-        if child is None:
-            child = self._outcomes[outcome] = self._metrics.traces_assembled.labels(outcome)
-        return child
 
     def _update_gauges(self) -> None:
         self._metrics.traces_in_flight.set(len(self._pending))

@@ -27,11 +27,10 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import zstandard
 
-from gateway.metrics import GatewayMetrics
+from gateway.metrics import Children, GatewayMetrics
 from gateway.model import SpanEvent, SpanRecord, SpanStatus, TraceRecord
 
 GROUP_BYTES = 128 * 1024
@@ -122,7 +121,7 @@ class RescueBuffer:
         # the buffer is only ever used from one thread.
         self._compress = zstandard.ZstdCompressor(level=COMPRESSION_LEVEL).compress
         self._decompress = zstandard.ZstdDecompressor().decompress
-        self._evicted: dict[str, Any] = {}  # reason → its labelled counter (``labels()`` is slow)
+        self._evicted = Children(metrics.rescue_evicted)
         # The gauges are read when scraped, not set on every trace added.
         metrics.rescue_traces.set_function(self.__len__)
         metrics.rescue_bytes.set_function(lambda: self._bytes)
@@ -145,7 +144,7 @@ class RescueBuffer:
         except (TypeError, ValueError, AttributeError, pickle.PicklingError):
             # A value neither marshal nor pickle can write: not holdable, but never a reason to
             # fail the stage that is handing on the kept traces of the same tick.
-            self._evicted_counter("unserializable").inc()
+            self._evicted("unserializable").inc()
             return
         size = _blob_bytes(blob)
         entry = self._held.get(trace.trace_id)
@@ -234,10 +233,4 @@ class RescueBuffer:
     def _drop_oldest(self, reason: str) -> None:
         _, entry = self._held.popitem(last=False)
         self._release(entry, want=False)
-        self._evicted_counter(reason).inc()
-
-    def _evicted_counter(self, reason: str) -> Any:
-        child = self._evicted.get(reason)
-        if child is None:
-            child = self._evicted[reason] = self._metrics.rescue_evicted.labels(reason)
-        return child
+        self._evicted(reason).inc()
