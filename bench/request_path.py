@@ -5,7 +5,8 @@ One ``mlflow server`` (SQLite, one worker) sits behind a loopback fault proxy
 every request, or is down (connection refused). The cells, each in its own subprocess (MLflow's
 configuration is process-global):
 
-- ``none``          the same request code with a no-op tracer (what the application pays anyway);
+- ``none``          the same request code with a no-op tracer (what the application pays anyway;
+                    against its own control it shows how much the pairing cancels: cost ≈ 0);
 - ``floor``         a minimal hand-written tracer (contextvar, ``time_ns``, ``getrandbits``, the span
                     object appended to a deque; no bound, no error handling, no sender): what
                     recording these 17 spans costs at the least in this interpreter on this machine;
@@ -16,9 +17,18 @@ configuration is process-global):
 
 The request is ``orchestrator.traffic.handle_message`` on Bedrock-route plans (the spec §5 tree,
 17 spans, the orchestrator's real attributes, tags, inputs and outputs); failure injection is
-off (``error_rate=0``) because MLflow's ``LiveSpan.set_status`` takes no message. Requests are
-paced; each cell is bounded by count and time, each subprocess by a timeout. Prints p50/p99 per
-request and the ratio to MLflow async in the same condition.
+off (``error_rate=0``) because MLflow's ``LiveSpan.set_status`` takes no message.
+
+Every cell interleaves its traced requests with untraced ones (the no-op tracer, same plan), in
+the same process, each at its own paced slot: tracing's **cost** for a request is its traced time
+minus its untraced twin's. On a shared VM a request that follows an idle sleep can take three
+times as long as one that follows a busy moment, traced or not, and that varies from one run to
+the next (the untraced request's p50 was 34 µs in one run and 123 µs in another on the same
+machine), so differences of separately measured cells are mostly that noise. (Keeping the CPU
+busy between slots with a ``sleep(0)`` loop was tried: the untraced request stayed as slow, so the
+slowness is not the CPU waking up; the rate is what changes it: ``--rate 500``.) Each cell is
+bounded by count and time, each subprocess by a timeout.
+Prints p50/p99 per request, tracing's cost, and the ratios to MLflow async in the same condition.
 
 MLflow's SDK cells run with ``MLFLOW_HTTP_REQUEST_MAX_RETRIES=0`` and ``MLFLOW_HTTP_REQUEST_TIMEOUT=2``
 (its defaults retry for minutes against a dead server). Async vs sync is chosen with
@@ -212,15 +222,29 @@ class _CountingHandler(logging.Handler):
 
 
 def run_cell(
-    cell: str, requests: int, rate: float, max_seconds: float, gateway: str, experiment_id: str, seed: int
+    cell: str,
+    requests: int,
+    rate: float,
+    max_seconds: float,
+    gateway: str,
+    experiment_id: str,
+    seed: int,
 ) -> dict[str, Any]:
-    """Child-process mode: trace ``requests`` paced requests through ``cell``; returns the figures."""
+    """Child-process mode: ``requests`` pairs of paced requests, one traced through ``cell`` and
+    one untraced (``NullTracer``), interleaved (traced first in every other pair) so both see the
+    same machine at the same moments; returns the figures.
+
+    ``cost`` is each pair's traced minus untraced time: what tracing added to that request, with
+    the machine's own moment-to-moment noise (a request after an idle sleep can take 3x one
+    after a busy moment, untraced or not) mostly cancelled.
+    """
     from orchestrator.traffic import handle_message
 
     warmup = 2 if cell == "mlflow_sync" else 30
     plans = bedrock_plans(requests + warmup, seed)
     extra: dict[str, Any] = {}
     tracer: Any
+    control: Any = NullTracer()  # handle_message is typed for the client Tracer
     handler = _CountingHandler()
     if cell == "none":
         tracer = NullTracer()
@@ -238,25 +262,41 @@ def run_cell(
     floor_queue = tracer.queue if cell == "floor" else None
     for p in plans[:warmup]:
         handle_message(tracer, p)
-    durations: list[int] = []
+        handle_message(control, p)
+    traced: list[int] = []
+    untraced: list[int] = []
     period = 1.0 / rate
-    start = time.perf_counter()
+    sleep = time.sleep
+    clock = time.perf_counter
+    start = clock()
     stop_at = start + max_seconds
-    for i, p in enumerate(plans[warmup:]):
-        now = time.perf_counter()
-        if now > stop_at:
-            break
-        target = start + i * period
+    slot = 0
+
+    def timed(t: Any, plan: Any) -> int:
+        nonlocal slot
+        target = start + slot * period
+        slot += 1
+        now = clock()
         if target > now:
-            time.sleep(target - now)
+            sleep(target - now)
         t0 = time.perf_counter_ns()
-        handle_message(tracer, p)
-        durations.append(time.perf_counter_ns() - t0)
+        handle_message(t, plan)
+        return time.perf_counter_ns() - t0
+
+    for i, p in enumerate(plans[warmup:]):
+        if clock() > stop_at:
+            break
+        if i % 2:
+            traced.append(timed(tracer, p))
+            untraced.append(timed(control, p))
+        else:
+            untraced.append(timed(control, p))
+            traced.append(timed(tracer, p))
         if floor_queue is not None:
             floor_queue.clear()  # what a sender would do, outside the timed call
-    elapsed = time.perf_counter() - start
+    elapsed = clock() - start
     if cell == "client":
-        flush_start = time.perf_counter()
+        flush_start = clock()
         tracer.flush(2.0)
         stats = tracer.stats()
         tracer.shutdown(2.0)
@@ -265,11 +305,13 @@ def run_cell(
             "sent": stats.spans_sent,
             "dropped": {k: v for k, v in stats.spans_dropped.items() if v},
             "errors": stats.errors,
-            "flush_shutdown_s": round(time.perf_counter() - flush_start, 3),
+            "flush_shutdown_s": round(clock() - flush_start, 3),
         }
     elif cell.startswith("mlflow"):
         extra = {"mlflow_warnings": handler.count, "queue_full_warnings": handler.queue_full}
-    ordered = sorted(durations)
+    cost = sorted(t - u for t, u in zip(traced, untraced, strict=True))
+    ordered = sorted(traced)
+    base = sorted(untraced)
     return {
         "cell": cell,
         "n": len(ordered),
@@ -277,6 +319,10 @@ def run_cell(
         "p50_us": pct(ordered, 0.50),
         "p99_us": pct(ordered, 0.99),
         "max_us": ordered[-1] / 1000,
+        "untraced_p50_us": pct(base, 0.50),
+        "untraced_p99_us": pct(base, 0.99),
+        "cost_p50_us": pct(cost, 0.50),
+        "cost_p99_us": pct(cost, 0.99),
         **extra,
     }
 
@@ -387,38 +433,50 @@ def load_average() -> str:
 
 def print_table(results: dict[str, dict[str, dict[str, Any]]]) -> None:
     print(
-        "\n| condition | tracer | n | p50 | p99 | p50 − none | p50 / floor | p50 / MLflow async | p99 / MLflow async |"
+        "\n| condition | tracer | n | p50 | p99 | untraced twin p50 | cost p50 | cost p99 | cost p50 / floor's "
+        "| MLflow async ÷ this, cost p50 | MLflow async ÷ this, p99 |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for condition, cells in results.items():
         ref = cells.get("mlflow_async", {})
-        base = cells.get("none", {})
         floor = cells.get("floor", {})
         for cell, r in cells.items():
             if "error" in r:
-                print(f"| {condition} | {cell} | – | {r['error']} | | | | | |")
+                print(f"| {condition} | {cell} | – | {r['error']} | | | | | | | |")
                 continue
-            ratio50 = f"{r['p50_us'] / ref['p50_us']:.3f}×" if "p50_us" in ref else "–"
-            ratio99 = f"{r['p99_us'] / ref['p99_us']:.3f}×" if "p99_us" in ref else "–"
-            over = f"{r['p50_us'] - base['p50_us']:,.1f} µs" if "p50_us" in base else "–"
-            to_floor = f"{r['p50_us'] / floor['p50_us']:.2f}×" if "p50_us" in floor else "–"
+            by_cost = ratio(ref.get("cost_p50_us"), r["cost_p50_us"])
+            by_p99 = ratio(ref.get("p99_us"), r["p99_us"])
+            to_floor = ratio(r["cost_p50_us"], floor.get("cost_p50_us"))
             print(
-                f"| {condition} | {cell} | {r['n']} | {fmt_us(r['p50_us'])} | {fmt_us(r['p99_us'])} | {over} "
-                f"| {to_floor} | {ratio50} | {ratio99} |"
+                f"| {condition} | {cell} | {r['n']} | {fmt_us(r['p50_us'])} | {fmt_us(r['p99_us'])} "
+                f"| {fmt_us(r['untraced_p50_us'])} | {fmt_us(r['cost_p50_us'])} | {fmt_us(r['cost_p99_us'])} "
+                f"| {to_floor} | {by_cost} | {by_p99} |"
             )
 
 
+def ratio(a: float | None, b: float | None) -> str:
+    """``a / b`` with a times sign, or a dash when either is missing or ``b`` is below 1 µs."""
+    if a is None or b is None or b < 1.0:
+        return "–"
+    return f"{a / b:,.2f}×"
+
+
 def fmt_us(us: float) -> str:
-    return f"{us / 1000:,.1f} ms" if us >= 10_000 else f"{us:,.1f} µs"
+    return f"{us / 1000:,.1f} ms" if abs(us) >= 10_000 else f"{us:,.1f} µs"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--requests", type=int, default=500, help="paced requests per cell (default %(default)s)")
+    parser.add_argument(
+        "--requests",
+        type=int,
+        default=500,
+        help="traced requests per cell, each with an untraced twin (default %(default)s)",
+    )
     parser.add_argument("--rate", type=float, default=50.0, help="requests per second (default %(default)s)")
-    parser.add_argument("--max-seconds", type=float, default=30.0, help="time bound per cell (default %(default)s)")
+    parser.add_argument("--max-seconds", type=float, default=45.0, help="time bound per cell (default %(default)s)")
     parser.add_argument("--sync-requests", type=int, default=100, help="requests for MLflow sync cells")
-    parser.add_argument("--sync-max-seconds", type=float, default=40.0, help="time bound for MLflow sync cells")
+    parser.add_argument("--sync-max-seconds", type=float, default=60.0, help="time bound for MLflow sync cells")
     parser.add_argument("--cells", default=",".join(CELLS), help="comma-separated subset of " + ",".join(CELLS))
     parser.add_argument("--conditions", default=",".join(CONDITIONS), help="subset of " + ",".join(CONDITIONS))
     parser.add_argument("--seed", type=int, default=11)
@@ -429,7 +487,13 @@ def main() -> None:
 
     if args.cell:
         result = run_cell(
-            args.cell, args.requests, args.rate, args.max_seconds, args.gateway, args.experiment_id, args.seed
+            args.cell,
+            args.requests,
+            args.rate,
+            args.max_seconds,
+            args.gateway,
+            args.experiment_id,
+            args.seed,
         )
         print(json.dumps(result), flush=True)
         os._exit(0)  # do not wait for MLflow's exit-time flush against a slow or dead server
@@ -480,7 +544,8 @@ def main() -> None:
             proxy.stop()
             server.stop()
     print(
-        f"\n17-span tree, paced at {args.rate:g}/s; {args.requests} requests per cell "
+        f"\n17-span tree, paced at {args.rate:g}/s; {args.requests} traced + {args.requests} "
+        "untraced requests per cell "
         f"({args.sync_requests} / {args.sync_max_seconds:g}s for MLflow sync); slow = +{SLOW_S * 1000:.0f} ms per "
         "HTTP request; down = connection refused"
     )
