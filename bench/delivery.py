@@ -30,11 +30,17 @@ traces). A trace that landed partially counts as lost. The settle ends when all 
 when nothing changed for ``--stall-s``, or after ``--settle-timeout-s``. Each cell also reports
 the CPU the server (and the gateway) used while the traces landed, from ``/proc``.
 
+``--pin`` (the default on two or more CPUs) gives the server CPU 1 to itself and puts everything
+else on CPU 0, as if the server ran on a host of its own, as it does in production: unpinned,
+the application and the gateway of the gateway cell take CPU time and cache from the server on
+this 2-core machine while the ceiling's pre-built requests take none, and the server then spent
+1 to 16% more CPU per trace in the gateway cells than in the ceiling's (seen in three runs).
+
 Alternatives are interleaved over ``--rounds`` rounds (the order rotates); the table gives
 medians and the ratios of the medians; the bar compares the gateway with the best ceiling.
 
     python bench/delivery.py [--traces 2000] [--rounds 3] [--rate 300] [--only ceiling,gateway,mlflow_async]
-                             [--ceiling-senders 1,2] [--variant NAME:TRACEGW_X=V,...]
+                             [--ceiling-senders 1,2] [--variant NAME:TRACEGW_X=V,...] [--no-pin]
 """
 
 from __future__ import annotations
@@ -252,10 +258,9 @@ def finish(result: Result, landing: Landing, t_first: float, args: argparse.Name
     return result
 
 
-def group_cpu_s(pgid: int) -> float:
-    """CPU seconds (user + system) used so far by the live processes of process group ``pgid``."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0
+def group_pids(pgid: int) -> list[int]:
+    """The live processes of process group ``pgid``."""
+    pids = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -264,9 +269,46 @@ def group_cpu_s(pgid: int) -> float:
                 fields = f.read().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if int(fields[2]) == pgid:  # fields after "(comm)": state ppid pgrp ... utime(11) stime(12)
-            total += int(fields[11]) + int(fields[12])
+        if int(fields[2]) == pgid:  # fields after "(comm)": state ppid pgrp ...
+            pids.append(int(entry))
+    return pids
+
+
+def group_cpu_s(pgid: int) -> float:
+    """CPU seconds (user + system) used so far by the live processes of process group ``pgid``."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in group_pids(pgid):
+        try:
+            with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
     return total / tick
+
+
+SERVER_CPU = 1
+"""With ``--pin``: the MLflow server's CPU; everything else (this process, the gateway, the
+clients, MLflow's SDK) runs on the other one, CPU 0, as if the server had a host of its own."""
+
+
+def pin_group(pgid: int, cpus: set[int]) -> int:
+    """Pin every thread of process group ``pgid`` to ``cpus`` (threads it starts later inherit
+    it); returns how many threads were pinned."""
+    pinned = 0
+    for pid in group_pids(pgid):
+        try:
+            tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                os.sched_setaffinity(tid, cpus)
+                pinned += 1
+            except OSError:  # exited meanwhile
+                continue
+    return pinned
 
 
 class CpuMeter:
@@ -482,7 +524,9 @@ def print_table(results: list[Result], args: argparse.Namespace) -> None:
     best = max(ceilings, key=lambda a: ceilings[a]) if ceilings else None
     rounds = max((len(rs) for rs in by.values()), default=0)
     print(f"\n{args.traces} traces × {SPANS_PER_TRACE} spans per cell, offered at {args.rate:g} traces/s; "
-          f"{rounds} interleaved rounds, a fresh server each; median of the rounds (each round)\n")
+          f"{rounds} interleaved rounds, a fresh server each; "
+          + (f"server pinned to CPU {SERVER_CPU}, the rest to CPU 0; " if args.pin else "not pinned; ")
+          + "median of the rounds (each round)\n")
     print("| alternative | traces/s landed | each round | first landed after | landed / sent | dropped (counted) "
           "| lost | gateway ÷ this |")
     print("|---|---|---|---|---|---|---|---|")
@@ -531,6 +575,9 @@ def main() -> None:
                         help="gateway setting for every gateway cell (repeatable), e.g. TRACEGW_WRITER_CONCURRENCY=1")
     parser.add_argument("--variant", action="append", default=[], metavar="NAME:KEY=VALUE[,KEY=VALUE]",
                         help="an extra gateway cell 'gateway:NAME' with these settings on top (repeatable)")
+    parser.add_argument("--pin", action=argparse.BooleanOptionalAction, default=(os.cpu_count() or 1) >= 2,
+                        help=f"run the MLflow server alone on CPU {SERVER_CPU} and everything else on CPU 0, as if "
+                             "the server had its own host (default: on with 2 or more CPUs)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--experiment-id", default="0", help=argparse.SUPPRESS)
     parser.add_argument("--round", type=int, default=0, help=argparse.SUPPRESS)
@@ -539,6 +586,8 @@ def main() -> None:
         child_main(args)
         return
     args.gateway_env = parse_env(args.gateway_env)
+    if args.pin:
+        os.sched_setaffinity(0, {0})  # inherited by the threads and children started from here on
     variants = {}
     for v in args.variant:
         name, _, pairs = v.partition(":")
@@ -563,6 +612,8 @@ def main() -> None:
             for alt in order:
                 workdir = Path(tmp) / f"{alt.replace(':', '-')}-{rnd}"
                 server, db = start_mlflow(workdir / "mlflow")
+                if args.pin:
+                    pin_group(server.proc.pid, {SERVER_CPU})
                 try:
                     if alt.startswith("ceiling-"):
                         result = run_ceiling(server, db, args, rnd, prepared, int(alt.split("-")[1]))
