@@ -9,7 +9,14 @@ configuration is process-global):
                     against its own control it shows how much the pairing cancels: cost ≈ 0);
 - ``floor``         a minimal hand-written tracer (contextvar, ``time_ns``, ``getrandbits``, the span
                     object appended to a deque; no bound, no error handling, no sender): what
-                    recording these 17 spans costs at the least in this interpreter on this machine;
+                    recording these 17 spans costs at the least in this interpreter on this machine.
+                    Its deque is emptied between timed calls on the client's sender cadence (at
+                    ``max_batch_spans`` spans or ``flush_interval_s`` after the last emptying), so
+                    its spans live as long as the client's and cost the garbage collector as
+                    much: a tracer that ships in the background holds what it recorded for a
+                    while, and the collections that scan those objects run on the request path
+                    (with ``gc.disable()`` the client's cost p99 fell to the floor's). With
+                    ``--floor-frees-each-request`` it is emptied after every request instead;
 - ``client``        ``clients.Tracer`` -> a real gateway subprocess (``python -m gateway.cli serve``)
                     -> proxy -> server;
 - ``mlflow_async``  ``mlflow.start_span`` / ``mlflow.update_current_trace`` with async trace export;
@@ -59,10 +66,14 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # tests/ is not an installed package
     sys.path.insert(0, str(ROOT))
 
+from clients.config import ClientConfig  # noqa: E402 - after the path set-up above
+
 CELLS = ("none", "floor", "client", "mlflow_async", "mlflow_sync")
 CONDITIONS = ("healthy", "slow", "down")
 SLOW_S = 0.5
 EXPERIMENT = "bench-request-path"
+FLOOR_BATCH_SPANS = ClientConfig.max_batch_spans
+FLOOR_HOLD_S = ClientConfig.flush_interval_s
 
 
 # -- the traced request ---------------------------------------------------------------------
@@ -229,6 +240,7 @@ def run_cell(
     gateway: str,
     experiment_id: str,
     seed: int,
+    free_each: bool = False,
 ) -> dict[str, Any]:
     """Child-process mode: ``requests`` pairs of paced requests, one traced through ``cell`` and
     one untraced (``NullTracer``), interleaved (traced first in every other pair) so both see the
@@ -260,6 +272,7 @@ def run_cell(
         mlflow_log.addHandler(handler)
         mlflow_log.propagate = False
     floor_queue = tracer.queue if cell == "floor" else None
+    freed_at = time.perf_counter()
     for p in plans[:warmup]:
         handle_message(tracer, p)
         handle_message(control, p)
@@ -292,8 +305,11 @@ def run_cell(
         else:
             untraced.append(timed(control, p))
             traced.append(timed(tracer, p))
-        if floor_queue is not None:
-            floor_queue.clear()  # what a sender would do, outside the timed call
+        if floor_queue is not None and (
+            free_each or len(floor_queue) >= FLOOR_BATCH_SPANS or clock() - freed_at >= FLOOR_HOLD_S
+        ):
+            floor_queue.clear()  # what a sender would do, outside the timed calls
+            freed_at = clock()
     elapsed = clock() - start
     if cell == "client":
         flush_start = clock()
@@ -414,6 +430,8 @@ def run_child(
         experiment_id,
         "--seed",
         str(args.seed),
+        *(["--pin"] if args.pin else []),
+        *(["--floor-frees-each-request"] if args.floor_frees_each_request else []),
     ]
     with open(workdir / f"{cell}-{condition}.log", "wb") as err:
         try:
@@ -480,11 +498,25 @@ def main() -> None:
     parser.add_argument("--cells", default=",".join(CELLS), help="comma-separated subset of " + ",".join(CELLS))
     parser.add_argument("--conditions", default=",".join(CONDITIONS), help="subset of " + ",".join(CONDITIONS))
     parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="run each cell (the application, with its tracer) alone on CPU 0 and the gateway, the proxy and "
+        "the MLflow server on CPU 1: the figures of a pod whose sidecar has CPU of its own",
+    )
+    parser.add_argument(
+        "--floor-frees-each-request",
+        action="store_true",
+        help="empty the floor tracer's deque after every request (its spans then die young and cost the garbage "
+        "collector nothing) instead of on the client's sender cadence",
+    )
     parser.add_argument("--cell", help=argparse.SUPPRESS)
     parser.add_argument("--gateway", default="", help=argparse.SUPPRESS)
     parser.add_argument("--experiment-id", default="0", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
+    if args.pin:  # inherited by the threads and processes started from here on
+        os.sched_setaffinity(0, {0} if args.cell else {1})
     if args.cell:
         result = run_cell(
             args.cell,
@@ -494,6 +526,7 @@ def main() -> None:
             args.gateway,
             args.experiment_id,
             args.seed,
+            args.floor_frees_each_request,
         )
         print(json.dumps(result), flush=True)
         os._exit(0)  # do not wait for MLflow's exit-time flush against a slow or dead server
@@ -543,8 +576,9 @@ def main() -> None:
                     gateway_proc.kill()
             proxy.stop()
             server.stop()
+    pinned = "; cells on CPU 0, the rest on CPU 1" if args.pin else ""
     print(
-        f"\n17-span tree, paced at {args.rate:g}/s; {args.requests} traced + {args.requests} "
+        f"\n17-span tree, paced at {args.rate:g}/s{pinned}; {args.requests} traced + {args.requests} "
         "untraced requests per cell "
         f"({args.sync_requests} / {args.sync_max_seconds:g}s for MLflow sync); slow = +{SLOW_S * 1000:.0f} ms per "
         "HTTP request; down = connection refused"
