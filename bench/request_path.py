@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import argparse
 import contextvars
+import dataclasses
 import json
 import logging
 import os
@@ -72,8 +73,9 @@ CELLS = ("none", "floor", "client", "mlflow_async", "mlflow_sync")
 CONDITIONS = ("healthy", "slow", "down")
 SLOW_S = 0.5
 EXPERIMENT = "bench-request-path"
-FLOOR_BATCH_SPANS = ClientConfig.max_batch_spans
-FLOOR_HOLD_S = ClientConfig.flush_interval_s
+_CLIENT_DEFAULTS = {f.name: f.default for f in dataclasses.fields(ClientConfig)}
+FLOOR_BATCH_SPANS: int = _CLIENT_DEFAULTS["max_batch_spans"]
+FLOOR_HOLD_S: float = _CLIENT_DEFAULTS["flush_interval_s"]
 
 
 # -- the traced request ---------------------------------------------------------------------
@@ -440,7 +442,8 @@ def run_child(
             return {"cell": cell, "error": f"timed out after {max_s + 120:.0f}s"}
     lines = out.stdout.decode().strip().splitlines()
     if out.returncode != 0 or not lines:
-        return {"cell": cell, "error": f"exit {out.returncode}; see {err.name}"}
+        last = Path(err.name).read_text(errors="replace").strip().splitlines()[-1:] or ["(no output)"]
+        return {"cell": cell, "error": f"exit {out.returncode}: {last[0][:200]}"}  # its log goes with the temp dir
     result: dict[str, Any] = json.loads(lines[-1])
     return result
 
