@@ -112,7 +112,6 @@ class RescueBuffer:
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._window_s = window_s
         self._max_bytes = max_bytes
-        self._metrics = metrics
         self._clock = clock
         self._held: OrderedDict[str, _Entry] = OrderedDict()
         self._open: _Group | None = None
