@@ -50,6 +50,7 @@ from __future__ import annotations
 import argparse
 import contextvars
 import dataclasses
+import gc
 import json
 import logging
 import os
@@ -155,6 +156,7 @@ class _FloorSpan:
 
     def __exit__(self, *exc: object) -> Literal[False]:
         self.tracer.current.reset(self.token)
+        del self.token  # a held Token is one more object for the garbage collector to scan
         self.end = time.time_ns()
         if not self.parent:
             self.tags = self.trace[1]
@@ -280,6 +282,8 @@ def run_cell(
         handle_message(control, p)
     traced: list[int] = []
     untraced: list[int] = []
+    pauses = GcPauses()
+    gc.callbacks.append(pauses)
     period = 1.0 / rate
     sleep = time.sleep
     clock = time.perf_counter
@@ -313,6 +317,7 @@ def run_cell(
             floor_queue.clear()  # what a sender would do, outside the timed calls
             freed_at = clock()
     elapsed = clock() - start
+    gc.callbacks.remove(pauses)
     if cell == "client":
         flush_start = clock()
         tracer.flush(2.0)
@@ -341,8 +346,37 @@ def run_cell(
         "untraced_p99_us": pct(base, 0.99),
         "cost_p50_us": pct(cost, 0.50),
         "cost_p99_us": pct(cost, 0.99),
+        "gc": pauses.summary(),
         **extra,
     }
+
+
+class GcPauses:
+    """A ``gc.callbacks`` entry: the garbage collector's passes by generation, and their time."""
+
+    def __init__(self) -> None:
+        self._started = 0
+        self.count = [0, 0, 0]
+        self.total_ns = [0, 0, 0]
+        self.max_ns = [0, 0, 0]
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter_ns()
+            return
+        took = time.perf_counter_ns() - self._started
+        gen = info["generation"]
+        self.count[gen] += 1
+        self.total_ns[gen] += took
+        self.max_ns[gen] = max(self.max_ns[gen], took)
+
+    def summary(self) -> dict[str, str]:
+        """Per generation: passes, total ms, longest µs (over the timed requests and the gaps)."""
+        return {
+            f"gen{g}": f"{self.count[g]} passes, {self.total_ns[g] / 1e6:.1f} ms, max {self.max_ns[g] / 1e3:.0f} µs"
+            for g in range(3)
+            if self.count[g]
+        }
 
 
 def pct(ordered: list[int], q: float) -> float:

@@ -133,7 +133,7 @@ class SpanHandle:
     _extras: bool  # whether any of the slots below, other than _token, was set
     # Set when used (the sender reads them with getattr defaults, only when _extras is True),
     # which keeps the request path to the writes every span needs:
-    _token: Token[SpanHandle | None]  # from __enter__
+    _token: Token[SpanHandle | None]  # from __enter__ until __exit__
     _extra_attrs: dict[str, Any]  # set_attribute(s) additions; win over _attrs
     _inputs: Any
     _outputs: Any
@@ -273,6 +273,7 @@ class SpanHandle:
         sink = self._sink
         try:
             sink.current.reset(self._token)
+            del self._token  # freed now, not when the sender is done: see the module docstring
         except Exception as err:  # reset in another context (e.g. a generator moved threads)
             sink.counters.error("end_span", type(err).__name__)
         if self._end_ns:

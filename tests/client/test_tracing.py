@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import gc
 import json
 import threading
 
@@ -140,6 +141,19 @@ def test_current_span_and_ids(make_tracer: MakeTracer, dead_target: str) -> None
     assert tracer.get_current_span() is None
     with tracer.start_span("next") as other:
         assert other.trace_id != root.trace_id
+
+
+def test_an_ended_span_holds_no_context_token(make_tracer: MakeTracer, dead_target: str) -> None:
+    """A queued span waits for the sender; what it still references the garbage collector scans
+    on the application's threads, so the contextvar token goes as the span ends."""
+    tracer = make_tracer(target=dead_target)
+    with tracer.start_span("root") as root, tracer.start_span("child") as child:
+        assert any(isinstance(ref, contextvars.Token) for ref in gc.get_referents(child))
+    for span in (root, child):
+        assert not any(isinstance(ref, contextvars.Token) for ref in gc.get_referents(span))
+    with root:  # re-entering an ended span still restores the current span on exit
+        assert tracer.get_current_span() is root
+    assert tracer.get_current_span() is None
 
 
 def test_threads_follow_contextvars(make_tracer: MakeTracer, dead_target: str) -> None:
