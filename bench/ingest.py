@@ -287,7 +287,13 @@ def build_templates(count: int, seed: int) -> list[tuple[bytes, bytes]]:
     # A tracer whose sender never wakes (long interval, batch larger than what is recorded):
     # the finished spans are taken from its queue and encoded with the client's own encoder.
     tracer = Tracer(
-        ClientConfig(target="127.0.0.1:9", flush_interval_s=3600.0, max_queue_spans=100_000, max_batch_spans=100_000)
+        ClientConfig(
+            target="127.0.0.1:9",
+            flush_interval_s=3600.0,
+            encode_interval_s=3600.0,
+            max_queue_spans=100_000,
+            max_batch_spans=100_000,
+        )
     )
     templates = []
     for p in plans:

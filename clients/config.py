@@ -34,8 +34,8 @@ class ClientConfig:
     max_queue_spans: int = 4_096
     """Finished spans waiting for the sender, at most (~240 MangaAssist requests). Kept modest on
     purpose: a full queue of span objects makes the garbage collector's full passes slow (measured:
-    a 20,000-span queue gave the application a 23 ms gen-2 pause), and the gateway is a loopback
-    sidecar that normally drains the queue every ``flush_interval_s``."""
+    a 20,000-span queue gave the application a 23 ms gen-2 pause), and the sender normally
+    empties the queue every ``encode_interval_s``."""
     max_queue_events: int = 1_000
     """Feedback and bundle events waiting for the sender, at most."""
     max_batch_spans: int = 512
@@ -45,7 +45,12 @@ class ClientConfig:
     encode_chunk_spans: int = 16
     """Spans converted to protobuf between two yields of the sender (bounds its GIL bursts)."""
     flush_interval_s: float = 0.2
-    """How long the sender sleeps when the queue stays below a batch."""
+    """How long encoded spans and queued events wait for a batch to fill before they are sent
+    anyway; also how long the sender sleeps when nothing arrives."""
+    encode_interval_s: float = 0.02
+    """How often the sender converts finished spans to wire bytes while spans keep arriving
+    (at most ``flush_interval_s``). The span objects are freed then; until then the garbage
+    collector's passes, which run on the application's threads, scan them."""
     rpc_timeout_s: float = 1.0
     """Deadline of every RPC."""
     backoff_initial_s: float = 0.1
@@ -76,7 +81,7 @@ class ClientConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 problems.append(f"{name} must be an integer >= 1, got {value!r}")
-        for name in ("flush_interval_s", "rpc_timeout_s", "backoff_initial_s", "backoff_max_s"):
+        for name in ("flush_interval_s", "encode_interval_s", "rpc_timeout_s", "backoff_initial_s", "backoff_max_s"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
                 problems.append(f"{name} must be a number > 0, got {value!r}")

@@ -45,7 +45,7 @@ class ClientStats:
     spans_sent: int = 0
     """Spans the gateway accepted."""
     spans_pending: int = 0
-    """Spans still waiting in the queue."""
+    """Spans neither sent nor dropped yet: in the queue, or encoded and waiting for a batch."""
     spans_dropped: MappingProxyType[str, int] = field(default_factory=lambda: MappingProxyType({}))
     """Dropped spans by reason (see the module docstring); every reason is present."""
     events_enqueued: int = 0
@@ -127,8 +127,9 @@ class Counters:
         """Remember a delivery failure without counting an internal error."""
         self.last_error = f"{where}: {reason}"
 
-    def snapshot(self, spans_pending: int, events_pending: int) -> ClientStats:
-        """Freeze the counters; ``*_pending`` are the current queue lengths."""
+    def snapshot(self, spans_queued: int, events_pending: int, spans_held: int = 0) -> ClientStats:
+        """Freeze the counters; ``spans_queued`` and ``events_pending`` are the current queue
+        lengths, ``spans_held`` the spans the sender encoded and has not sent yet."""
         with self._lock:
             spans_dropped = dict(self.spans_dropped)
             spans_dropped["queue_full"] += next(self.spans_queue_full) - self._queue_full_reads
@@ -136,9 +137,9 @@ class Counters:
             events_dropped = dict(self.events_dropped)
             errors, last_error = self.errors, self.last_error
         return ClientStats(
-            spans_enqueued=self.spans_taken + spans_pending,
+            spans_enqueued=self.spans_taken + spans_queued,
             spans_sent=self.spans_sent,
-            spans_pending=spans_pending,
+            spans_pending=spans_queued + spans_held,
             spans_dropped=MappingProxyType(spans_dropped),
             events_enqueued=self.events_taken + events_pending,
             events_sent=self.events_sent,

@@ -29,6 +29,7 @@ def test_validation_lists_every_problem() -> None:
             max_queue_spans=0,
             max_batch_spans=-1,
             flush_interval_s=0,
+            encode_interval_s=-0.1,
             rpc_timeout_s=-1.0,
             backoff_initial_s=True,
         )
@@ -38,6 +39,7 @@ def test_validation_lists_every_problem() -> None:
         "max_queue_spans",
         "max_batch_spans",
         "flush_interval_s",
+        "encode_interval_s",
         "rpc_timeout_s",
         "backoff_initial_s",
     ):

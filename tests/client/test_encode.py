@@ -48,7 +48,13 @@ def _reference_attributes(target: Any, attributes: dict[str, Any]) -> None:
 
 def _idle_tracer(make_tracer: MakeTracer, dead_target: str) -> Tracer:
     """A tracer whose sender never wakes: finished spans stay in its queue."""
-    return make_tracer(target=dead_target, flush_interval_s=3600.0, max_batch_spans=10_000, max_queue_spans=10_000)
+    return make_tracer(
+        target=dead_target,
+        flush_interval_s=3600.0,
+        encode_interval_s=3600.0,
+        max_batch_spans=10_000,
+        max_queue_spans=10_000,
+    )
 
 
 def _take(tracer: Tracer) -> list[SpanHandle]:

@@ -40,7 +40,9 @@ def test_gateway_down_never_blocks_and_drops_are_counted(make_tracer: MakeTracer
 
 
 def test_queue_bound_accounts_for_every_span(make_tracer: MakeTracer, dead_target: str) -> None:
-    tracer = make_tracer(target=dead_target, max_queue_spans=5, flush_interval_s=60.0, max_batch_spans=512)
+    tracer = make_tracer(
+        target=dead_target, max_queue_spans=5, flush_interval_s=60.0, encode_interval_s=60.0, max_batch_spans=512
+    )
     for _ in range(4):
         trace_manga_request(tracer)
     stats = tracer.stats()
