@@ -10,13 +10,13 @@ configuration is process-global):
 - ``floor``         a minimal hand-written tracer (contextvar, ``time_ns``, ``getrandbits``, the span
                     object appended to a deque; no bound, no error handling, no sender): what
                     recording these 17 spans costs at the least in this interpreter on this machine.
-                    Its deque is emptied between timed calls on the client's sender cadence (at
-                    ``max_batch_spans`` spans or ``flush_interval_s`` after the last emptying), so
-                    its spans live as long as the client's and cost the garbage collector as
-                    much: a tracer that ships in the background holds what it recorded for a
-                    while, and the collections that scan those objects run on the request path
-                    (with ``gc.disable()`` the client's cost p99 fell to the floor's). With
-                    ``--floor-frees-each-request`` it is emptied after every request instead;
+                    Its deque is emptied between timed calls on the cadence at which the client's
+                    sender takes spans (at ``max_batch_spans`` spans or ``encode_interval_s`` after
+                    the last emptying), so its spans live as long as the client's and cost the
+                    garbage collector as much: a tracer that ships in the background holds what it
+                    recorded for a while, and the collections that scan those objects run on the
+                    request path. With ``--floor-frees-each-request`` it is emptied after every
+                    request instead;
 - ``client``        ``clients.Tracer`` -> a real gateway subprocess (``python -m gateway.cli serve``)
                     -> proxy -> server;
 - ``mlflow_async``  ``mlflow.start_span`` / ``mlflow.update_current_trace`` with async trace export;
@@ -35,7 +35,9 @@ machine), so differences of separately measured cells are mostly that noise. (Ke
 busy between slots with a ``sleep(0)`` loop was tried: the untraced request stayed as slow, so the
 slowness is not the CPU waking up; the rate is what changes it: ``--rate 500``.) Each cell is
 bounded by count and time, each subprocess by a timeout.
-Prints p50/p99 per request, tracing's cost, and the ratios to MLflow async in the same condition.
+Prints p50/p99 per request, tracing's cost, and the ratios to MLflow async in the same condition;
+each cell's line also gives the garbage collector's passes per generation while it ran (their
+count and time), which is where a tracer's tail comes from.
 
 MLflow's SDK cells run with ``MLFLOW_HTTP_REQUEST_MAX_RETRIES=0`` and ``MLFLOW_HTTP_REQUEST_TIMEOUT=2``
 (its defaults retry for minutes against a dead server). Async vs sync is chosen with
@@ -76,7 +78,7 @@ SLOW_S = 0.5
 EXPERIMENT = "bench-request-path"
 _CLIENT_DEFAULTS = {f.name: f.default for f in dataclasses.fields(ClientConfig)}
 FLOOR_BATCH_SPANS: int = _CLIENT_DEFAULTS["max_batch_spans"]
-FLOOR_HOLD_S: float = _CLIENT_DEFAULTS["flush_interval_s"]
+FLOOR_HOLD_S: float = _CLIENT_DEFAULTS["encode_interval_s"]
 
 
 # -- the traced request ---------------------------------------------------------------------
@@ -545,7 +547,7 @@ def main() -> None:
         "--floor-frees-each-request",
         action="store_true",
         help="empty the floor tracer's deque after every request (its spans then die young and cost the garbage "
-        "collector nothing) instead of on the client's sender cadence",
+        "collector nothing) instead of on the cadence at which the client's sender takes spans",
     )
     parser.add_argument("--cell", help=argparse.SUPPRESS)
     parser.add_argument("--gateway", default="", help=argparse.SUPPRESS)
