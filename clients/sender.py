@@ -251,10 +251,7 @@ class Sender:
         spans, events = self._spans, self._events
         cfg = self._config
         max_spans, max_events = cfg.max_batch_spans, cfg.max_batch_events
-        now = time.monotonic()
-        if not self._due and (spans or events):
-            self._due = now + cfg.flush_interval_s
-        send_all = send_all or 0 < self._due <= now
+        send_all = send_all or 0 < self._due <= time.monotonic()
         while True:
             send_events = bool(events) and (send_all or len(events) >= max_events)
             if not (spans or send_events or (send_all and self._held_spans)):
@@ -291,6 +288,8 @@ class Sender:
             time.sleep(_YIELD_S)
         if not self._held_spans and not events:
             self._due = 0.0
+        elif not self._due:  # what is held now, and events waiting, go one interval from now
+            self._due = time.monotonic() + cfg.flush_interval_s
         return True
 
     def _next_backoff(self, server_delay_s: float | None) -> float:
