@@ -1,15 +1,16 @@
 """The background sender: one daemon thread that ships queued spans and events to the gateway.
 
-While spans keep arriving the thread wakes every ``encode_interval_s`` (20 ms) and converts
-the queued spans to wire bytes, ``encode_chunk_spans`` at a time, yielding the GIL between
-chunks; the span objects are freed as they are converted. The bytes wait for a batch: they
-are sent when ``max_batch_spans`` are ready, ``flush_interval_s`` after the first of them, or
-on ``flush``/``shutdown``. So the RPC cadence is the batch's while the application holds its
-finished spans for at most ~20 ms: every object a span keeps alive is scanned by the garbage
-collector's passes, which run on the application's threads (measured: holding them for the
-whole 0.2 s put most of the request path's p99 into those passes). Events ride the same
-cadence. When idle the thread sleeps ``flush_interval_s``, or less when the span queue
-reaches ``max_batch_spans``.
+While spans keep arriving (or some are held) the thread wakes every ``encode_interval_s``
+(20 ms) and converts the queued spans to wire bytes, ``encode_chunk_spans`` at a time,
+yielding the GIL between chunks; the span objects are freed as they are converted. The bytes
+wait for a batch: they are sent when ``max_batch_spans`` are ready, ``flush_interval_s`` after
+the oldest of them ended, or on ``flush``/``shutdown``. So the RPC cadence is the batch's while
+the application holds its finished spans for ~20 ms: every object a span keeps alive is
+scanned by the garbage collector's passes, which run on the application's threads (measured:
+holding them for the whole 0.2 s put most of the request path's p99 into those passes).
+Events ride the same clock. When idle the thread sleeps ``flush_interval_s``, or less when the
+span queue reaches ``max_batch_spans``; spans recorded meanwhile are held until it wakes (few,
+at such a rate) and still sent ``flush_interval_s`` after they ended.
 
 A failed batch is dropped, counted by reason and followed by a pause (exponential backoff
 with jitter, or the gateway's RetryInfo delay) while the queues keep filling up to their
@@ -157,7 +158,8 @@ class Sender:
         self._resume_at = 0.0
         self._probe = False
         self._held: list[bytes] = []  # encoded spans waiting for a batch (no header)
-        self._held_spans = 0
+        self._held_spans = 0  # encoded spans in _held, and those in the call sending them
+        self._taking = 0  # spans taken from the queue and not yet encoded
         self._due = 0.0  # monotonic time by which what is held must be sent; 0 = nothing held
         self._flush_cond = threading.Condition()
         self._flush_requested = 0
@@ -169,8 +171,9 @@ class Sender:
 
     @property
     def held_spans(self) -> int:
-        """Spans taken from the queue and encoded, waiting to be sent."""
-        return self._held_spans
+        """Spans taken from the queue and neither sent nor dropped yet (being encoded, held
+        for a batch, or in the call that sends them)."""
+        return self._taking + self._held_spans
 
     def start(self) -> None:
         """Start the sender thread."""
@@ -208,7 +211,8 @@ class Sender:
         self._channel.close()  # cancels an RPC still in flight, the thread then exits
         if self._thread.is_alive():
             self._thread.join(0.5)
-        self._drop_rest("shutdown")
+        # What is still queued; what the thread took is its own to count while it lives.
+        self._drop_rest("shutdown", held=not self._thread.is_alive())
 
     # -- the thread -----------------------------------------------------------------------
 
@@ -251,17 +255,20 @@ class Sender:
         spans, events = self._spans, self._events
         cfg = self._config
         max_spans, max_events = cfg.max_batch_spans, cfg.max_batch_events
+        if not self._due and (spans or events):
+            self._start_clock()
         send_all = send_all or 0 < self._due <= time.monotonic()
         while True:
             send_events = bool(events) and (send_all or len(events) >= max_events)
             if not (spans or send_events or (send_all and self._held_spans)):
                 break
-            if stopping and time.monotonic() >= self._stop_deadline:
-                return False
+            if self._stop.is_set() and time.monotonic() >= self._stop_deadline:
+                return False  # also when shutdown began during this pass
             try:
                 if spans:
                     batch = _pop_batch(spans, max_spans - self._held_spans)
                     self._counters.spans_taken += len(batch)
+                    self._taking = len(batch)
                     if self._probe:
                         batch = self._probe_with(batch)
                     self._encode_spans(batch)
@@ -275,9 +282,13 @@ class Sender:
             except _Failure as failure:
                 self._probe = True
                 self._counters.note_failure("send", f"{failure.reason}: {failure.detail}")
-                self._log.warning(
-                    failure.reason, "trace gateway %s: %s; dropping batches for a while", failure.reason, failure.detail
-                )
+                if failure.reason != "shutdown":  # counted like the rest of what shutdown drops
+                    self._log.warning(
+                        failure.reason,
+                        "trace gateway %s: %s; dropping batches for a while",
+                        failure.reason,
+                        failure.detail,
+                    )
                 if stopping:
                     self._drop_rest(failure.reason)
                     return True
@@ -292,6 +303,22 @@ class Sender:
             self._due = time.monotonic() + cfg.flush_interval_s
         return True
 
+    def _start_clock(self) -> None:
+        """Set when what is about to be held must be sent: ``flush_interval_s`` after the oldest
+        queued span ended or event was recorded (so spans that arrived while the thread slept
+        are not held for a second interval), and never later than one interval from now."""
+        interval = self._config.flush_interval_s
+        oldest = time.time_ns()
+        try:
+            if self._spans:
+                oldest = min(oldest, self._spans[0]._end_ns)
+            if self._events:
+                oldest = min(oldest, self._events[0].time_unix_nano)
+        except IndexError:  # emptied by a concurrent shutdown
+            pass
+        waited = min((time.time_ns() - oldest) / 1e9, interval)
+        self._due = time.monotonic() + interval - waited
+
     def _next_backoff(self, server_delay_s: float | None) -> float:
         cfg = self._config
         self._backoff_s = min(max(self._backoff_s * 2, cfg.backoff_initial_s), cfg.backoff_max_s)
@@ -299,8 +326,9 @@ class Sender:
             return min(server_delay_s, cfg.backoff_max_s)
         return self._backoff_s * random.uniform(0.8, 1.2)
 
-    def _drop_rest(self, reason: str) -> None:
-        self._drop_held(reason)
+    def _drop_rest(self, reason: str, held: bool = True) -> None:
+        if held:
+            self._drop_held(reason)
         spans = _drain_queue(self._spans)
         if spans:
             self._counters.spans_taken += spans
@@ -321,7 +349,9 @@ class Sender:
             data, bad = encode_spans_chunk(batch[start : start + chunk])
             held.append(data)
             failed += bad
-            self._held_spans += min(chunk, len(batch) - start) - bad
+            count = min(chunk, len(batch) - start)
+            self._taking -= count
+            self._held_spans += count - bad
         if failed:
             self._counters.drop_spans("error", failed)
             self._counters.error("encode_span", f"{failed} spans could not be encoded")
@@ -334,7 +364,8 @@ class Sender:
         try:
             self._send_held()
         except _Failure as failure:
-            self._counters.drop_spans(failure.reason, len(batch[chunk:]))
+            self._counters.drop_spans(failure.reason, self._taking)
+            self._taking = 0
             raise
         return batch[chunk:]
 
@@ -345,24 +376,35 @@ class Sender:
         self._held_spans = 0
 
     def _send_held(self) -> None:
-        """One ExportSpans call with every held span; they are sent or counted as dropped."""
+        """One ExportSpans call with every held span; they are sent or counted as dropped.
+        (They count as held until the call returns, so ``stats()`` shows them as pending.)"""
         good = self._held_spans
         payload = b"".join([self._header, *self._held])
         self._held.clear()
-        self._held_spans = 0
+        self._due = 0.0  # the next spans held start a new interval
         counters = self._counters
         try:
             response = self._export(payload, timeout=self._config.rpc_timeout_s)
-        except grpc.RpcError as err:
-            failure = _failure(err)
+        except Exception as err:
+            failure = self._call_failure(err)
+            self._held_spans = 0
             counters.drop_spans(failure.reason, good)
             raise failure from None
+        self._held_spans = 0
         self._probe = False
         rejected = min(max(response.partial_success.rejected_count, 0), good)
         if rejected:
             counters.drop_spans("rejected", rejected)
             counters.note_failure("ExportSpans", f"rejected {rejected}: {response.partial_success.error_message[:200]}")
         counters.spans_sent += good - rejected
+
+    def _call_failure(self, err: Exception) -> _Failure:
+        """The drop reason for a failed call: from its gRPC status, or ``shutdown`` when the
+        channel was closed under it (which raises ValueError, not an RpcError)."""
+        if isinstance(err, grpc.RpcError):
+            return _failure(err)
+        reason = "shutdown" if self._stop.is_set() else "error"
+        return _Failure(reason, type(err).__name__)
 
     def _ship_events(self, batch: list[Event]) -> None:
         counters = self._counters
@@ -391,8 +433,8 @@ class Sender:
                 continue
             try:
                 response = method(request, timeout=self._config.rpc_timeout_s)
-            except grpc.RpcError as err:
-                failure = _failure(err)
+            except Exception as err:
+                failure = self._call_failure(err)
                 counters.drop_events(failure.reason, count)
                 continue
             rejected = min(max(response.partial_success.rejected_count, 0), count)

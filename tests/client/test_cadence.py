@@ -48,6 +48,19 @@ def test_held_spans_go_when_the_batch_interval_ends(make_tracer: MakeTracer, gat
     assert len(gateway.export_requests) == 1
 
 
+def test_spans_recorded_while_the_sender_sleeps_wait_one_interval_not_two(
+    make_tracer: MakeTracer, gateway: FakeGateway
+) -> None:
+    tracer = make_tracer(target=gateway.target, encode_interval_s=0.01, flush_interval_s=1.0)
+    time.sleep(0.05)  # the sender's first pass found nothing: it sleeps for a whole interval
+    with tracer.start_span("after-idle"):
+        pass
+    ended = time.monotonic()
+    assert gateway.wait_for(lambda: len(gateway.spans()) == 1, 5.0)
+    # Sent one interval after the span ended (~1.0 s), not one interval after the sender woke.
+    assert time.monotonic() - ended < 1.5
+
+
 def test_a_full_batch_goes_at_once(make_tracer: MakeTracer, gateway: FakeGateway) -> None:
     tracer = make_tracer(target=gateway.target, encode_interval_s=0.01, flush_interval_s=60.0, max_batch_spans=34)
     for i in range(3):

@@ -125,6 +125,23 @@ def test_shutdown_is_idempotent_and_later_spans_are_counted(make_tracer: MakeTra
     assert tracer.flush(0.1)  # nothing left to ship
 
 
+def test_shutdown_during_a_pass_counts_every_span(make_tracer: MakeTracer, gateway: FakeGateway) -> None:
+    """Shutdown closes the channel under a pass that is still encoding and sending (a call on a
+    closed channel raises ValueError, not an RpcError): whatever it held is counted too."""
+    heavy = {"items": [{"a": i, "b": "y" * 20} for i in range(3000)]}  # slow to encode
+    tracer = make_tracer(target=gateway.target)
+    for _ in range(600):
+        with tracer.start_span("heavy") as span:
+            span.set_inputs(heavy)
+    time.sleep(0.1)  # the sender is in the middle of a pass
+    tracer.shutdown(0.01)
+    stats = tracer.stats()
+    assert stats.spans_pending == 0
+    assert stats.spans_enqueued + stats.spans_dropped["queue_full"] == 600
+    assert stats.spans_sent + stats.spans_dropped_total == 600
+    assert stats.spans_dropped["shutdown"] > 0
+
+
 def test_retry_info_decoding_matches_google_rpc() -> None:
     from google.protobuf import any_pb2, duration_pb2
     from google.rpc import error_details_pb2, status_pb2
