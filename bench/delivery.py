@@ -259,9 +259,10 @@ def finish(result: Result, landing: Landing, t_first: float, args: argparse.Name
     return result
 
 
-def group_pids(pgid: int) -> list[int]:
-    """The live processes of process group ``pgid``."""
-    pids = []
+def group_stats(pgid: int) -> dict[int, list[str]]:
+    """The ``/proc/<pid>/stat`` fields after ``(comm)`` (state ppid pgrp ...) of each live
+    process of process group ``pgid``, read once."""
+    found = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -270,23 +271,20 @@ def group_pids(pgid: int) -> list[int]:
                 fields = f.read().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if int(fields[2]) == pgid:  # fields after "(comm)": state ppid pgrp ...
-            pids.append(int(entry))
-    return pids
+        if int(fields[2]) == pgid:
+            found[int(entry)] = fields
+    return found
+
+
+def group_pids(pgid: int) -> list[int]:
+    """The live processes of process group ``pgid``."""
+    return list(group_stats(pgid))
 
 
 def group_cpu_s(pgid: int) -> float:
     """CPU seconds (user + system) used so far by the live processes of process group ``pgid``."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for pid in group_pids(pgid):
-        try:
-            with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / tick
+    ticks = sum(int(fields[11]) + int(fields[12]) for fields in group_stats(pgid).values())  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 SERVER_CPU = 1
