@@ -127,8 +127,7 @@ def ceiling_payloads(count: int, seed: int, per_request: int) -> tuple[list[byte
     metrics = GatewayMetrics(CollectorRegistry())
     # A tracer whose sender never wakes: the finished spans are taken from its queue.
     tracer = Tracer(ClientConfig(target="127.0.0.1:9", flush_interval_s=3600.0, encode_interval_s=3600.0,
-                                 max_queue_spans=10**6,
-                                 max_batch_spans=10**6))
+                                 max_queue_spans=10**6, max_batch_spans=10**6))
     wire: list[Any] = []
     for p in plans(count, seed):
         handle_message(tracer, p)

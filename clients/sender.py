@@ -182,7 +182,7 @@ class Sender:
     def flush(self, timeout_s: float) -> bool:
         """Wait until everything queued before the call was shipped or counted as dropped."""
         if not self._thread.is_alive():
-            return not self._spans and not self._events and not self._held_spans
+            return not self._spans and not self._events and not self.held_spans
         with self._flush_cond:
             self._flush_requested += 1
             generation = self._flush_requested

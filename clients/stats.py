@@ -45,7 +45,8 @@ class ClientStats:
     spans_sent: int = 0
     """Spans the gateway accepted."""
     spans_pending: int = 0
-    """Spans neither sent nor dropped yet: in the queue, or encoded and waiting for a batch."""
+    """Spans neither sent nor dropped yet: in the queue, or taken by the sender (being encoded,
+    waiting for a batch, or in the call sending them)."""
     spans_dropped: MappingProxyType[str, int] = field(default_factory=lambda: MappingProxyType({}))
     """Dropped spans by reason (see the module docstring); every reason is present."""
     events_enqueued: int = 0
@@ -127,9 +128,9 @@ class Counters:
         """Remember a delivery failure without counting an internal error."""
         self.last_error = f"{where}: {reason}"
 
-    def snapshot(self, spans_queued: int, events_pending: int, spans_held: int = 0) -> ClientStats:
+    def snapshot(self, spans_queued: int, events_pending: int, spans_held: int) -> ClientStats:
         """Freeze the counters; ``spans_queued`` and ``events_pending`` are the current queue
-        lengths, ``spans_held`` the spans the sender encoded and has not sent yet."""
+        lengths, ``spans_held`` the spans the sender took and has neither sent nor dropped yet."""
         with self._lock:
             spans_dropped = dict(self.spans_dropped)
             spans_dropped["queue_full"] += next(self.spans_queue_full) - self._queue_full_reads
