@@ -166,6 +166,11 @@ class Sender:
         self._flush_done = 0
         self._shutdown_lock = threading.Lock()
         self._shut_down = False
+        # Settles the spans the thread took against shutdown: every change to _taking,
+        # _held_spans and their counts happens under it. A thread still busy when shutdown gives
+        # up on it is orphaned: shutdown counts what it held, and it counts nothing more.
+        self._count_lock = threading.Lock()
+        self._orphaned = False
 
     # -- control (any thread) ---------------------------------------------------------------
 
@@ -211,8 +216,11 @@ class Sender:
         self._channel.close()  # cancels an RPC still in flight, the thread then exits
         if self._thread.is_alive():
             self._thread.join(0.5)
-        # What is still queued; what the thread took is its own to count while it lives.
-        self._drop_rest("shutdown", held=not self._thread.is_alive())
+        with self._count_lock:
+            # A thread still encoding a chunk (or in a call that ignores the close) is orphaned,
+            # so that whatever it took is counted by the time shutdown returns.
+            self._orphaned = self._thread.is_alive()
+        self._drop_rest("shutdown")
 
     # -- the thread -----------------------------------------------------------------------
 
@@ -262,17 +270,22 @@ class Sender:
             send_events = bool(events) and (send_all or len(events) >= max_events)
             if not (spans or send_events or (send_all and self._held_spans)):
                 break
-            if self._stop.is_set() and time.monotonic() >= self._stop_deadline:
+            if self._past_deadline():
                 return False  # also when shutdown began during this pass
             try:
                 if spans:
-                    batch = _pop_batch(spans, max_spans - self._held_spans)
-                    self._counters.spans_taken += len(batch)
-                    self._taking = len(batch)
+                    with self._count_lock:
+                        if self._orphaned:
+                            return False
+                        batch = _pop_batch(spans, max_spans - self._held_spans)
+                        self._counters.spans_taken += len(batch)
+                        self._taking = len(batch)
                     if self._probe:
                         batch = self._probe_with(batch)
                     self._encode_spans(batch)
                     del batch  # the span objects go now, before the batch is sent
+                    if self._past_deadline():
+                        return False  # what was not encoded is dropped with the rest
                 if self._held_spans and (self._held_spans >= max_spans or (send_all and not spans)):
                     self._send_held()
                 if send_events:
@@ -319,6 +332,9 @@ class Sender:
         waited = min((time.time_ns() - oldest) / 1e9, interval)
         self._due = time.monotonic() + interval - waited
 
+    def _past_deadline(self) -> bool:
+        return self._stop.is_set() and time.monotonic() >= self._stop_deadline
+
     def _next_backoff(self, server_delay_s: float | None) -> float:
         cfg = self._config
         self._backoff_s = min(max(self._backoff_s * 2, cfg.backoff_initial_s), cfg.backoff_max_s)
@@ -326,13 +342,16 @@ class Sender:
             return min(server_delay_s, cfg.backoff_max_s)
         return self._backoff_s * random.uniform(0.8, 1.2)
 
-    def _drop_rest(self, reason: str, held: bool = True) -> None:
-        if held:
-            self._drop_held(reason)
-        spans = _drain_queue(self._spans)
-        if spans:
-            self._counters.spans_taken += spans
-            self._counters.drop_spans(reason, spans)
+    def _drop_rest(self, reason: str) -> None:
+        """Count as dropped what the thread took and holds, and what is still queued."""
+        with self._count_lock:
+            held = self._taking + self._held_spans
+            self._held.clear()
+            self._taking = self._held_spans = 0
+            queued = _drain_queue(self._spans)
+            self._counters.spans_taken += queued
+            if held + queued:
+                self._counters.drop_spans(reason, held + queued)
         events = _drain_queue(self._events)
         if events:
             self._counters.events_taken += events
@@ -345,13 +364,18 @@ class Sender:
         failed = 0
         for start in range(0, len(batch), chunk):
             if start:
+                if self._past_deadline():
+                    return  # the rest stay in _taking and are dropped as ``shutdown``
                 time.sleep(_YIELD_S)
             data, bad = encode_spans_chunk(batch[start : start + chunk])
-            held.append(data)
-            failed += bad
             count = min(chunk, len(batch) - start)
-            self._taking -= count
-            self._held_spans += count - bad
+            with self._count_lock:
+                if self._orphaned:
+                    return
+                held.append(data)
+                self._taking -= count
+                self._held_spans += count - bad
+            failed += bad
         if failed:
             self._counters.drop_spans("error", failed)
             self._counters.error("encode_span", f"{failed} spans could not be encoded")
@@ -364,39 +388,46 @@ class Sender:
         try:
             self._send_held()
         except _Failure as failure:
-            self._counters.drop_spans(failure.reason, self._taking)
-            self._taking = 0
+            with self._count_lock:
+                if not self._orphaned:
+                    self._counters.drop_spans(failure.reason, self._taking)
+                    self._taking = 0
             raise
         return batch[chunk:]
-
-    def _drop_held(self, reason: str) -> None:
-        if self._held_spans:
-            self._counters.drop_spans(reason, self._held_spans)
-        self._held.clear()
-        self._held_spans = 0
 
     def _send_held(self) -> None:
         """One ExportSpans call with every held span; they are sent or counted as dropped.
         (They count as held until the call returns, so ``stats()`` shows them as pending.)"""
-        good = self._held_spans
-        payload = b"".join([self._header, *self._held])
-        self._held.clear()
+        with self._count_lock:
+            if self._orphaned:
+                return
+            good = self._held_spans
+            payload = b"".join([self._header, *self._held])
+            self._held.clear()
         self._due = 0.0  # the next spans held start a new interval
         counters = self._counters
         try:
+            if self._past_deadline():
+                raise _Failure("shutdown", "deadline passed")
             response = self._export(payload, timeout=self._config.rpc_timeout_s)
         except Exception as err:
-            failure = self._call_failure(err)
-            self._held_spans = 0
-            counters.drop_spans(failure.reason, good)
+            failure = err if isinstance(err, _Failure) else self._call_failure(err)
+            with self._count_lock:
+                if not self._orphaned:
+                    self._held_spans = 0
+                    counters.drop_spans(failure.reason, good)
             raise failure from None
-        self._held_spans = 0
         self._probe = False
         rejected = min(max(response.partial_success.rejected_count, 0), good)
+        with self._count_lock:
+            if self._orphaned:
+                return
+            self._held_spans = 0
+            if rejected:
+                counters.drop_spans("rejected", rejected)
+            counters.spans_sent += good - rejected
         if rejected:
-            counters.drop_spans("rejected", rejected)
             counters.note_failure("ExportSpans", f"rejected {rejected}: {response.partial_success.error_message[:200]}")
-        counters.spans_sent += good - rejected
 
     def _call_failure(self, err: Exception) -> _Failure:
         """The drop reason for a failed call: from its gRPC status, or ``shutdown`` when the

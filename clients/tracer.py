@@ -177,7 +177,9 @@ class Tracer:
     def shutdown(self, timeout_s: float = 5.0) -> None:
         """Flush within ``timeout_s``, stop the sender thread and close the channel; idempotent.
 
-        Spans and events recorded afterwards are dropped and counted as ``shutdown``.
+        Returns within about ``timeout_s`` + 0.5 s with every span accounted for: what was not
+        delivered by then (queued, being encoded or in a cancelled call) is counted as dropped
+        with reason ``shutdown``, and so are spans and events recorded afterwards.
         """
         try:
             self._sink.closed = True

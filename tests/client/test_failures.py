@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import threading
 import time
+from typing import Any
+
+import pytest
 
 from clients.retry_info import retry_delay_from_status
 from tests.client.conftest import MakeTracer
@@ -140,6 +144,41 @@ def test_shutdown_during_a_pass_counts_every_span(make_tracer: MakeTracer, gatew
     assert stats.spans_enqueued + stats.spans_dropped["queue_full"] == 600
     assert stats.spans_sent + stats.spans_dropped_total == 600
     assert stats.spans_dropped["shutdown"] > 0
+
+
+def test_shutdown_counts_what_a_stuck_sender_holds_once(
+    make_tracer: MakeTracer, gateway: FakeGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sender thread stuck in an encode past shutdown's window is orphaned: shutdown returns with
+    every span counted, and when the thread comes back it counts nothing twice."""
+    import clients.sender as sender_module
+
+    entered, release = threading.Event(), threading.Event()
+    real_encode = sender_module.encode_spans_chunk
+
+    def stuck_encode(batch: list[Any]) -> tuple[bytes, int]:
+        entered.set()
+        release.wait(10.0)
+        return real_encode(batch)
+
+    monkeypatch.setattr(sender_module, "encode_spans_chunk", stuck_encode)
+    tracer = make_tracer(target=gateway.target)
+    for i in range(40):
+        with tracer.start_span(f"s{i}"):
+            pass
+    tracer.flush(0.0)  # wake the sender now rather than at the encode interval
+    assert entered.wait(5.0)
+    started = time.monotonic()
+    tracer.shutdown(0.05)
+    assert time.monotonic() - started < 2.0
+    after_shutdown = tracer.stats()
+    assert after_shutdown.spans_pending == 0
+    assert after_shutdown.spans_enqueued == 40
+    assert after_shutdown.spans_dropped["shutdown"] == 40 and after_shutdown.spans_sent == 0
+    release.set()
+    assert _wait_until(lambda: not tracer._sender._thread.is_alive())
+    assert tracer.stats() == after_shutdown
+    assert gateway.spans() == []
 
 
 def test_retry_info_decoding_matches_google_rpc() -> None:
