@@ -18,7 +18,9 @@ bounds; nothing is retried, the gateway is a loopback sidecar and the queues are
 After a failure the next batch is probed with its first chunk alone; if that fails too, the
 rest of the batch is dropped unencoded, so a dead gateway costs one chunk's encoding per pause
 and the queue keeps draining. During shutdown a failed RPC ends the drain at once: the rest is dropped
-with the same reason, so a dead gateway cannot hold the process up.
+with the same reason, so a dead gateway cannot hold the process up. Encoding and sending stop at
+shutdown's deadline too; a thread still busy 0.5 s later (a chunk too slow to encode) is
+orphaned: shutdown counts what it took as dropped, and the thread counts nothing more.
 """
 
 from __future__ import annotations
@@ -361,7 +363,6 @@ class Sender:
         """Convert ``batch`` to wire bytes onto the held list, a chunk at a time."""
         chunk = self._config.encode_chunk_spans
         held = self._held
-        failed = 0
         for start in range(0, len(batch), chunk):
             if start:
                 if self._past_deadline():
@@ -375,10 +376,10 @@ class Sender:
                 held.append(data)
                 self._taking -= count
                 self._held_spans += count - bad
-            failed += bad
-        if failed:
-            self._counters.drop_spans("error", failed)
-            self._counters.error("encode_span", f"{failed} spans could not be encoded")
+                if bad:
+                    self._counters.drop_spans("error", bad)
+            if bad:
+                self._counters.error("encode_span", f"{bad} spans could not be encoded")
 
     def _probe_with(self, batch: list[SpanHandle]) -> list[SpanHandle]:
         """After a failure, send the first chunk alone: a dead gateway then costs one chunk's
