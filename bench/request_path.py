@@ -247,6 +247,7 @@ def run_cell(
     experiment_id: str,
     seed: int,
     free_each: bool = False,
+    client_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Child-process mode: ``requests`` pairs of paced requests, one traced through ``cell`` and
     one untraced (``NullTracer``), interleaved (traced first in every other pair) so both see the
@@ -271,7 +272,11 @@ def run_cell(
     elif cell == "client":
         from clients import ClientConfig, Tracer
 
-        tracer = Tracer(ClientConfig(target=gateway, experiment_name=EXPERIMENT, service_name="bench-request-path"))
+        tracer = Tracer(
+            ClientConfig(
+                target=gateway, experiment_name=EXPERIMENT, service_name="bench-request-path", **(client_options or {})
+            )
+        )
     else:
         tracer = MlflowTracer(experiment_id)
         mlflow_log = logging.getLogger("mlflow")
@@ -470,6 +475,7 @@ def run_child(
         str(args.seed),
         *(["--pin"] if args.pin else []),
         *(["--floor-frees-each-request"] if args.floor_frees_each_request else []),
+        *[arg for option in args.client_option for arg in ("--client-option", option)],
     ]
     with open(workdir / f"{cell}-{condition}.log", "wb") as err:
         try:
@@ -482,6 +488,23 @@ def run_child(
         return {"cell": cell, "error": f"exit {out.returncode}: {last[0][:200]}"}  # its log goes with the temp dir
     result: dict[str, Any] = json.loads(lines[-1])
     return result
+
+
+def parse_client_options(parser: argparse.ArgumentParser, options: list[str]) -> dict[str, Any]:
+    """``FIELD=VALUE`` pairs as ClientConfig keyword arguments, each value of its field's type."""
+    fixed = {"target", "experiment_name", "service_name"}  # the cell sets these
+    fields = {f.name: type(_CLIENT_DEFAULTS[f.name]) for f in dataclasses.fields(ClientConfig) if f.name not in fixed}
+    out: dict[str, Any] = {}
+    for option in options:
+        name, sep, text = option.partition("=")
+        if not sep or name not in fields:
+            known = ", ".join(sorted(fields))
+            parser.error(f"--client-option {option!r}: expected FIELD=VALUE, FIELD one of {known}")
+        try:
+            out[name] = fields[name](text)
+        except ValueError:
+            parser.error(f"--client-option {option!r}: {text!r} is not a {fields[name].__name__}")
+    return out
 
 
 def load_average() -> str:
@@ -549,10 +572,18 @@ def main() -> None:
         help="empty the floor tracer's deque after every request (its spans then die young and cost the garbage "
         "collector nothing) instead of on the cadence at which the client's sender takes spans",
     )
+    parser.add_argument(
+        "--client-option",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="set a ClientConfig field in the client cell (repeatable), e.g. encode_interval_s=0.2",
+    )
     parser.add_argument("--cell", help=argparse.SUPPRESS)
     parser.add_argument("--gateway", default="", help=argparse.SUPPRESS)
     parser.add_argument("--experiment-id", default="0", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    client_options = parse_client_options(parser, args.client_option)
 
     if args.pin:  # inherited by the threads and processes started from here on
         os.sched_setaffinity(0, {0} if args.cell else {1})
@@ -566,6 +597,7 @@ def main() -> None:
             args.experiment_id,
             args.seed,
             args.floor_frees_each_request,
+            client_options,
         )
         print(json.dumps(result), flush=True)
         os._exit(0)  # do not wait for MLflow's exit-time flush against a slow or dead server

@@ -46,11 +46,12 @@ class ClientConfig:
     """Spans converted to protobuf between two yields of the sender (bounds its GIL bursts)."""
     flush_interval_s: float = 0.2
     """How long encoded spans and queued events wait for a batch to fill before they are sent
-    anyway; also how long the sender sleeps when nothing arrives."""
+    anyway; also how long the sender sleeps once nothing has arrived for that long."""
     encode_interval_s: float = 0.02
-    """How often the sender converts finished spans to wire bytes while spans keep arriving
-    (at most ``flush_interval_s``). The span objects are freed then; until then the garbage
-    collector's passes, which run on the application's threads, scan them."""
+    """How often the sender converts finished spans to wire bytes while spans keep arriving,
+    and for ``flush_interval_s`` after the last (at most ``flush_interval_s``). The span objects
+    are freed then; until then the garbage collector's passes, which run on the application's
+    threads, scan them."""
     rpc_timeout_s: float = 1.0
     """Deadline of every RPC."""
     backoff_initial_s: float = 0.1

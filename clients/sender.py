@@ -8,9 +8,11 @@ the oldest of them ended, or on ``flush``/``shutdown``. So the RPC cadence is th
 the application holds its finished spans for ~20 ms: every object a span keeps alive is
 scanned by the garbage collector's passes, which run on the application's threads (measured:
 holding them for the whole 0.2 s put most of the request path's p99 into those passes).
-Events ride the same clock. When idle the thread sleeps ``flush_interval_s``, or less when the
-span queue reaches ``max_batch_spans``; spans recorded meanwhile are held until it wakes (few,
-at such a rate) and still sent ``flush_interval_s`` after they ended.
+Events ride the same clock. A pass that finds the queue empty keeps the short cadence (at
+50 requests/s most 20 ms passes do); only after a whole ``flush_interval_s`` without spans is
+the thread idle: it then sleeps ``flush_interval_s``, or less when the span queue reaches
+``max_batch_spans``; spans recorded meanwhile are held until it wakes (few, at such a rate) and
+still sent ``flush_interval_s`` after they ended.
 
 A failed batch is dropped, counted by reason and followed by a pause (exponential backoff
 with jitter, or the gateway's RetryInfo delay) while the queues keep filling up to their
@@ -26,6 +28,7 @@ orphaned: shutdown counts what it took as dropped, and the thread counts nothing
 from __future__ import annotations
 
 import logging
+import math
 import random
 import threading
 import time
@@ -229,6 +232,7 @@ class Sender:
     def _run(self) -> None:
         cfg = self._config
         encode_every = min(cfg.encode_interval_s, cfg.flush_interval_s)
+        last_spans = -math.inf  # when a pass last found spans queued
         while True:
             try:
                 stopping = self._stop.is_set()
@@ -237,7 +241,8 @@ class Sender:
                     self._stop.wait(pause)  # backing off; only shutdown cuts it short
                     continue
                 generation = self._flush_requested
-                active = bool(self._spans)
+                if self._spans:
+                    last_spans = time.monotonic()
                 drained = self._drain(stopping, send_all=stopping or generation > self._flush_done)
                 if drained and generation > self._flush_done:  # all queued before it went
                     with self._flush_cond:
@@ -247,7 +252,10 @@ class Sender:
                     self._drop_rest("shutdown")
                     return
                 if drained:
-                    timeout = encode_every if active or self._held_spans else cfg.flush_interval_s
+                    # The short cadence while spans keep coming (and for one interval after the
+                    # last ones), so none are held longer than ~encode_every; idle, the long sleep.
+                    active = self._held_spans or time.monotonic() - last_spans < cfg.flush_interval_s
+                    timeout = encode_every if active else cfg.flush_interval_s
                     if self._due:
                         timeout = min(timeout, max(self._due - time.monotonic(), 0.0))
                     self._wake.wait(timeout)

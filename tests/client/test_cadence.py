@@ -8,6 +8,7 @@ import sys
 import time
 
 from clients import Feedback, FeedbackEvent
+from clients.span import SpanHandle
 from tests.client.conftest import MakeTracer
 from tests.client.fake_gateway import FakeGateway, start_fake_gateway
 from tests.client.manga_tree import trace_manga_request
@@ -37,6 +38,31 @@ def test_spans_are_freed_on_the_encode_cadence_and_sent_on_the_batch_one(
     assert len(gateway.spans()) == 2 + 5 * 17
     stats = tracer.stats()
     assert (stats.spans_enqueued, stats.spans_sent, stats.spans_pending) == (2 + 5 * 17, 2 + 5 * 17, 0)
+
+
+def _wait_released(span: SpanHandle) -> None:
+    refs_while_queued = sys.getrefcount(span)
+    wait_for(lambda: sys.getrefcount(span) < refs_while_queued, 5.0, 0.002, "the sender to release the span")
+
+
+def test_a_pass_that_finds_no_spans_keeps_the_short_cadence(make_tracer: MakeTracer, gateway: FakeGateway) -> None:
+    """Spans arriving more slowly than the encode cadence (some passes find the queue empty) are
+    still freed within about an encode interval: the sender falls back to its long sleep only
+    after a whole batch interval without spans."""
+    tracer = make_tracer(target=gateway.target, encode_interval_s=0.01, flush_interval_s=0.5)
+    with tracer.start_span("first"):
+        pass
+    assert tracer.flush(5.0)
+    held_for = []
+    for i in range(40):  # over a second: batches are sent, and the passes after a send find nothing
+        with tracer.start_span(f"s{i}") as span:
+            pass
+        ended = time.monotonic()
+        _wait_released(span)
+        held_for.append(time.monotonic() - ended)
+        time.sleep(0.025)  # slower than the 10 ms cadence: the next pass finds nothing
+    assert max(held_for) < 0.25, held_for  # not the 0.5 s batch interval
+    assert tracer.flush(5.0) and len(gateway.spans()) == 41
 
 
 def test_held_spans_go_when_the_batch_interval_ends(make_tracer: MakeTracer, gateway: FakeGateway) -> None:
