@@ -44,7 +44,7 @@ from clients.events import BundleEvent, Event, FeedbackEvent
 from clients.pb import trace_gateway_service_pb2 as svc_pb2
 from clients.retry_info import retry_delay_from_metadata
 from clients.span import SpanHandle
-from clients.stats import Counters
+from clients.stats import ClientStats, Counters
 
 _log = logging.getLogger(__name__)
 
@@ -176,6 +176,8 @@ class Sender:
         # up on it is orphaned: shutdown counts what it held, and it counts nothing more.
         self._count_lock = threading.Lock()
         self._orphaned = False
+        self._events_taking = 0  # events taken from their queue, in a call not yet answered
+        self._closed = False  # shutdown has returned
 
     # -- control (any thread) ---------------------------------------------------------------
 
@@ -185,13 +187,23 @@ class Sender:
         for a batch, or in the call that sends them)."""
         return self._taking + self._held_spans
 
+    def stats(self) -> ClientStats:
+        """The counters, read consistently with what the thread holds. After shutdown, spans
+        that an application thread appended as it closed are counted as dropped first."""
+        if self._closed and self._spans:
+            self._drop_rest("shutdown")
+        with self._count_lock:
+            return self._counters.snapshot(
+                len(self._spans), len(self._events) + self._events_taking, self._taking + self._held_spans
+            )
+
     def start(self) -> None:
         """Start the sender thread."""
         self._thread.start()
 
     def flush(self, timeout_s: float) -> bool:
         """Wait until everything queued before the call was shipped or counted as dropped."""
-        if not self._thread.is_alive():
+        if not self._thread.is_alive() or self._orphaned:
             return not self._spans and not self._events and not self.held_spans
         with self._flush_cond:
             self._flush_requested += 1
@@ -226,6 +238,7 @@ class Sender:
             # so that whatever it took is counted by the time shutdown returns.
             self._orphaned = self._thread.is_alive()
         self._drop_rest("shutdown")
+        self._closed = True
 
     # -- the thread -----------------------------------------------------------------------
 
@@ -244,13 +257,12 @@ class Sender:
                 if self._spans:
                     last_spans = time.monotonic()
                 drained = self._drain(stopping, send_all=stopping or generation > self._flush_done)
-                if drained and generation > self._flush_done:  # all queued before it went
-                    with self._flush_cond:
-                        self._flush_done = max(self._flush_done, generation)
-                        self._flush_cond.notify_all()
                 if stopping:
                     self._drop_rest("shutdown")
+                    self._flushed(self._flush_requested)  # all of it is counted now
                     return
+                if drained and generation > self._flush_done:  # all queued before it went
+                    self._flushed(generation)
                 if drained:
                     # The short cadence while spans keep coming (and for one interval after the
                     # last ones), so none are held longer than ~encode_every; idle, the long sleep.
@@ -263,9 +275,23 @@ class Sender:
             except Exception as exc:  # worker-loop boundary: never let the thread die
                 self._counters.error("sender", type(exc).__name__)
                 self._log.warning("loop", "trace client sender failed: %s", type(exc).__name__, exc_info=True)
+                with self._count_lock:  # a batch the failure cut short is counted, not lost
+                    if not self._orphaned and self._taking:
+                        self._counters.drop_spans("error", self._taking)
+                        self._taking = 0
+                    if not self._orphaned and self._events_taking:
+                        self._counters.drop_events("error", self._events_taking)
+                        self._events_taking = 0
                 if self._stop.wait(self._next_backoff(None)):
                     self._drop_rest("shutdown")
+                    self._flushed(self._flush_requested)
                     return
+
+    def _flushed(self, generation: int) -> None:
+        """Tell ``flush()`` callers up to ``generation`` that what they waited for is counted."""
+        with self._flush_cond:
+            self._flush_done = max(self._flush_done, generation)
+            self._flush_cond.notify_all()
 
     def _drain(self, stopping: bool, send_all: bool) -> bool:
         """One pass: encode every queued span (freeing it), and send what is held when a batch
@@ -299,8 +325,12 @@ class Sender:
                 if self._held_spans and (self._held_spans >= max_spans or (send_all and not spans)):
                     self._send_held()
                 if send_events:
-                    batch_events = _pop_batch(events, max_events)
-                    self._counters.events_taken += len(batch_events)
+                    with self._count_lock:
+                        if self._orphaned:
+                            return False
+                        batch_events = _pop_batch(events, max_events)
+                        self._counters.events_taken += len(batch_events)
+                        self._events_taking = len(batch_events)
                     self._ship_events(batch_events)
             except _Failure as failure:
                 self._probe = True
@@ -362,10 +392,11 @@ class Sender:
             self._counters.spans_taken += queued
             if held + queued:
                 self._counters.drop_spans(reason, held + queued)
-        events = _drain_queue(self._events)
-        if events:
+            events = _drain_queue(self._events)
             self._counters.events_taken += events
-            self._counters.drop_events(reason, events)
+            if events + self._events_taking:
+                self._counters.drop_events(reason, events + self._events_taking)
+            self._events_taking = 0
 
     def _encode_spans(self, batch: list[SpanHandle]) -> None:
         """Convert ``batch`` to wire bytes onto the held list, a chunk at a time."""
@@ -447,7 +478,8 @@ class Sender:
         return _Failure(reason, type(err).__name__)
 
     def _ship_events(self, batch: list[Event]) -> None:
-        counters = self._counters
+        """One call per event kind; every event taken is sent or counted as dropped."""
+        settle = self._settle_events
         feedback: list[Any] = []
         bundles: list[Any] = []
         for event in batch:
@@ -459,8 +491,8 @@ class Sender:
                 else:
                     raise TypeError(type(event).__name__)
             except Exception as exc:
-                counters.drop_events("error")
-                counters.error("encode_event", type(exc).__name__)
+                settle(1, "error")
+                self._counters.error("encode_event", type(exc).__name__)
         failure: _Failure | None = None
         for method, request, count in (
             (self._feedback, svc_pb2.RecordFeedbackRequest(events=feedback), len(feedback)),
@@ -469,21 +501,34 @@ class Sender:
             if not count:
                 continue
             if failure is not None:  # the first call failed: do not hammer the gateway
-                counters.drop_events(failure.reason, count)
+                settle(count, failure.reason)
                 continue
             try:
                 response = method(request, timeout=self._config.rpc_timeout_s)
             except Exception as err:
                 failure = self._call_failure(err)
-                counters.drop_events(failure.reason, count)
+                settle(count, failure.reason)
                 continue
             rejected = min(max(response.partial_success.rejected_count, 0), count)
             if rejected:
-                counters.drop_events("rejected", rejected)
-                counters.note_failure("events", f"rejected {rejected}: {response.partial_success.error_message[:200]}")
-            counters.events_sent += count - rejected
+                settle(rejected, "rejected")
+                message = response.partial_success.error_message[:200]
+                self._counters.note_failure("events", f"rejected {rejected}: {message}")
+            settle(count - rejected, None)
         if failure is not None:
             raise failure
+
+    def _settle_events(self, count: int, reason: str | None) -> None:
+        """Count ``count`` of the events in flight as sent (``reason`` None) or dropped, unless
+        shutdown has already counted them (an orphaned thread)."""
+        with self._count_lock:
+            if self._orphaned or not count:
+                return
+            self._events_taking -= count
+            if reason is None:
+                self._counters.events_sent += count
+            else:
+                self._counters.drop_events(reason, count)
 
 
 def _failure(err: grpc.RpcError) -> _Failure:

@@ -159,8 +159,8 @@ class Tracer:
     # -- lifecycle ------------------------------------------------------------------------
 
     def stats(self) -> ClientStats:
-        """A snapshot of the counters (exact when nothing is in flight, e.g. after ``flush``)."""
-        return self._counters.snapshot(len(self._sink.queue), len(self._events), self._sender.held_spans)
+        """A snapshot of the counters: what was enqueued is sent, dropped or pending in it."""
+        return self._sender.stats()
 
     def flush(self, timeout_s: float = 5.0) -> bool:
         """Wait until what was queued before the call is shipped or counted as dropped.

@@ -4,11 +4,10 @@ the gateway does not get an RPC per encoding pass."""
 
 from __future__ import annotations
 
-import sys
 import time
+import weakref
 
-from clients import Feedback, FeedbackEvent
-from clients.span import SpanHandle
+from clients import Feedback, FeedbackEvent, Tracer
 from tests.client.conftest import MakeTracer
 from tests.client.fake_gateway import FakeGateway, start_fake_gateway
 from tests.client.manga_tree import trace_manga_request
@@ -22,11 +21,8 @@ def test_spans_are_freed_on_the_encode_cadence_and_sent_on_the_batch_one(
     with tracer.start_span("first"):
         pass
     assert tracer.flush(5.0) and len(gateway.export_requests) == 1
-    with tracer.start_span("held") as span:
-        pass
-    refs_while_queued = sys.getrefcount(span)
     # The sender takes the span within an encode interval or so and lets go of the object.
-    wait_for(lambda: sys.getrefcount(span) < refs_while_queued, 2.0, 0.002, "the sender to release the span")
+    _wait_released(_record(tracer, "held"))
     stats = tracer.stats()
     assert stats.spans_pending == 1 and stats.spans_sent == 1  # encoded, waiting for its batch
     assert len(gateway.export_requests) == 1
@@ -40,9 +36,23 @@ def test_spans_are_freed_on_the_encode_cadence_and_sent_on_the_batch_one(
     assert (stats.spans_enqueued, stats.spans_sent, stats.spans_pending) == (2 + 5 * 17, 2 + 5 * 17, 0)
 
 
-def _wait_released(span: SpanHandle) -> None:
-    refs_while_queued = sys.getrefcount(span)
-    wait_for(lambda: sys.getrefcount(span) < refs_while_queued, 5.0, 0.002, "the sender to release the span")
+class _Marker:
+    """Set as a span's inputs: it lives exactly as long as the span object does."""
+
+    def __str__(self) -> str:
+        return "marker"
+
+
+def _record(tracer: Tracer, name: str) -> weakref.ref[_Marker]:
+    """End a span named ``name`` and return a reference that dies when the sender frees it."""
+    marker = _Marker()
+    with tracer.start_span(name) as span:
+        span.set_inputs(marker)
+    return weakref.ref(marker)
+
+
+def _wait_released(marker: weakref.ref[_Marker]) -> None:
+    wait_for(lambda: marker() is None, 5.0, 0.002, "the sender to release the span")
 
 
 def test_a_pass_that_finds_no_spans_keeps_the_short_cadence(make_tracer: MakeTracer, gateway: FakeGateway) -> None:
@@ -55,10 +65,9 @@ def test_a_pass_that_finds_no_spans_keeps_the_short_cadence(make_tracer: MakeTra
     assert tracer.flush(5.0)
     held_for = []
     for i in range(40):  # over a second: batches are sent, and the passes after a send find nothing
-        with tracer.start_span(f"s{i}") as span:
-            pass
+        marker = _record(tracer, f"s{i}")
         ended = time.monotonic()
-        _wait_released(span)
+        _wait_released(marker)
         held_for.append(time.monotonic() - ended)
         time.sleep(0.025)  # slower than the 10 ms cadence: the next pass finds nothing
     assert max(held_for) < 0.25, held_for  # not the 0.5 s batch interval
@@ -105,11 +114,9 @@ def test_held_spans_and_events_are_counted_when_the_gateway_is_gone(make_tracer:
             pass
         assert tracer.flush(5.0)  # the sender is now on the encode cadence
         trace_manga_request(tracer)
-        with tracer.start_span("last") as span:
-            pass
-        refs_while_queued = sys.getrefcount(span)
+        last = _record(tracer, "last")
         assert tracer.record_feedback(FeedbackEvent("resp_1", "ab" * 16, Feedback.THUMBS_DOWN))
-        wait_for(lambda: sys.getrefcount(span) < refs_while_queued, 2.0, 0.002, "the sender to encode the spans")
+        _wait_released(last)
         stats = tracer.stats()  # encoded and held for a batch: neither sent nor lost
         assert (stats.spans_pending, stats.spans_sent, stats.spans_dropped_total) == (18, 1, 0)
         assert stats.events_pending == 1

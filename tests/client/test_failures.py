@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from clients import Feedback, FeedbackEvent
 from clients.retry_info import retry_delay_from_status
 from tests.client.conftest import MakeTracer
 from tests.client.fake_gateway import FakeGateway
@@ -146,39 +147,104 @@ def test_shutdown_during_a_pass_counts_every_span(make_tracer: MakeTracer, gatew
     assert stats.spans_dropped["shutdown"] > 0
 
 
+@pytest.mark.parametrize("stuck_in", ["encode", "call", "event_call"])
 def test_shutdown_counts_what_a_stuck_sender_holds_once(
-    make_tracer: MakeTracer, gateway: FakeGateway, monkeypatch: pytest.MonkeyPatch
+    make_tracer: MakeTracer, gateway: FakeGateway, monkeypatch: pytest.MonkeyPatch, stuck_in: str
 ) -> None:
-    """A sender thread stuck in an encode past shutdown's window is orphaned: shutdown returns with
-    every span counted, and when the thread comes back it counts nothing twice."""
+    """A sender thread stuck past shutdown's window (in an encode, or in a call that ignores the
+    channel's close and then succeeds) is orphaned: shutdown returns with every span and event
+    counted, and when the thread comes back it counts nothing more."""
     import clients.sender as sender_module
+    from clients.pb import trace_gateway_service_pb2 as svc_pb2
 
     entered, release = threading.Event(), threading.Event()
-    real_encode = sender_module.encode_spans_chunk
-
-    def stuck_encode(batch: list[Any]) -> tuple[bytes, int]:
-        entered.set()
-        release.wait(10.0)
-        return real_encode(batch)
-
-    monkeypatch.setattr(sender_module, "encode_spans_chunk", stuck_encode)
     tracer = make_tracer(target=gateway.target)
-    for i in range(40):
-        with tracer.start_span(f"s{i}"):
-            pass
-    tracer.flush(0.0)  # wake the sender now rather than at the encode interval
-    assert entered.wait(5.0)
-    started = time.monotonic()
-    tracer.shutdown(0.05)
-    assert time.monotonic() - started < 2.0
-    after_shutdown = tracer.stats()
-    assert after_shutdown.spans_pending == 0
-    assert after_shutdown.spans_enqueued == 40
-    assert after_shutdown.spans_dropped["shutdown"] == 40 and after_shutdown.spans_sent == 0
-    release.set()
+    if stuck_in == "encode":
+        real_encode = sender_module.encode_spans_chunk
+
+        def stuck_encode(batch: list[Any]) -> tuple[bytes, int]:
+            entered.set()
+            release.wait(10.0)
+            data, bad = real_encode(batch)
+            return data, bad + 1  # counted as an encode error if the thread still counted
+
+        monkeypatch.setattr(sender_module, "encode_spans_chunk", stuck_encode)
+    elif stuck_in == "call":
+
+        def stuck_call(payload: bytes, timeout: float) -> svc_pb2.ExportSpansResponse:
+            entered.set()
+            release.wait(10.0)
+            return svc_pb2.ExportSpansResponse()  # accepted: counted as sent if the thread still counted
+
+        monkeypatch.setattr(tracer._sender, "_export", stuck_call)
+    else:
+
+        def stuck_event_call(request: Any, timeout: float) -> svc_pb2.RecordFeedbackResponse:
+            entered.set()
+            release.wait(10.0)
+            return svc_pb2.RecordFeedbackResponse()
+
+        monkeypatch.setattr(tracer._sender, "_feedback", stuck_event_call)
+    try:
+        for i in range(40):
+            with tracer.start_span(f"s{i}"):
+                pass
+        assert tracer.record_feedback(FeedbackEvent("resp_1", "ab" * 16, Feedback.THUMBS_DOWN))
+        tracer.flush(0.0)  # wake the sender now rather than at the encode interval
+        assert entered.wait(5.0)
+        started = time.monotonic()
+        tracer.shutdown(0.05)
+        assert time.monotonic() - started < 2.0
+        after_shutdown = tracer.stats()
+        assert after_shutdown.spans_pending == 0 and after_shutdown.events_pending == 0
+        assert after_shutdown.spans_enqueued == 40 and after_shutdown.events_enqueued == 1
+        spans_sent = 40 if stuck_in == "event_call" else 0  # the spans went before the events
+        assert after_shutdown.spans_sent == spans_sent
+        assert after_shutdown.spans_dropped["shutdown"] == 40 - spans_sent
+        assert after_shutdown.events_dropped["shutdown"] == 1 and after_shutdown.events_sent == 0
+    finally:
+        release.set()
     assert _wait_until(lambda: not tracer._sender._thread.is_alive())
     assert tracer.stats() == after_shutdown
-    assert gateway.spans() == []
+    assert len(gateway.spans()) == spans_sent
+
+
+def test_a_flush_waiting_when_shutdown_cuts_the_drain_short_returns(
+    make_tracer: MakeTracer, gateway: FakeGateway
+) -> None:
+    """A flush() waiting on the sender returns as soon as shutdown has counted everything, not
+    after its own timeout."""
+    heavy = {"items": [{"a": i, "b": "y" * 20} for i in range(3000)]}  # slow to encode
+    tracer = make_tracer(target=gateway.target, flush_interval_s=60.0)
+    for _ in range(200):
+        with tracer.start_span("heavy") as span:
+            span.set_inputs(heavy)
+    results: list[tuple[bool, float]] = []
+
+    def flush() -> None:
+        started = time.monotonic()
+        results.append((tracer.flush(30.0), time.monotonic() - started))
+
+    waiter = threading.Thread(target=flush)
+    waiter.start()
+    time.sleep(0.05)
+    tracer.shutdown(0.0)
+    waiter.join(10.0)
+    assert results and results[0][0] and results[0][1] < 5.0, results
+    stats = tracer.stats()
+    assert stats.spans_pending == 0 and stats.spans_sent + stats.spans_dropped_total == 200
+
+
+def test_a_span_that_ends_as_shutdown_closes_is_counted(make_tracer: MakeTracer, gateway: FakeGateway) -> None:
+    """A span an application thread appended after shutdown drained the queue (it passed the
+    queue's bound check just before the bound dropped to 0) is counted at the next stats()."""
+    tracer = make_tracer(target=gateway.target)
+    with tracer.start_span("late") as late:
+        tracer.shutdown(1.0)
+    assert tracer.stats().spans_dropped["shutdown"] == 1  # the queue was closed when it ended
+    tracer._sink.queue.append(late)  # what the race leaves behind
+    stats = tracer.stats()
+    assert stats.spans_pending == 0 and stats.spans_dropped["shutdown"] == 2
 
 
 def test_retry_info_decoding_matches_google_rpc() -> None:
