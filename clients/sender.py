@@ -239,6 +239,7 @@ class Sender:
             self._orphaned = self._thread.is_alive()
         self._drop_rest("shutdown")
         self._closed = True
+        self._flushed(self._flush_requested)  # a flush() still waiting on an orphaned thread returns
 
     # -- the thread -----------------------------------------------------------------------
 

@@ -192,9 +192,14 @@ def test_shutdown_counts_what_a_stuck_sender_holds_once(
         assert tracer.record_feedback(FeedbackEvent("resp_1", "ab" * 16, Feedback.THUMBS_DOWN))
         tracer.flush(0.0)  # wake the sender now rather than at the encode interval
         assert entered.wait(5.0)
+        flushed: list[bool] = []
+        waiter = threading.Thread(target=lambda: flushed.append(tracer.flush(30.0)))
+        waiter.start()  # waits on the stuck thread until shutdown has counted everything
         started = time.monotonic()
         tracer.shutdown(0.05)
         assert time.monotonic() - started < 2.0
+        waiter.join(2.0)
+        assert flushed == [True]
         after_shutdown = tracer.stats()
         assert after_shutdown.spans_pending == 0 and after_shutdown.events_pending == 0
         assert after_shutdown.spans_enqueued == 40 and after_shutdown.events_enqueued == 1
