@@ -237,9 +237,8 @@ class Sender:
             # A thread still encoding a chunk (or in a call that ignores the close) is orphaned,
             # so that whatever it took is counted by the time shutdown returns.
             self._orphaned = self._thread.is_alive()
-        self._drop_rest("shutdown")
         self._closed = True
-        self._flushed(self._flush_requested)  # a flush() still waiting on an orphaned thread returns
+        self._close_out()  # a flush() still waiting on an orphaned thread returns too
 
     # -- the thread -----------------------------------------------------------------------
 
@@ -259,8 +258,7 @@ class Sender:
                     last_spans = time.monotonic()
                 drained = self._drain(stopping, send_all=stopping or generation > self._flush_done)
                 if stopping:
-                    self._drop_rest("shutdown")
-                    self._flushed(self._flush_requested)  # all of it is counted now
+                    self._close_out()
                     return
                 if drained and generation > self._flush_done:  # all queued before it went
                     self._flushed(generation)
@@ -276,17 +274,29 @@ class Sender:
             except Exception as exc:  # worker-loop boundary: never let the thread die
                 self._counters.error("sender", type(exc).__name__)
                 self._log.warning("loop", "trace client sender failed: %s", type(exc).__name__, exc_info=True)
-                with self._count_lock:  # a batch the failure cut short is counted, not lost
-                    if not self._orphaned and self._taking:
-                        self._counters.drop_spans("error", self._taking)
-                        self._taking = 0
-                    if not self._orphaned and self._events_taking:
-                        self._counters.drop_events("error", self._events_taking)
-                        self._events_taking = 0
+                self._drop_taking("error", events=True)  # what the failure cut short is counted, not lost
                 if self._stop.wait(self._next_backoff(None)):
-                    self._drop_rest("shutdown")
-                    self._flushed(self._flush_requested)
+                    self._close_out()
                     return
+
+    def _close_out(self) -> None:
+        """Count everything still queued or held as dropped (``shutdown``), then release every
+        ``flush()`` caller: all they waited for is counted."""
+        self._drop_rest("shutdown")
+        self._flushed(self._flush_requested)
+
+    def _drop_taking(self, reason: str, events: bool = False) -> None:
+        """Count the spans taken and not yet encoded (and, with ``events``, the events taken
+        for a call) as dropped, unless shutdown has already counted them."""
+        with self._count_lock:
+            if self._orphaned:
+                return
+            if self._taking:
+                self._counters.drop_spans(reason, self._taking)
+                self._taking = 0
+            if events and self._events_taking:
+                self._counters.drop_events(reason, self._events_taking)
+                self._events_taking = 0
 
     def _flushed(self, generation: int) -> None:
         """Tell ``flush()`` callers up to ``generation`` that what they waited for is counted."""
@@ -429,10 +439,7 @@ class Sender:
         try:
             self._send_held()
         except _Failure as failure:
-            with self._count_lock:
-                if not self._orphaned:
-                    self._counters.drop_spans(failure.reason, self._taking)
-                    self._taking = 0
+            self._drop_taking(failure.reason)
             raise
         return batch[chunk:]
 

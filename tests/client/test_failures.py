@@ -14,6 +14,9 @@ from tests.client.conftest import MakeTracer
 from tests.client.fake_gateway import FakeGateway
 from tests.client.manga_tree import trace_manga_request
 
+_SLOW_TO_ENCODE = {"items": [{"a": i, "b": "y" * 20} for i in range(3000)]}
+"""Inputs that take the sender a while to serialise, so shutdown finds it mid-pass."""
+
 
 def _wait_until(predicate: object, timeout_s: float = 5.0) -> bool:
     """Poll ``predicate`` with a deadline (for client-side counters, which have no event)."""
@@ -133,11 +136,10 @@ def test_shutdown_is_idempotent_and_later_spans_are_counted(make_tracer: MakeTra
 def test_shutdown_during_a_pass_counts_every_span(make_tracer: MakeTracer, gateway: FakeGateway) -> None:
     """Shutdown closes the channel under a pass that is still encoding and sending (a call on a
     closed channel raises ValueError, not an RpcError): whatever it held is counted too."""
-    heavy = {"items": [{"a": i, "b": "y" * 20} for i in range(3000)]}  # slow to encode
     tracer = make_tracer(target=gateway.target)
     for _ in range(600):
         with tracer.start_span("heavy") as span:
-            span.set_inputs(heavy)
+            span.set_inputs(_SLOW_TO_ENCODE)
     time.sleep(0.1)  # the sender is in the middle of a pass
     tracer.shutdown(0.01)
     stats = tracer.stats()
@@ -219,11 +221,10 @@ def test_a_flush_waiting_when_shutdown_cuts_the_drain_short_returns(
 ) -> None:
     """A flush() waiting on the sender returns as soon as shutdown has counted everything, not
     after its own timeout."""
-    heavy = {"items": [{"a": i, "b": "y" * 20} for i in range(3000)]}  # slow to encode
     tracer = make_tracer(target=gateway.target, flush_interval_s=60.0)
     for _ in range(200):
         with tracer.start_span("heavy") as span:
-            span.set_inputs(heavy)
+            span.set_inputs(_SLOW_TO_ENCODE)
     results: list[tuple[bool, float]] = []
 
     def flush() -> None:
