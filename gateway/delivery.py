@@ -43,7 +43,7 @@ from gateway.logs import RateLimitedLog
 from gateway.metrics import GatewayMetrics
 from gateway.mlflow_otlp import encode_traces
 from gateway.model import BundleRecord, FeedbackRecord, FeedbackValue
-from gateway.retry import STATE_NAMES, CircuitBreaker, backoff_s
+from gateway.retry import CLOSED, STATE_NAMES, CircuitBreaker, Permit, backoff_s
 from gateway.spool import Segment, Spool, TornSegment
 from gateway.writer import PermanentWriteError, RetryableWriteError, TraceWriter, WriteError
 
@@ -120,6 +120,7 @@ class Delivery:
         self._closed = False
         self._threads: list[threading.Thread] = []
         self._warn = RateLimitedLog(log)
+        self._server_back = False  # set when the breaker closes; the next acknowledgement retries the deferred
         self._breaker = CircuitBreaker(retry.breaker_failures, retry.breaker_cooldown_s, retry.max_s,
                                        on_change=self._breaker_changed)
 
@@ -308,11 +309,13 @@ class Delivery:
             if seg is None:
                 continue
             try:
-                if not self._breaker.acquire(self._stop, max_wait_s=0.5):
+                permit = self._breaker.acquire(self._stop, max_wait_s=0.5)
+                if permit is None:
                     with self._cond:  # not allowed yet: put it back at the front
                         self._queue_of(seg).appendleft(seg)
                     continue
-                self._attempt(seg)
+                with permit:  # a permit left unsettled gives its probe back
+                    self._attempt(seg, permit)
             except Exception:  # loop boundary
                 log.exception("sender failed on segment %d; retrying later", seg.seq)
                 self._schedule_retry(seg, None)
@@ -323,7 +326,7 @@ class Delivery:
                         self._spans_in_flight -= 1
                     self._cond.notify_all()
 
-    def _attempt(self, seg: Segment) -> None:
+    def _attempt(self, seg: Segment, permit: Permit) -> None:
         try:
             payload = self._spool.load(seg)
         except (TornSegment, OSError) as exc:
@@ -337,23 +340,23 @@ class Delivery:
             self._write(seg, payload)
         except RetryableWriteError as exc:
             self._observe(seg, "retryable_error", started)
-            self._breaker.failure()
+            permit.failure()
             self._warn.warning("retry_" + seg.kind, "%s write failed (%s); will retry", seg.kind, exc.reason)
             self._schedule_retry(seg, exc.retry_after_s)
             return
         except PermanentWriteError as exc:
             self._observe(seg, "permanent_error", started)
-            self._breaker.success()  # the server answered
+            permit.success()  # the server answered
             self._permanent(seg, payload, exc)
             return
         except WriteError as exc:  # unclassified: treat as retryable
             self._observe(seg, "retryable_error", started)
-            self._breaker.failure()
+            permit.failure()
             self._schedule_retry(seg, None)
             log.warning("%s write failed (%s); will retry", seg.kind, exc.reason)
             return
         self._observe(seg, "ok", started)
-        self._breaker.success()
+        permit.success()
         self._acknowledge(seg)
 
     def _write(self, seg: Segment, payload: bytes) -> None:
@@ -375,8 +378,8 @@ class Delivery:
             self._m.traces_written.inc(int(seg.header.get("trace_count", 0)))
         else:
             self._m.events_written.labels(seg.kind).inc()
-        if self._breaker.just_closed:  # the server is back: retry everything now, not at its backoff
-            self._breaker.just_closed = False
+        if self._server_back:  # the breaker just closed: retry everything now, not at its backoff
+            self._server_back = False
             with self._cond:
                 self._deferred = [(0.0, s, g) if not g.extra.get("awaiting_trace") else (d, s, g)
                                   for d, s, g in self._deferred]
@@ -473,6 +476,8 @@ class Delivery:
         self._m.write_duration.labels(seg.kind).observe(time.perf_counter() - started)
 
     def _breaker_changed(self, state: int) -> None:
+        if state == CLOSED:
+            self._server_back = True
         self._m.circuit_state.set(state)
         self._m.circuit_transitions.labels(STATE_NAMES[state]).inc()
         log.info("circuit breaker %s", STATE_NAMES[state])

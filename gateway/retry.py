@@ -6,6 +6,12 @@ server: after ``failures_to_open`` consecutive retryable failures it opens for a
 (doubling up to a cap), then lets exactly one probe through (half-open); the probe's success
 closes it, its failure opens it again. A permanent error is an answer, so it counts as the
 server being reachable.
+
+``acquire()`` hands out a ``Permit``, used as a context manager around one request. Inside,
+the sender calls ``permit.success()`` or ``permit.failure()`` when the server answered; a
+permit that leaves its ``with`` block unsettled (an unreadable segment, an unexpected
+exception, shutdown) gives its probe back, so a half-open breaker can never be left waiting
+for a probe that will not report.
 """
 
 from __future__ import annotations
@@ -29,6 +35,45 @@ def backoff_s(attempt: int, initial_s: float, max_s: float, retry_after_s: float
     return delay
 
 
+class Permit:
+    """Leave to send one request. Settles once: ``success()``, ``failure()`` or, on leaving the
+    ``with`` block without either, ``release()`` (no answer either way)."""
+
+    __slots__ = ("_breaker", "_probe", "_settled")
+
+    def __init__(self, breaker: CircuitBreaker, probe: bool) -> None:
+        self._breaker = breaker
+        self._probe = probe
+        self._settled = False
+
+    @property
+    def probe(self) -> bool:
+        """True when this request is the half-open breaker's one probe."""
+        return self._probe
+
+    def success(self) -> None:
+        if not self._settled:
+            self._settled = True
+            self._breaker._success()
+
+    def failure(self) -> None:
+        if not self._settled:
+            self._settled = True
+            self._breaker._failure()
+
+    def release(self) -> None:
+        if not self._settled:
+            self._settled = True
+            if self._probe:
+                self._breaker._release_probe()
+
+    def __enter__(self) -> Permit:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.release()
+
+
 class CircuitBreaker:
     def __init__(self, failures_to_open: int, cooldown_s: float, max_cooldown_s: float,
                  on_change: Callable[[int], None] = lambda _s: None,
@@ -44,43 +89,41 @@ class CircuitBreaker:
         self._failures = 0
         self._open_until = 0.0
         self._probe_out = False
-        self.just_closed = False
 
     @property
     def state(self) -> int:
         return self._state
 
-    def acquire(self, stop: threading.Event, max_wait_s: float = 0.2) -> bool:
-        """True when a request may be sent now; False after ``max_wait_s`` or when stopping."""
+    def acquire(self, stop: threading.Event, max_wait_s: float = 0.2) -> Permit | None:
+        """A ``Permit`` when a request may be sent now; None after ``max_wait_s`` or when stopping."""
         deadline = self._clock() + max_wait_s
         with self._cond:
             while not stop.is_set():
                 now = self._clock()
                 if self._state == CLOSED:
-                    return True
+                    return Permit(self, probe=False)
                 if self._state == OPEN and now >= self._open_until:
                     self._set(HALF_OPEN)
                 if self._state == HALF_OPEN and not self._probe_out:
                     self._probe_out = True
-                    return True
+                    return Permit(self, probe=True)
                 remaining = deadline - now
                 if remaining <= 0:
-                    return False
+                    return None
                 wait = remaining if self._state == HALF_OPEN else min(remaining, max(0.0, self._open_until - now))
                 self._cond.wait(max(0.01, wait))
-        return False
+        return None
 
-    def success(self) -> None:
+    def _success(self) -> None:
         with self._cond:
             self._failures = 0
             self._cooldown = self._base_cooldown
             self._probe_out = False
             if self._state != CLOSED:
                 self._set(CLOSED)
-                self.just_closed = True
             self._cond.notify_all()
 
-    def failure(self) -> None:
+    def _failure(self) -> None:
         with self._cond:
             self._failures += 1
             if self._state == HALF_OPEN or (self._state == CLOSED and self._failures >= self._threshold):
@@ -90,8 +133,8 @@ class CircuitBreaker:
                 self._set(OPEN)
             self._cond.notify_all()
 
-    def release_probe(self) -> None:
-        """A probe that ended without an answer either way (shutdown): let another one go."""
+    def _release_probe(self) -> None:
+        """The probe ended without an answer either way: let another one go."""
         with self._cond:
             self._probe_out = False
             self._cond.notify_all()

@@ -15,7 +15,7 @@ from gateway.delivery import Delivery
 from gateway.metrics import GatewayMetrics
 from gateway.mlflow_otlp import encode_traces
 from gateway.model import BundleRecord, FeedbackRecord, FeedbackValue, SpanRecord, TraceRecord
-from gateway.spool import Spool
+from gateway.spool import Segment, Spool, TornSegment
 from gateway.writer import PermanentWriteError, RetryableWriteError
 from tests.support import wait_for
 
@@ -283,3 +283,59 @@ def test_the_span_turn_is_idle_only_when_no_span_batch_is_written_or_waits(tmp_p
     finally:
         writer.release.set()
         d.shutdown(5)
+
+
+class ProbeBreakingWriter(FlakyWriter):
+    """Fails the first span write as retryable (the breaker opens), then raises ``unexpected`` once:
+    the half-open probe ends with neither success nor failure."""
+
+    def __init__(self) -> None:
+        super().__init__(fail_times=1)
+        self.unexpected = 1
+        self.calls = 0
+
+    def write_spans(self, experiment_id: str, payload: bytes, span_count: int) -> None:
+        self.calls += 1
+        if self.fail_times == 0 and self.unexpected > 0:
+            self.unexpected -= 1
+            raise RuntimeError("a bug in the writer, not an answer from MLflow")
+        super().write_spans(experiment_id, payload, span_count)
+
+
+def test_a_probe_that_raises_unexpectedly_does_not_stall_delivery(tmp_path: Path) -> None:
+    w = ProbeBreakingWriter()
+    d, m = make(tmp_path, w, TRACEGW_BREAKER_FAILURES="1")
+    d.submit_batch(batch("d" * 32))
+    wait_for(lambda: w.written == ["d" * 32], timeout_s=5, what="written after the probe raised")
+    assert w.calls == 3 and value(m, "tracegw_circuit_state") == 0  # closed again
+    d.submit_batch(batch("e" * 32))
+    wait_for(lambda: w.written == ["d" * 32, "e" * 32], timeout_s=5, what="later batches flow too")
+    d.shutdown(2)
+
+
+class RottingSpool(Spool):
+    """A spool whose segments go bad on disk after their first read (a torn file met by the probe)."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.loads = 0
+
+    def load(self, seg: Segment) -> bytes:
+        self.loads += 1
+        if self.loads == 2:
+            raise TornSegment("checksum mismatch")
+        return super().load(seg)
+
+
+def test_a_probe_whose_segment_is_unreadable_does_not_stall_delivery(tmp_path: Path) -> None:
+    w = FlakyWriter(fail_times=1)
+    c = cfg(TRACEGW_BREAKER_FAILURES="1")
+    m = GatewayMetrics(CollectorRegistry())
+    d = Delivery(w, RottingSpool(str(tmp_path / "spool"), 10**8, True, m), c.writer, c.retry, m, "bundles", 2)
+    d.start()
+    d.submit_batch(batch("f" * 32))
+    wait_for(lambda: value(m, "tracegw_spans_dropped_total", stage="write", reason="corrupt") == 1,
+             timeout_s=5, what="the torn segment counted")
+    d.submit_batch(batch("0" * 31 + "1"))
+    wait_for(lambda: w.written == ["0" * 31 + "1"], timeout_s=5, what="the next batch after the torn probe")
+    d.shutdown(2)

@@ -26,27 +26,55 @@ def test_breaker_opens_probes_and_closes() -> None:
     b = CircuitBreaker(3, cooldown_s=2, max_cooldown_s=30, on_change=states.append, clock=clock)
     stop = threading.Event()
     for _ in range(3):
-        assert b.acquire(stop, 0)
-        b.failure()
+        permit = b.acquire(stop, 0)
+        assert permit is not None and not permit.probe
+        permit.failure()
     assert b.state == OPEN and states == [OPEN]
-    assert not b.acquire(stop, 0)  # open: nobody may send
+    assert b.acquire(stop, 0) is None  # open: nobody may send
     clock.now += 2
-    assert b.acquire(stop, 0) and b.state == HALF_OPEN  # exactly one probe
-    assert not b.acquire(stop, 0)
-    b.failure()  # the probe failed: open again, longer
+    probe = b.acquire(stop, 0)
+    assert probe is not None and probe.probe and b.state == HALF_OPEN  # exactly one probe
+    assert b.acquire(stop, 0) is None
+    probe.failure()  # the probe failed: open again, longer
     assert b.state == OPEN
     clock.now += 2
-    assert not b.acquire(stop, 0)
+    assert b.acquire(stop, 0) is None
     clock.now += 2
-    assert b.acquire(stop, 0)
-    b.success()
-    assert b.state == CLOSED and b.just_closed
+    probe = b.acquire(stop, 0)
+    assert probe is not None
+    probe.success()
+    probe.failure()  # a permit settles once: this is ignored
+    assert b.state == CLOSED
     assert states == [OPEN, HALF_OPEN, OPEN, HALF_OPEN, CLOSED]
+
+
+def test_a_probe_left_unsettled_lets_the_next_one_go() -> None:
+    clock = FakeClock()
+    b = CircuitBreaker(1, cooldown_s=1, max_cooldown_s=1, clock=clock)
+    stop = threading.Event()
+    first = b.acquire(stop, 0)
+    assert first is not None
+    first.failure()
+    clock.now += 1
+    with b.acquire(stop, 0) as probe:  # type: ignore[union-attr]
+        assert probe.probe and b.acquire(stop, 0) is None
+    # left without an answer (an unreadable segment): the breaker is still half-open, and lets one more go
+    assert b.state == HALF_OPEN
+    again = b.acquire(stop, 0)
+    assert again is not None and again.probe
+    try:
+        with again:
+            raise RuntimeError("unexpected")
+    except RuntimeError:
+        pass
+    assert b.acquire(stop, 0) is not None
 
 
 def test_acquire_returns_when_stopping() -> None:
     b = CircuitBreaker(1, cooldown_s=60, max_cooldown_s=60)
-    b.failure()
+    permit = b.acquire(threading.Event(), 0)
+    assert permit is not None
+    permit.failure()
     stop = threading.Event()
     stop.set()
-    assert not b.acquire(stop, 5)
+    assert b.acquire(stop, 5) is None
