@@ -31,7 +31,7 @@ test: setup  ## the whole suite: unit, client, integration (real mlflow servers,
 	$(BIN)/python -m pytest
 
 test-fast: setup  ## unit and client tests only (seconds)
-	$(BIN)/python -m pytest tests/unit tests/client
+	$(BIN)/python -m pytest tests/gateway tests/clients
 
 lint: setup  ## ruff, mypy, buf lint, stub drift
 	$(BIN)/ruff check .

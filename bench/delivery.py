@@ -1,12 +1,12 @@
 """Delivery into a real MLflow server: traces/s landed and traces lost, three ways.
 
-Each alternative writes the same N realistic MangaAssist traces (``orchestrator.traffic``'s
+Each alternative writes the same N realistic MangaAssist traces (``orchestrator.tools.traffic``'s
 Bedrock-route plans: the spec §5 tree, 17 spans, tags, inputs, outputs) into a **fresh**
 ``mlflow server`` (SQLite, ``--workers 1``, no job runner; ``tests.support.MlflowServer``):
 
 - ``ceiling-n``     the server's own batched ingest: the traces, pre-built by the gateway's own
                     stages (assembly, measure, contract, redaction, sampling at 1.0) and encoded
-                    with its OTLP encoder (``gateway.mlflow_otlp``), POSTed to ``/v1/traces`` in
+                    with its OTLP encoder (``gateway.export.otlp_encode``), POSTed to ``/v1/traces`` in
                     requests of 100 traces by n threads (one cell per ``--ceiling-senders`` value)
                     as fast as the server answers. Payloads are built before the clock starts.
 - ``gateway``       this project's client (``clients.Tracer``) -> a ``tracegw serve`` subprocess
@@ -105,23 +105,23 @@ def paced(items: list[Any], rate: float, max_seconds: float, fn: Callable[[Any],
 
 def ceiling_payloads(count: int, seed: int, per_request: int) -> tuple[list[bytes], list[str]]:
     """The traces as the gateway would write them: recorded with the client, decoded, assembled,
-    through the gateway's stages at ratio 1.0, encoded by ``gateway.mlflow_otlp`` ``per_request``
+    through the gateway's stages at ratio 1.0, encoded by ``gateway.export.otlp_encode`` ``per_request``
     traces per request. Returns the serialized requests and the trace ids."""
     from prometheus_client import CollectorRegistry
 
     from clients import ClientConfig, Tracer
     from clients.encode import encode_span
     from gateway import config as config_mod
-    from gateway.assembler import Assembler
-    from gateway.contract import ContractChecker
-    from gateway.decode import decode_native_spans
-    from gateway.measure import Measure
+    from gateway.export.otlp_encode import encode_traces
     from gateway.metrics import GatewayMetrics
-    from gateway.mlflow_otlp import encode_traces
-    from gateway.pipeline import StageChain
-    from gateway.redactor import Redactor
-    from gateway.sampler import Sampler
-    from orchestrator.traffic import handle_message
+    from gateway.process.assembler import Assembler
+    from gateway.process.chain import StageChain
+    from gateway.process.contract import ContractChecker
+    from gateway.process.measure import Measure
+    from gateway.process.redactor import Redactor
+    from gateway.process.sampler import Sampler
+    from gateway.receive.decode_spans import decode_native_spans
+    from orchestrator.tools.traffic import handle_message
 
     cfg = config_mod.load({"MLFLOW_TRACE_SAMPLING_RATIO": "1.0", "MLFLOW_EXPERIMENT_NAME": EXPERIMENT})
     metrics = GatewayMetrics(CollectorRegistry())
@@ -396,7 +396,7 @@ def gateway_env(server_url: str, workdir: Path, overrides: dict[str, str]) -> di
 def run_gateway(server: Any, db: Path, args: argparse.Namespace, rnd: int, workdir: Path, name: str = "gateway",
                 variant: dict[str, str] | None = None) -> Result:
     from clients import ClientConfig, Tracer
-    from orchestrator.traffic import handle_message
+    from orchestrator.tools.traffic import handle_message
     from tests.faults.harness import GatewayProcess
 
     create_experiment(server.url)
@@ -474,7 +474,7 @@ def child_main(args: argparse.Namespace) -> None:
     from mlflow.tracing.export import async_export_queue
 
     from bench.request_path import MlflowTracer, _CountingHandler
-    from orchestrator.traffic import handle_message
+    from orchestrator.tools.traffic import handle_message
 
     discarded = [0]
     original_put = async_export_queue.AsyncTraceExportQueue.put

@@ -27,9 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from clients import ClientConfig, FeedbackEvent, Tracer
 from clients.events import Feedback
 from gateway import config
-from gateway.sampler import head_keep, ratio_bound
+from gateway.process.sampler import head_keep, ratio_bound
 from gateway.server import ThreadedGateway
-from orchestrator.traffic import handle_message, percentile, plan_requests
+from orchestrator.tools.traffic import handle_message, percentile, plan_requests
 from tests.support import MlflowServer, wait_for
 
 RATIO = 0.1

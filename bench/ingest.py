@@ -8,7 +8,7 @@ not imported): assembly, measure, contract, redaction, sampling at ratio 0.1 wit
 buffer, batching, and the disk spool (fsync ``always``) in front of the null writer.
 
 Payloads: 17-span MangaAssist traces recorded with ``clients.Tracer`` running
-``orchestrator.traffic.handle_message`` on Bedrock-route plans (a third of them with an e-mail
+``orchestrator.tools.traffic.handle_message`` on Bedrock-route plans (a third of them with an e-mail
 address and a phone number in the customer's message), encoded with the client's own encoder;
 each request carries 30 traces (510 spans, like the client's 512-span batches). Templates are
 built before the clock starts; each send only patches fresh trace ids into the template bytes.
@@ -103,7 +103,7 @@ def serve_gateway(workdir: str, ratio: float, cpu: int = 0, gc_interval: str = "
     try:
         from gateway.gc_policy import tune_process
     except ImportError:  # an older tree (bench/ingest_ab.py --b-rev): its own tuning, no clock
-        from gateway.service import tune_gc
+        from gateway.core import tune_gc
 
         def tune_process(interval_s: float, pause_histogram: Any = None) -> Any:  # type: ignore[misc]
             tune_gc()
@@ -191,7 +191,7 @@ def serve_floor(cpu: int = 0) -> None:
 
     from clients.pb import trace_gateway_service_pb2 as svc_pb2
     from clients.pb import trace_gateway_service_pb2_grpc as svc_grpc
-    from gateway.decode import decode_native_spans
+    from gateway.receive.decode_spans import decode_native_spans
 
     os.sched_setaffinity(0, {cpu})
     decoded = [0]
@@ -275,7 +275,7 @@ def build_templates(count: int, seed: int) -> list[tuple[bytes, bytes]]:
     """``count`` 17-span traces as (serialised partial ``ExportSpansRequest``, its 16-byte trace id)."""
     from clients import ClientConfig, Tracer
     from clients.encode import encode_spans_chunk
-    from orchestrator.traffic import handle_message, plan_requests
+    from orchestrator.tools.traffic import handle_message, plan_requests
 
     plans = [p for p in plan_requests(count * 3, seed) if p.uses_bedrock][:count]
     plans = [

@@ -22,15 +22,15 @@ import time
 from prometheus_client import CollectorRegistry
 
 from gateway import config
-from gateway.assembler import Assembler
-from gateway.contract import ContractChecker
 from gateway.gc_policy import tune_process
-from gateway.measure import Measure
 from gateway.metrics import GatewayMetrics
 from gateway.model import SpanRecord, SpanStatus, TraceRecord
-from gateway.redactor import Redactor
-from gateway.rescue_buffer import RescueBuffer
-from gateway.sampler import Sampler
+from gateway.process.assembler import Assembler
+from gateway.process.contract import ContractChecker
+from gateway.process.measure import Measure
+from gateway.process.redactor import Redactor
+from gateway.process.rescue_buffer import RescueBuffer
+from gateway.process.sampler import Sampler
 
 TREE = [("handle_message", None), ("load_context", 0), ("intent_classification", 0), ("route_intent", 0),
         ("retrieve_chunks", 0), ("embed_query", 4), ("vector_search", 4), ("keyword_search", 4),

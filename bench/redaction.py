@@ -21,7 +21,7 @@ import unicodedata
 from collections.abc import Callable
 from pathlib import Path
 
-from gateway.pii import find_pii
+from gateway.process.pii import find_pii
 
 ROUNDS = 10  # short interleaved rounds: a burst of load on this shared machine hits every implementation
 PII_TEXT = (
@@ -62,12 +62,12 @@ def naive(text: str) -> list[tuple[int, int]]:
 
 
 def find_pii_at(rev: str) -> Callable[[str], object]:
-    """``find_pii`` from ``gateway/pii.py`` as committed at git revision ``rev``."""
+    """``find_pii`` from ``gateway/process/pii.py`` as committed at git revision ``rev``."""
     root = Path(__file__).resolve().parent.parent
-    source = subprocess.run(["git", "show", f"{rev}:gateway/pii.py"], cwd=root, check=True,
+    source = subprocess.run(["git", "show", f"{rev}:gateway/process/pii.py"], cwd=root, check=True,
                             capture_output=True, text=True).stdout
     module = types.ModuleType(f"pii_at_{rev}")
-    exec(compile(source, f"{rev}:gateway/pii.py", "exec"), module.__dict__)
+    exec(compile(source, f"{rev}:gateway/process/pii.py", "exec"), module.__dict__)
     return module.find_pii
 
 

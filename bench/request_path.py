@@ -22,7 +22,7 @@ configuration is process-global):
 - ``mlflow_async``  ``mlflow.start_span`` / ``mlflow.update_current_trace`` with async trace export;
 - ``mlflow_sync``   the same with synchronous export (bounded lower: every request waits on the server).
 
-The request is ``orchestrator.traffic.handle_message`` on Bedrock-route plans (the spec §5 tree,
+The request is ``orchestrator.tools.traffic.handle_message`` on Bedrock-route plans (the spec §5 tree,
 17 spans, the orchestrator's real attributes, tags, inputs and outputs); failure injection is
 off (``error_rate=0``) because MLflow's ``LiveSpan.set_status`` takes no message.
 
@@ -217,7 +217,7 @@ class MlflowTracer:
 
 
 def bedrock_plans(count: int, seed: int) -> list[Any]:
-    from orchestrator.traffic import plan_requests
+    from orchestrator.tools.traffic import plan_requests
 
     plans = [p for p in plan_requests(count * 3, seed, error_rate=0.0) if p.uses_bedrock][:count]
     assert len(plans) == count and all(p.span_count == 17 for p in plans)
@@ -257,7 +257,7 @@ def run_cell(
     the machine's own moment-to-moment noise (a request after an idle sleep can take 3x one
     after a busy moment, untraced or not) mostly cancelled.
     """
-    from orchestrator.traffic import handle_message
+    from orchestrator.tools.traffic import handle_message
 
     warmup = 2 if cell == "mlflow_sync" else 30
     plans = bedrock_plans(requests + warmup, seed)

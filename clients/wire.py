@@ -1,5 +1,5 @@
 """Protocol-buffer wire primitives shared by the client's span encoder (``clients.encode``) and
-the gateway's OTLP encoder (``gateway.mlflow_otlp``), which write messages as bytes directly."""
+the gateway's OTLP encoder (``gateway.export.otlp_encode``), which write messages as bytes directly."""
 
 from __future__ import annotations
 

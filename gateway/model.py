@@ -147,7 +147,7 @@ def truthy(value: Any) -> bool:
 # Memory estimate of a decoded span, calibrated with tracemalloc on the MangaAssist traces that
 # ``bench/ingest.py`` sends (17 spans, 0-10 attributes each, JSON inputs/outputs on the root and the
 # LLM span): within about 10% of what Python really holds for them (see
-# ``tests/unit/test_model_sizes.py``). It counts what a span owns — the record, its id and name
+# ``tests/gateway/test_model_sizes.py``). It counts what a span owns — the record, its id and name
 # strings, attribute dict, events list and tags dict — plus each attribute and the text in values.
 SPAN_OVERHEAD_BYTES = 800
 ATTRIBUTE_BYTES = 90

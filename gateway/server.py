@@ -27,17 +27,27 @@ from prometheus_client import CollectorRegistry, start_http_server
 
 from clients.pb import trace_gateway_service_pb2, trace_gateway_service_pb2_grpc
 from gateway.config import Config
+from gateway.core import Gateway
+from gateway.export.errors import TraceWriter
+from gateway.export.mlflow_http import HttpMlflowWriter
 from gateway.gc_policy import tune_process
 from gateway.metrics import GatewayMetrics
-from gateway.receivers import NativeReceiver, OtlpReceiver
-from gateway.service import Gateway
-from gateway.writer import TraceWriter, make_writer
+from gateway.receive.servicers import NativeReceiver, OtlpReceiver
 
 log = logging.getLogger(__name__)
 
 NATIVE_SERVICE = trace_gateway_service_pb2.DESCRIPTOR.services_by_name["TraceGatewayService"].full_name
 OTLP_SERVICE = trace_service_pb2.DESCRIPTOR.services_by_name["TraceService"].full_name
 RPC_GRACE_S = 2.0
+
+
+def make_writer(tracking_uri: str, timeout_s: float, artifact_root: str) -> TraceWriter:
+    """The writer for ``tracking_uri``: HTTP for a server, in-process for ``sqlite:///``."""
+    if tracking_uri.startswith("sqlite:"):
+        from gateway.export.mlflow_embedded import EmbeddedMlflowWriter  # imports mlflow: only when used
+
+        return EmbeddedMlflowWriter(tracking_uri, artifact_root)
+    return HttpMlflowWriter(tracking_uri, timeout_s)
 
 
 async def create_server(address: str, gateway: Gateway, max_receive_message_bytes: int,

@@ -42,13 +42,13 @@ from types import TracebackType
 from typing import Any
 
 from clients import ClientConfig, Tracer
-from orchestrator.traffic import Plan, handle_message, plan_requests
+from orchestrator.tools.traffic import Plan, handle_message, plan_requests
 from tests.faultproxy import FaultProxy
 from tests.support import MlflowServer, free_port, wait_for
 
 DEAD_LETTER_DIR = "dead-letter"
 # A stand-in root the gateway adds to a trace whose root it never received is not a span the
-# client sent: "landed" leaves it out (``gateway.assembler.SYNTHESIZED_ATTRIBUTE``).
+# client sent: "landed" leaves it out (``gateway.process.assembler.SYNTHESIZED_ATTRIBUTE``).
 SYNTHESIZED_LIKE = '%"tracegw.synthesized_root": "true"%'
 QUARANTINE_DIR = "quarantine"
 

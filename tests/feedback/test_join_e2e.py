@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 
 from clients import ClientConfig, FeedbackEvent, Tracer
-from gateway import feedback_daily
-from gateway.sampler import head_keep, ratio_bound
-from orchestrator.traffic import RELEASE_BUNDLE, handle_message, plan_requests
+from gateway.process.sampler import head_keep, ratio_bound
+from orchestrator.jobs import feedback_daily
+from orchestrator.tools.traffic import RELEASE_BUNDLE, handle_message, plan_requests
 from tests.feedback.conftest import KinesisServer
 from tests.support import MlflowServer, wait_for
 

@@ -14,9 +14,9 @@ from prometheus_client import CollectorRegistry
 from clients import ClientConfig, FeedbackEvent, Tracer
 from clients.events import Feedback
 from gateway import config
-from gateway.feedback_stream import FeedbackStreamPublisher, KinesisSink, RetryableStreamError
+from gateway.export.kinesis import FeedbackStreamPublisher, KinesisSink, RetryableStreamError
 from gateway.metrics import GatewayMetrics
-from orchestrator.traffic import handle_message, plan_requests
+from orchestrator.tools.traffic import handle_message, plan_requests
 from tests.feedback.conftest import REGION, KinesisServer
 from tests.support import wait_for
 

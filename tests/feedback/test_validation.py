@@ -6,9 +6,10 @@ import time
 from types import SimpleNamespace
 
 from clients.pb import feedback_pb2
-from gateway import decode, feedback_daily
-from gateway.feedback_join import stream_event
 from gateway.model import FeedbackRecord, FeedbackValue
+from gateway.process.feedback_join import stream_event
+from gateway.receive import decode_events
+from orchestrator.jobs import feedback_daily
 
 TID = "ab" * 16
 
@@ -25,7 +26,7 @@ def test_each_problem_is_rejected_naming_its_field() -> None:
     future.time.FromNanoseconds(time.time_ns() + 3 * 86_400 * 10**9)
     bad = [event(event_id=""), event(trace_id="0" * 32), event(feedback=0), event(response_id=""),
            event(reason_code="because"), event(comment="x" * 3000), event(time=future.time)]
-    records, rejections = decode.decode_feedback([event(), *bad])
+    records, rejections = decode_events.decode_feedback([event(), *bad])
     assert len(records) == 1
     assert [r.field for r in rejections] == [f"events[{i}].{f}" for i, f in enumerate(
         ("event_id", "trace_id", "feedback", "response_id", "reason_code", "comment", "time"), start=1)]
@@ -35,7 +36,7 @@ def test_each_problem_is_rejected_naming_its_field() -> None:
 
 def test_reason_code_may_be_empty_and_time_defaults_to_arrival() -> None:
     before = time.time_ns()
-    [record], rejections = decode.decode_feedback([event(reason_code="", feedback=1)])
+    [record], rejections = decode_events.decode_feedback([event(reason_code="", feedback=1)])
     assert not rejections
     assert record.value is FeedbackValue.THUMBS_UP and record.time_ns >= before
 

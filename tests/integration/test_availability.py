@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from clients import ClientConfig, Tracer
-from orchestrator.traffic import handle_message, plan_requests
+from orchestrator.tools.traffic import handle_message, plan_requests
 from tests.support import MlflowServer, wait_for
 
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")

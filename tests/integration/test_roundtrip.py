@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from clients import ClientConfig, FeedbackEvent, Tracer
-from orchestrator.traffic import RELEASE_BUNDLE, handle_message, plan_requests
+from orchestrator.tools.traffic import RELEASE_BUNDLE, handle_message, plan_requests
 from tests.support import MlflowServer, wait_for
 
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")

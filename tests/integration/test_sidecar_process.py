@@ -22,7 +22,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from clients import ClientConfig, Tracer
-from orchestrator.traffic import handle_message, plan_requests
+from orchestrator.tools.traffic import handle_message, plan_requests
 from tests.support import free_port, wait_for
 
 NATIVE_SERVICE = "mangaassist.tracegateway.v1.TraceGatewayService"

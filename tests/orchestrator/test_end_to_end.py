@@ -14,8 +14,8 @@ from orchestrator.adapters import offline_providers
 from orchestrator.adapters.base import Generation, GenerationRequest
 from orchestrator.guardrails import FALLBACK_EN
 from orchestrator.retrieval import SNAPSHOT_ATTRIBUTE
-from orchestrator.scenarios import INJECTIONS, chat_body, every_intent_and_page
 from orchestrator.schema import PAGE_TYPES
+from orchestrator.tools.scenarios import INJECTIONS, chat_body, every_intent_and_page
 from tests.orchestrator.stack import EXPECTED_TREE, LLM_TREE, NO_RETRIEVAL, REQUIRED_TAGS, orchestrator_stack
 from tests.support import MlflowServer, wait_for
 

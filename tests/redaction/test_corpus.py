@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from gateway.pii import ENTITIES, find_pii
+from gateway.process.pii import ENTITIES, find_pii
 from tests.redaction.corpus import PII, build
 
 
@@ -50,11 +50,11 @@ def test_recall_and_precision_meet_the_bar() -> None:
 def test_a_trace_tag_is_redacted_and_counted_once() -> None:
     from prometheus_client import CollectorRegistry
 
-    from gateway.assembler import Assembler
     from gateway.config import load
     from gateway.metrics import GatewayMetrics
     from gateway.model import SpanRecord
-    from gateway.redactor import Redactor
+    from gateway.process.assembler import Assembler
+    from gateway.process.redactor import Redactor
 
     cfg = load({"TRACEGW_ROOT_GRACE_S": "0"})
     metrics = GatewayMetrics(CollectorRegistry())

@@ -10,7 +10,7 @@ import random
 
 import pytest
 
-from gateway.pii import CARD, IP, ORDER_ID, PHONE, find_pii, luhn_ok
+from gateway.process.pii import CARD, IP, ORDER_ID, PHONE, find_pii, luhn_ok
 
 CODE_LABELS = ["ISBN", "isbn", "ISBN-10", "ISBN-13", "JAN", "EAN", "EAN-13", "GTIN", "ASIN", "UPC", "ISSN",
                "JAN code", "JANコード", "ISBN:", "ISBN：", "ISBN #", "ASIN:\u00a0", "Isbn\u3000"]

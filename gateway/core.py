@@ -1,0 +1,187 @@
+"""The gateway core: receive → assemble → measure → contract → redact → sample → batch → write.
+
+``Gateway`` owns the stateful components and a ticker task on the event loop that hands ready
+traces on. Receivers call ``accept_*`` from the event loop; each call only validates, records
+and returns, so the application's RPCs are answered in microseconds whatever MLflow does.
+
+Measuring comes first (metrics see 100% of traffic), redaction before sampling (so the rescue
+buffer only ever holds redacted traces). Feedback promotes its trace out of the rescue buffer,
+or, if the trace is still being assembled, marks it to be kept; either way it is counted by its
+trace's pivots and, when a stream is configured, published enriched (``feedback_join``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import OrderedDict
+
+from gateway.config import Config
+from gateway.export.batcher import Batcher
+from gateway.export.delivery import Delivery
+from gateway.export.errors import TraceWriter
+from gateway.export.kinesis import make_publisher
+from gateway.export.spool import Spool
+from gateway.memory_guard import MemoryGuard
+from gateway.metrics import GatewayMetrics
+from gateway.model import BundleRecord, FeedbackRecord, SpanRecord, TraceRecord
+from gateway.process.assembler import Assembler
+from gateway.process.chain import StageChain
+from gateway.process.contract import ContractChecker
+from gateway.process.feedback_join import FeedbackJoin, TraceContext, context_of
+from gateway.process.measure import Measure
+from gateway.process.redactor import Redactor
+from gateway.process.rescue_buffer import RescueBuffer
+from gateway.process.sampler import REASON_TAG, Sampler
+
+log = logging.getLogger(__name__)
+
+TICK_S = 0.05
+FEEDBACK_FORCED_MAX = 100_000
+FEEDBACK_HOLD_MARGIN_S = 5.0
+
+
+class Gateway:
+    def __init__(self, config: Config, metrics: GatewayMetrics, writer: TraceWriter) -> None:
+        self.config = config
+        self.metrics = metrics
+        self._assembler = Assembler(config.assembly, metrics)
+        self.rescue = RescueBuffer(config.sampling.rescue_window_s, config.sampling.rescue_max_bytes, metrics)
+        self._feedback_forced: OrderedDict[str, None] = OrderedDict()
+        self._memory = MemoryGuard(config.memory, metrics)
+        self._sampler = Sampler(config.sampling, metrics, on_dropped=self._sampled_out,
+                                forced=self._feedback_forced.__contains__)
+        self._redactor = Redactor(config.redaction, metrics)
+        self._stream = make_publisher(config.feedback, config.region, metrics)
+        self._feedback = FeedbackJoin(
+            metrics, config.feedback.context_max_traces, config.metrics.max_label_values,
+            hold_s=config.assembly.decision_timeout_s + config.assembly.root_grace_s + FEEDBACK_HOLD_MARGIN_S,
+            publish=self._stream.offer if self._stream is not None else None,
+            environment=config.environment, region=config.region)
+        self._chain = StageChain([
+            Measure(metrics, config.metrics.max_label_values),
+            ContractChecker(config.contract, metrics),
+            self._redactor,
+            self._feedback,
+            self._sampler,
+        ], metrics)
+        concurrency = 1 if config.mlflow.embedded else config.writer.concurrency
+        spool = Spool(config.spool.directory or None, config.spool.max_bytes, config.spool.fsync, metrics)
+        self._delivery = Delivery(writer, spool, config.writer, config.retry, metrics,
+                                  config.mlflow.bundle_experiment_name, concurrency)
+        self._batcher = Batcher(config.batch, self._delivery.submit_batch)
+        self._ticker: asyncio.Task[None] | None = None
+        self._accepting = False
+
+    @property
+    def accepting(self) -> bool:
+        return self._accepting
+
+    @property
+    def refusing(self) -> bool:
+        """Memory is over the limit: new spans get RESOURCE_EXHAUSTED."""
+        return self._memory.refusing
+
+    async def start(self) -> None:
+        self._delivery.start()
+        if self._stream is not None:
+            self._stream.start()
+        self._ticker = asyncio.create_task(self._tick(), name="tracegw-ticker")
+        self._accepting = True
+
+    def accept_spans(self, spans: list[SpanRecord], experiment_name: str) -> None:
+        evicted = self._assembler.add(spans, experiment_name or self.config.mlflow.experiment_name)
+        if evicted:
+            self._hand_on(evicted)
+
+    def accept_feedback(self, records: list[FeedbackRecord]) -> None:
+        for record in records:
+            redacted = self._redactor.redact_feedback(record)
+            outcome, context = self._keep_trace_for_feedback(record.trace_id)
+            self._delivery.submit_feedback(redacted)
+            self._feedback.accept(redacted, outcome, context)
+
+    def _keep_trace_for_feedback(self, trace_id: str) -> tuple[str, TraceContext | None]:
+        """Make sure the trace a customer reacted to is stored, whatever sampling said.
+
+        Returns what the gateway knew of it (``feedback_join.JOIN_OUTCOMES``) and its pivot tags
+        when known already.
+        """
+        rescued = self.rescue.promote(trace_id)
+        if rescued is not None:
+            rescued.tags[REASON_TAG] = "feedback"
+            self._sampler.remember_promoted(trace_id)
+            self.metrics.rescue_promoted.labels("feedback").inc()
+            self._batcher.add([rescued])
+            return "rescued", context_of(rescued)
+        decided = self._sampler.decided_keep(trace_id)
+        if decided is not None:  # kept (sampled in), or dropped and gone from the rescue buffer
+            return ("sampled_in" if decided else "orphan"), self._feedback.lookup(trace_id)
+        # Not decided: still in assembly, or its spans have not arrived (yet): keep it if they do.
+        self._feedback_forced[trace_id] = None
+        if len(self._feedback_forced) > FEEDBACK_FORCED_MAX:
+            self._feedback_forced.popitem(last=False)
+        if self._assembler.holds(trace_id):
+            return "in_flight", None
+        return "orphan", self._feedback.lookup(trace_id)
+
+    def accept_bundle_events(self, records: list[BundleRecord]) -> None:
+        for record in records:
+            self._delivery.submit_bundle_event(self._redactor.redact_bundle(record))
+
+    def _sampled_out(self, trace: TraceRecord) -> None:
+        if self._memory.shedding:
+            self.metrics.rescue_evicted.labels("memory").inc()
+        else:
+            self.rescue.add(trace)
+
+    def _hand_on(self, traces: list[TraceRecord]) -> None:
+        kept = self._chain.run(traces)
+        if kept:
+            self._batcher.add(kept)
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(TICK_S)
+            try:
+                ready = self._assembler.poll()
+                if ready:
+                    self._hand_on(ready)
+                if self.config.batch.flush_when_idle and self._delivery.span_turn_idle():
+                    self._batcher.flush()  # the writer waits for work: partial batches go now
+                else:
+                    self._batcher.poll()
+                self.rescue.expire()
+                if self._memory.update(holding=self._assembler.spans_in_flight > 0) >= 1 and len(self.rescue):
+                    self.rescue.clear("memory")
+            except Exception:  # loop boundary: keep ticking, but say so loudly
+                log.exception("pipeline tick failed")
+
+    async def shutdown_receiving(self) -> None:
+        """Refuse new data (receivers answer UNAVAILABLE); what is held stays for ``shutdown``."""
+        self._accepting = False
+
+    async def shutdown(self, timeout_s: float) -> None:
+        """Stop accepting, decide everything held, deliver within ``timeout_s``, count the rest."""
+        if self._ticker is None:
+            return
+        self._accepting = False
+        started = time.monotonic()
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+            self._ticker = None
+        held = self._assembler.drain()
+        self._hand_on(held)
+        self._feedback.flush()
+        self._batcher.flush()
+        remaining = max(0.1, timeout_s - (time.monotonic() - started))
+        if self._stream is not None:
+            await asyncio.gather(asyncio.to_thread(self._delivery.shutdown, remaining),
+                                 asyncio.to_thread(self._stream.shutdown, remaining))
+        else:
+            await asyncio.to_thread(self._delivery.shutdown, remaining)
+        log.info("gateway drained: traces_decided_at_shutdown=%d", len(held))

@@ -1,0 +1,491 @@
+"""Delivery: every kept batch and event reaches MLflow, or is counted with a reason.
+
+A chain of small parts, in the spirit of the OpenTelemetry Collector's exporter helper::
+
+    submit (event loop) → intake queue → spooler thread: encode, write to the disk spool
+        → ready queue → sender threads: circuit breaker → write → ack (delete from spool)
+                                        ↘ retryable: back off (deferred heap), retry until
+                                          TRACEGW_RETRY_MAX_ELAPSED_S, then dead-letter
+                                        ↘ permanent: split a multi-trace batch in halves and
+                                          retry each (isolates a poison trace); one trace, or an
+                                          event, goes to the dead-letter directory
+                                        ↘ feedback whose trace is not in MLflow yet: wait for it
+                                          within the join window
+
+A segment counts as accepted once it is in the spool; unacknowledged segments are replayed
+when the gateway starts. When the spool is disabled, full or the disk refuses, a segment is
+delivered from memory (bounded; beyond the bound it is dropped and counted) — durability is
+lost for it, delivery is not. On shutdown, senders keep delivering until the deadline; what is
+spooled stays for the next start, what is only in memory is counted as ``shutdown``.
+
+Writes are idempotent: MLflow 3.17's SQL store upserts spans on (trace_id, span_id), bundle
+events set tags and metrics to the same values, and a retried feedback first checks whether
+its assessment already exists.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from dataclasses import asdict
+from typing import Any
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from gateway.config import RetryConfig, WriterConfig
+from gateway.export.batcher import SpanBatch
+from gateway.export.errors import PermanentWriteError, RetryableWriteError, TraceWriter, WriteError
+from gateway.export.otlp_encode import encode_traces
+from gateway.export.retry import CLOSED, STATE_NAMES, CircuitBreaker, Permit, backoff_s
+from gateway.export.spool import Segment, Spool, TornSegment
+from gateway.logs import RateLimitedLog
+from gateway.metrics import GatewayMetrics
+from gateway.model import BundleRecord, FeedbackRecord, FeedbackValue
+
+log = logging.getLogger(__name__)
+
+FEEDBACK_RETRY_FIRST_S = 0.5
+FEEDBACK_RETRY_MAX_S = 8.0
+_STOP = object()
+
+
+def feedback_to_json(record: FeedbackRecord) -> bytes:
+    d = asdict(record)
+    d["value"] = record.value.value
+    return json.dumps(d).encode()
+
+
+def feedback_from_json(payload: bytes) -> FeedbackRecord:
+    d = json.loads(payload)
+    d["value"] = FeedbackValue(d["value"])
+    return FeedbackRecord(**d)
+
+
+def bundle_from_json(payload: bytes) -> BundleRecord:
+    return BundleRecord(**json.loads(payload))
+
+
+def split_spans(payload: bytes) -> list[tuple[bytes, int, int]]:
+    """Split an OTLP request into two by trace: [(payload, span_count, trace_count)], or [] for one trace."""
+    request = ExportTraceServiceRequest.FromString(payload)
+    by_trace: dict[bytes, list[Any]] = {}
+    for rs in request.resource_spans:
+        for ss in rs.scope_spans:
+            for span in ss.spans:
+                by_trace.setdefault(span.trace_id, []).append(span)
+    if len(by_trace) < 2:
+        return []
+    ids = list(by_trace)
+    halves = [ids[: len(ids) // 2], ids[len(ids) // 2:]]
+    out = []
+    for half in halves:
+        part = ExportTraceServiceRequest()
+        scope = part.resource_spans.add().scope_spans.add()
+        scope.scope.CopyFrom(request.resource_spans[0].scope_spans[0].scope)
+        for tid in half:
+            scope.spans.extend(by_trace[tid])
+        out.append((part.SerializeToString(), sum(len(by_trace[t]) for t in half), len(half)))
+    return out
+
+
+class Delivery:
+    """Spooler thread plus ``concurrency`` sender threads. ``start()`` replays the spool."""
+
+    def __init__(self, writer: TraceWriter, spool: Spool, writer_cfg: WriterConfig, retry: RetryConfig,
+                 metrics: GatewayMetrics, bundle_experiment: str, concurrency: int) -> None:
+        self._writer = writer
+        self._spool = spool
+        self._cfg = writer_cfg
+        self._retry = retry
+        self._m = metrics
+        self._bundle_experiment = bundle_experiment
+        self._concurrency = concurrency
+        self._intake: queue.Queue[object] = queue.Queue(maxsize=writer_cfg.queue_max_batches)
+        # Ready segments in arrival order: span batches, and events (feedback, bundles) apart, so
+        # that an event can go out while a span batch holds the writer's one span turn.
+        self._ready: deque[Segment] = deque()
+        self._ready_events: deque[Segment] = deque()
+        self._deferred: list[tuple[float, int, Segment]] = []
+        self._cond = threading.Condition()
+        self._in_flight = 0
+        self._spans_in_flight = 0
+        self._spans_deferred = 0
+        self._memory_only = 0
+        self._stop = threading.Event()
+        self._closed = False
+        self._threads: list[threading.Thread] = []
+        self._warn = RateLimitedLog(log)
+        self._server_back = False  # set when the breaker closes; the next acknowledgement retries the deferred
+        self._breaker = CircuitBreaker(retry.breaker_failures, retry.breaker_cooldown_s, retry.max_s,
+                                       on_change=self._breaker_changed)
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        for seg in self._spool.open():
+            seg.extra["replayed"] = True
+            self._queue_of(seg).append(seg)
+        self._m.circuit_state.set(self._breaker.state)
+        threads = [threading.Thread(target=self._spool_loop, name="tracegw-spooler", daemon=True)]
+        threads += [threading.Thread(target=self._send_loop, name=f"tracegw-sender-{i}", daemon=True)
+                    for i in range(self._concurrency)]
+        for t in threads:
+            t.start()
+        self._threads = threads
+
+    def shutdown(self, timeout_s: float) -> None:
+        """Spool what is queued, deliver until ``timeout_s``, leave the rest in the spool."""
+        if self._closed:
+            return
+        self._closed = True
+        deadline = time.monotonic() + timeout_s
+        self._intake.put(_STOP)  # the spooler drains the intake, then stops
+        self._threads[0].join(timeout=max(0.1, deadline - time.monotonic()))
+        if self._threads[0].is_alive():  # out of time before everything was spooled: count what was not
+            while True:
+                try:
+                    item = self._intake.get_nowait()
+                except queue.Empty:
+                    break
+                if item is not _STOP:
+                    self._count_drop(_kind_of(item), "shutdown", getattr(item, "span_count", 1))
+        with self._cond:
+            self._wait_until_idle(deadline)
+            # Feedback still waiting for its trace: the drain has now written every span batch it
+            # could, so its trace is probably in MLflow. Try each once more instead of leaving it
+            # in the spool for a next start that may never come (a deleted pod's emptyDir).
+            if any(g.extra.get("awaiting_trace") for _, _, g in self._deferred):
+                self._deferred = [(0.0, s, g) if g.extra.pop("awaiting_trace", False) else (d, s, g)
+                                  for d, s, g in self._deferred]
+                heapq.heapify(self._deferred)
+                self._cond.notify_all()
+                self._wait_until_idle(deadline)
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        for t in self._threads[1:]:
+            t.join(timeout=max(0.5, deadline - time.monotonic()))
+        left = list(self._ready) + list(self._ready_events) + [item[2] for item in self._deferred]
+        spooled = sum(1 for s in left if s.durable)
+        for seg in left:
+            if not seg.durable:
+                self._drop(seg, "shutdown")
+        self._writer.close()
+        log.info("delivery stopped: %d segments left in the spool for the next start, %d in-memory dropped",
+                 spooled, len(left) - spooled)
+
+    def _wait_until_idle(self, deadline: float) -> None:
+        """With ``_cond`` held: wait until nothing is ready, in flight or due to be retried."""
+        while ((self._ready or self._ready_events or self._in_flight or self._due_deferred_pending())
+               and time.monotonic() < deadline):
+            self._cond.wait(0.05)
+
+    def _due_deferred_pending(self) -> bool:
+        """Deferred retries still worth waiting for during a drain (not feedback awaiting its trace)."""
+        return any(not seg.extra.get("awaiting_trace") for _, _, seg in self._deferred)
+
+    # -- intake (event loop) ------------------------------------------------------------------
+
+    def submit_batch(self, batch: SpanBatch) -> None:
+        self._offer(batch, "spans", batch.span_count)
+
+    def submit_feedback(self, record: FeedbackRecord) -> None:
+        self._offer(record, "feedback", 1)
+
+    def submit_bundle_event(self, record: BundleRecord) -> None:
+        self._offer(record, "bundle", 1)
+
+    def _offer(self, item: object, kind: str, count: int) -> None:
+        if self._closed:
+            self._count_drop(kind, "shutdown", count)
+            return
+        try:
+            self._intake.put_nowait(item)
+        except queue.Full:
+            self._count_drop(kind, "writer_queue_full", count)
+            self._warn.warning("intake_full", "delivery intake full: dropped a %s item of %d", kind, count)
+
+    def span_turn_idle(self) -> bool:
+        """True when no span batch is being written, ready, waiting for a retry or being spooled:
+        a batch handed over now would be written at once."""
+        with self._cond:
+            return not (self._ready or self._spans_in_flight or self._spans_deferred) and self._intake.empty()
+
+    # -- spooler --------------------------------------------------------------------------------
+
+    def _spool_loop(self) -> None:
+        while True:
+            item = self._intake.get()
+            if item is _STOP:
+                return
+            try:
+                seg = self._segment(item)
+                if not self._spool.write(seg) and not self._admit_memory_only(seg):
+                    continue
+                with self._cond:
+                    self._queue_of(seg).append(seg)
+                    self._cond.notify()
+            except Exception:  # loop boundary: count, log, keep going
+                log.exception("spooler failed on an item")
+                self._count_drop(_kind_of(item), "write_failed", getattr(item, "span_count", 1))
+
+    def _segment(self, item: object) -> Segment:
+        now = time.time()
+        if isinstance(item, SpanBatch):
+            payload = encode_traces(item.traces)
+            header = {"kind": "spans", "experiment_name": item.experiment_name, "span_count": item.span_count,
+                      "trace_count": len(item.traces), "first_at": now, "attempts": 0}
+            return Segment(self._spool.next_seq(), "spans", header, payload)
+        if isinstance(item, FeedbackRecord):
+            header = {"kind": "feedback", "span_count": 0, "first_at": now, "attempts": 0}
+            return Segment(self._spool.next_seq(), "feedback", header, feedback_to_json(item))
+        assert isinstance(item, BundleRecord)
+        header = {"kind": "bundle", "span_count": 0, "first_at": now, "attempts": 0}
+        return Segment(self._spool.next_seq(), "bundle", header, json.dumps(asdict(item)).encode())
+
+    def _admit_memory_only(self, seg: Segment) -> bool:
+        with self._cond:
+            if self._memory_only >= self._cfg.queue_max_batches:
+                admitted = False
+            else:
+                self._memory_only += 1
+                seg.extra["memory_only"] = True
+                admitted = True
+        if not admitted:
+            self._drop(seg, "spool_full")
+            self._warn.warning("spool_full", "spool unavailable and memory queue full: dropped segment %d",
+                               seg.seq)
+        return admitted
+
+    # -- senders --------------------------------------------------------------------------------
+
+    def _queue_of(self, seg: Segment) -> deque[Segment]:
+        return self._ready if seg.kind == "spans" else self._ready_events
+
+    def _next(self) -> Segment | None:
+        """The next segment to try, waiting briefly; None when there is nothing due.
+
+        Span batches go **one at a time and in order**: a batch waiting for its retry keeps its
+        turn, so no later batch overtakes it. Two concurrent span writes only contend for the
+        server's database (``gateway/export/mlflow_http.py``), and the order matters: a stand-in root the
+        assembler synthesized for a rootless trace is written before the real span that may
+        arrive later under the same id (across a restart too: the spool replays in sequence
+        order, and new segments get later numbers), so the real span always wins MLflow's upsert.
+        While the span turn is taken, a free sender takes only events (feedback, bundles), so they
+        do not queue behind a span backlog; otherwise the oldest ready segment goes first."""
+        with self._cond:
+            self._m.batches_queued.set(len(self._ready) + len(self._ready_events) + len(self._deferred))
+            now = time.monotonic()
+            span_retry_may_go = self._spans_in_flight == 0
+            next_span_may_go = span_retry_may_go and self._spans_deferred == 0
+            seg: Segment | None = None
+            if self._deferred and self._deferred[0][0] <= now and (
+                    span_retry_may_go or self._deferred[0][2].kind != "spans"):
+                seg = heapq.heappop(self._deferred)[2]
+                if seg.kind == "spans":
+                    self._spans_deferred -= 1
+            elif self._ready_events and not (next_span_may_go and self._ready
+                                             and self._ready[0].seq < self._ready_events[0].seq):
+                seg = self._ready_events.popleft()
+            elif next_span_may_go and self._ready:
+                seg = self._ready.popleft()
+            if seg is None:
+                wait = 0.1 if not self._deferred else min(0.1, self._deferred[0][0] - now)
+                self._cond.wait(max(0.005, wait))
+                return None
+            self._in_flight += 1
+            if seg.kind == "spans":
+                self._spans_in_flight += 1
+            return seg
+
+    def _send_loop(self) -> None:
+        while not self._stop.is_set():
+            seg = self._next()
+            if seg is None:
+                continue
+            try:
+                permit = self._breaker.acquire(self._stop, max_wait_s=0.5)
+                if permit is None:
+                    with self._cond:  # not allowed yet: put it back at the front
+                        self._queue_of(seg).appendleft(seg)
+                    continue
+                with permit:  # a permit left unsettled gives its probe back
+                    self._attempt(seg, permit)
+            except Exception:  # loop boundary
+                log.exception("sender failed on segment %d; retrying later", seg.seq)
+                self._schedule_retry(seg, None)
+            finally:
+                with self._cond:
+                    self._in_flight -= 1
+                    if seg.kind == "spans":
+                        self._spans_in_flight -= 1
+                    self._cond.notify_all()
+
+    def _attempt(self, seg: Segment, permit: Permit) -> None:
+        try:
+            payload = self._spool.load(seg)
+        except (TornSegment, OSError) as exc:
+            log.warning("spooled segment %d unreadable (%s); counted as corrupt", seg.seq, exc)
+            self._m.spool_quarantined.labels("corrupt").inc()
+            self._spool.delete(seg)
+            self._drop(seg, "corrupt")
+            return
+        started = time.perf_counter()
+        try:
+            self._write(seg, payload)
+        except RetryableWriteError as exc:
+            self._observe(seg, "retryable_error", started)
+            permit.failure()
+            self._warn.warning("retry_" + seg.kind, "%s write failed (%s); will retry", seg.kind, exc.reason)
+            self._schedule_retry(seg, exc.retry_after_s)
+            return
+        except PermanentWriteError as exc:
+            self._observe(seg, "permanent_error", started)
+            permit.success()  # the server answered
+            self._permanent(seg, payload, exc)
+            return
+        except WriteError as exc:  # unclassified: treat as retryable
+            self._observe(seg, "retryable_error", started)
+            permit.failure()
+            self._schedule_retry(seg, None)
+            log.warning("%s write failed (%s); will retry", seg.kind, exc.reason)
+            return
+        self._observe(seg, "ok", started)
+        permit.success()
+        self._acknowledge(seg)
+
+    def _write(self, seg: Segment, payload: bytes) -> None:
+        h = seg.header
+        if seg.kind == "spans":
+            exp_id = self._writer.experiment_id(str(h.get("experiment_name", "")))
+            self._writer.write_spans(exp_id, payload, seg.span_count)
+        elif seg.kind == "feedback":
+            retried = seg.attempts > 0 or bool(seg.extra.get("replayed"))
+            self._writer.write_feedback(feedback_from_json(payload), check_existing=retried)
+        else:
+            self._writer.write_bundle_event(bundle_from_json(payload), self._bundle_experiment)
+
+    def _acknowledge(self, seg: Segment) -> None:
+        self._spool.delete(seg)
+        self._release_memory(seg)
+        if seg.kind == "spans":
+            self._m.spans_written.inc(seg.span_count)
+            self._m.traces_written.inc(int(seg.header.get("trace_count", 0)))
+        else:
+            self._m.events_written.labels(seg.kind).inc()
+        if self._server_back:  # the breaker just closed: retry everything now, not at its backoff
+            self._server_back = False
+            with self._cond:
+                self._deferred = [(0.0, s, g) if not g.extra.get("awaiting_trace") else (d, s, g)
+                                  for d, s, g in self._deferred]
+                heapq.heapify(self._deferred)
+                self._cond.notify_all()
+
+    def _schedule_retry(self, seg: Segment, retry_after_s: float | None) -> None:
+        seg.header["attempts"] = seg.attempts + 1
+        self._m.write_retries.labels(seg.kind).inc()
+        if time.time() - float(seg.header.get("first_at", time.time())) > self._retry.max_elapsed_s:
+            self._dead_letter(seg, "retry_exhausted", "RETRY_EXHAUSTED")
+            return
+        delay = backoff_s(seg.attempts, self._retry.initial_s, self._retry.max_s, retry_after_s)
+        self._defer(seg, delay)
+
+    def _defer(self, seg: Segment, delay_s: float) -> None:
+        with self._cond:
+            heapq.heappush(self._deferred, (time.monotonic() + delay_s, seg.seq, seg))
+            if seg.kind == "spans":
+                self._spans_deferred += 1
+            self._cond.notify()
+
+    def _permanent(self, seg: Segment, payload: bytes, exc: PermanentWriteError) -> None:
+        if seg.kind == "feedback" and exc.status == 404:
+            # The trace is not in MLflow yet (in assembly, a batch, or a retry): wait for it.
+            seg.header["attempts"] = seg.attempts + 1
+            waited = time.time() - float(seg.header.get("first_at", time.time()))
+            if waited <= self._cfg.feedback_join_window_s:
+                seg.extra["awaiting_trace"] = True
+                self._defer(seg, min(FEEDBACK_RETRY_MAX_S, FEEDBACK_RETRY_FIRST_S * 2 ** (seg.attempts - 1)))
+                return
+            self._spool.delete(seg)
+            self._drop(seg, "trace_not_found")
+            self._warn.warning("feedback_orphan", "feedback segment %d: its trace was not in MLflow after %.0fs",
+                               seg.seq, self._cfg.feedback_join_window_s)
+            return
+        if seg.kind == "spans":
+            parts = split_spans(payload)
+            if parts:
+                self._split(seg, parts)
+                return
+        self._dead_letter(seg, exc.reason, exc.code, payload)
+
+    def _split(self, seg: Segment, parts: list[tuple[bytes, int, int]]) -> None:
+        """Isolate a poison trace: retry each half of a rejected batch on its own."""
+        halves = []
+        for data, spans, traces in parts:
+            header = {**seg.header, "span_count": spans, "trace_count": traces}
+            half = Segment(self._spool.next_seq(), "spans", header, data)
+            if not self._spool.write(half):
+                half.extra["memory_only"] = True
+                with self._cond:
+                    self._memory_only += 1
+            halves.append(half)
+        self._spool.delete(seg)
+        self._release_memory(seg)
+        self._m.batch_splits.inc()
+        with self._cond:
+            for half in reversed(halves):
+                self._ready.appendleft(half)
+            self._cond.notify_all()
+
+    def _dead_letter(self, seg: Segment, reason: str, code: str, payload: bytes | None = None) -> None:
+        """Keep ``seg`` aside: ``reason`` is written beside it, ``code`` (bounded) labels the count."""
+        if payload is None:
+            try:
+                payload = self._spool.load(seg)
+            except (TornSegment, OSError):
+                payload = b""
+        self._spool.dead_letter(seg, reason, payload)
+        self._release_memory(seg)
+        self._m.dead_letter.labels(seg.kind, code).inc()
+        self._drop(seg, "dead_letter")
+        self._warn.warning("dead_letter", "%s segment %d dead-lettered: %s", seg.kind, seg.seq, reason)
+
+    # -- accounting -----------------------------------------------------------------------------
+
+    def _release_memory(self, seg: Segment) -> None:
+        if seg.extra.pop("memory_only", False):
+            with self._cond:
+                self._memory_only -= 1
+
+    def _drop(self, seg: Segment, reason: str) -> None:
+        self._count_drop(seg.kind, reason, seg.span_count or 1)
+
+    def _count_drop(self, kind: str, reason: str, count: int) -> None:
+        if kind == "spans":
+            self._m.drop_spans("write", reason, count)
+        else:
+            self._m.events_dropped.labels(kind, reason).inc(count)
+
+    def _observe(self, seg: Segment, outcome: str, started: float) -> None:
+        self._m.write_requests.labels(seg.kind, outcome).inc()
+        self._m.write_duration.labels(seg.kind).observe(time.perf_counter() - started)
+
+    def _breaker_changed(self, state: int) -> None:
+        if state == CLOSED:
+            self._server_back = True
+        self._m.circuit_state.set(state)
+        self._m.circuit_transitions.labels(STATE_NAMES[state]).inc()
+        log.info("circuit breaker %s", STATE_NAMES[state])
+
+
+def _kind_of(item: object) -> str:
+    if isinstance(item, FeedbackRecord):
+        return "feedback"
+    if isinstance(item, BundleRecord):
+        return "bundle"
+    return "spans"

@@ -1,0 +1,100 @@
+"""Proto → model for feedback and bundle events: validate them and convert them to
+``gateway.model.FeedbackRecord`` / ``BundleRecord``.
+
+Like spans, a bad event is not fatal to its request: it becomes a ``Rejection`` naming the
+field and the reason, and the rest are accepted (partial success).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from gateway.model import BundleRecord, FeedbackRecord, FeedbackValue
+from gateway.receive.decode_spans import Rejection
+
+_FEEDBACK = {1: FeedbackValue.THUMBS_UP, 2: FeedbackValue.THUMBS_DOWN}
+_HEX = frozenset("0123456789abcdef")
+# The reason codes the MangaAssist UI offers (spec §10); empty means the customer gave none.
+FEEDBACK_REASON_CODES = frozenset({
+    "", "helpful", "accurate", "wrong_recommendation", "wrong_answer", "not_grounded", "irrelevant",
+    "incomplete", "outdated", "wrong_price_or_stock", "wrong_language", "too_slow", "unsafe", "offensive",
+    "other",
+})
+MAX_FEEDBACK_ID_CHARS = 128
+MAX_FEEDBACK_COMMENT_CHARS = 2000
+MAX_FEEDBACK_FUTURE_NS = 24 * 3600 * 10**9
+
+
+def _feedback_problem(e: Any, where: str, trace_id: str, now_ns: int) -> tuple[str, str] | None:
+    """(field, reason) for the first thing wrong with one feedback event, or None."""
+    if not e.event_id:
+        return f"{where}.event_id", "must not be empty"
+    if len(e.event_id) > MAX_FEEDBACK_ID_CHARS:
+        return f"{where}.event_id", f"must be at most {MAX_FEEDBACK_ID_CHARS} characters"
+    if len(trace_id) != 32 or not set(trace_id) <= _HEX or trace_id == "0" * 32:
+        return f"{where}.trace_id", "must be 32 hex characters, not all zero"
+    if e.feedback not in _FEEDBACK:
+        return f"{where}.feedback", "must be THUMBS_UP or THUMBS_DOWN"
+    if not e.response_id:
+        return f"{where}.response_id", "must not be empty (the response the feedback is about)"
+    if len(e.response_id) > MAX_FEEDBACK_ID_CHARS:
+        return f"{where}.response_id", f"must be at most {MAX_FEEDBACK_ID_CHARS} characters"
+    if e.reason_code not in FEEDBACK_REASON_CODES:
+        known = ", ".join(sorted(c for c in FEEDBACK_REASON_CODES if c))
+        return f"{where}.reason_code", f"unknown reason code {e.reason_code[:40]!r}; known: {known}"
+    if len(e.comment) > MAX_FEEDBACK_COMMENT_CHARS:
+        return f"{where}.comment", f"must be at most {MAX_FEEDBACK_COMMENT_CHARS} characters"
+    if e.HasField("time"):
+        t = e.time.ToNanoseconds()
+        if t <= 0:
+            return f"{where}.time", "must be after 1970-01-01"
+        if t > now_ns + MAX_FEEDBACK_FUTURE_NS:
+            return f"{where}.time", "must not be more than a day in the future"
+    return None
+
+
+def decode_feedback(events: Any) -> tuple[list[FeedbackRecord], list[Rejection]]:
+    """Validate feedback events (spec §10). An event without ``time`` is stamped with its arrival."""
+    records: list[FeedbackRecord] = []
+    rejections: list[Rejection] = []
+    now_ns = time.time_ns()
+    for i, e in enumerate(events):
+        where = f"events[{i}]"
+        trace_id = e.trace_id.lower()
+        problem = _feedback_problem(e, where, trace_id, now_ns)
+        if problem is not None:
+            rejections.append(Rejection(i, *problem))
+            continue
+        records.append(FeedbackRecord(
+            event_id=e.event_id, response_id=e.response_id, trace_id=trace_id,
+            value=_FEEDBACK[e.feedback], time_ns=e.time.ToNanoseconds() if e.HasField("time") else now_ns,
+            reason_code=e.reason_code, comment=e.comment, session_id=e.session_id,
+            prompt_version=e.prompt_version, release_bundle=e.release_bundle,
+        ))
+    return records, rejections
+
+
+def decode_bundle_events(events: Any) -> tuple[list[BundleRecord], list[Rejection]]:
+    from google.protobuf.json_format import MessageToDict
+
+    records: list[BundleRecord] = []
+    rejections: list[Rejection] = []
+    for i, e in enumerate(events):
+        where = f"events[{i}]"
+        kind = e.WhichOneof("kind")
+        if not e.event_id:
+            rejections.append(Rejection(i, f"{where}.event_id", "must not be empty"))
+        elif not e.bundle_name or not e.bundle_version:
+            rejections.append(Rejection(i, f"{where}.bundle_name", "bundle_name and bundle_version are required"))
+        elif kind is None:
+            rejections.append(Rejection(i, f"{where}.kind", "one of registered, evaluated, signed_off, "
+                                                            "promoted, rolled_back must be set"))
+        else:
+            details = MessageToDict(getattr(e, kind), preserving_proto_field_name=True)
+            records.append(BundleRecord(
+                event_id=e.event_id, bundle_name=e.bundle_name, bundle_version=e.bundle_version,
+                kind=kind, time_ns=e.time.ToNanoseconds() if e.HasField("time") else 0,
+                actor_id=e.actor_id, note=e.note, details=details,
+            ))
+    return records, rejections

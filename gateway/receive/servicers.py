@@ -1,0 +1,137 @@
+"""gRPC receivers: the native ``TraceGatewayService`` and OTLP ``TraceService/Export``.
+
+Proto types stop here. A request that is wrong as a whole gets ``INVALID_ARGUMENT`` naming
+the field; bad items inside a batch are reported in the partial-success field and counted;
+a gateway that is shutting down answers ``UNAVAILABLE``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
+from clients.pb import common_pb2, trace_gateway_service_pb2, trace_gateway_service_pb2_grpc
+from gateway.core import Gateway
+from gateway.receive import decode_events, decode_spans
+
+log = logging.getLogger(__name__)
+
+MAX_REJECTIONS_LISTED = 20
+RETRY_AFTER_S = 1
+_FULL_MESSAGE = "gateway memory is above its limit; retry later"
+
+
+def _retry_info_details() -> bytes:
+    info = error_details_pb2.RetryInfo()
+    info.retry_delay.seconds = RETRY_AFTER_S
+    status = status_pb2.Status(code=code_pb2.RESOURCE_EXHAUSTED, message=_FULL_MESSAGE)
+    status.details.add().Pack(info)
+    return status.SerializeToString()
+
+
+_RETRY_DETAILS = _retry_info_details()
+EXPERIMENT_METADATA_KEY = "x-mlflow-experiment-name"
+
+
+def _partial(rejections: list[decode_spans.Rejection]) -> common_pb2.PartialSuccess:
+    out = common_pb2.PartialSuccess()
+    if not rejections:
+        return out
+    out.rejected_count = len(rejections)
+    first = rejections[0]
+    out.error_message = f"{len(rejections)} item(s) rejected; first: {first.field} {first.reason}"
+    for r in rejections[:MAX_REJECTIONS_LISTED]:
+        out.rejections.add(index=r.index, field=r.field, reason=r.reason)
+    return out
+
+
+async def _refuse_if_closed(gateway: Gateway, context: grpc.aio.ServicerContext) -> None:
+    if not gateway.accepting:
+        await context.abort(grpc.StatusCode.UNAVAILABLE, "gateway is shutting down")
+
+
+async def _refuse_if_full(gateway: Gateway, context: grpc.aio.ServicerContext, receiver: str, spans: int) -> None:
+    """Back-pressure: RESOURCE_EXHAUSTED with a RetryInfo, never a blocked caller."""
+    if gateway.refusing:
+        gateway.metrics.refused.labels(receiver).inc()
+        gateway.metrics.refused_spans.labels(receiver).inc(spans)
+        await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, _FULL_MESSAGE,
+                            trailing_metadata=(("grpc-status-details-bin", _RETRY_DETAILS),))
+
+
+class NativeReceiver(trace_gateway_service_pb2_grpc.TraceGatewayServiceServicer):
+    def __init__(self, gateway: Gateway) -> None:
+        self._gw = gateway
+        self._m = gateway.metrics
+
+    async def ExportSpans(self, request, context):
+        await _refuse_if_closed(self._gw, context)
+        await _refuse_if_full(self._gw, context, "native", len(request.spans))
+        decoded = decode_spans.decode_native_spans(request.spans)
+        self._m.spans_received.labels("native").inc(len(request.spans))
+        if decoded.rejections:
+            self._m.spans_rejected.labels("native").inc(len(decoded.rejections))
+            self._m.drop_spans("receive", "invalid", len(decoded.rejections))
+        if decoded.stripped_keys:
+            self._m.reserved_keys_stripped.inc(decoded.stripped_keys)
+        if decoded.spans:
+            self._gw.accept_spans(decoded.spans, request.experiment_name)
+        return trace_gateway_service_pb2.ExportSpansResponse(partial_success=_partial(decoded.rejections))
+
+    async def RecordFeedback(self, request, context):
+        await _refuse_if_closed(self._gw, context)
+        records, rejections = decode_events.decode_feedback(request.events)
+        self._m.events_received.labels("feedback").inc(len(request.events))
+        if rejections:
+            self._m.events_rejected.labels("feedback").inc(len(rejections))
+        self._gw.accept_feedback(records)
+        return trace_gateway_service_pb2.RecordFeedbackResponse(partial_success=_partial(rejections))
+
+    async def RecordBundleEvents(self, request, context):
+        await _refuse_if_closed(self._gw, context)
+        records, rejections = decode_events.decode_bundle_events(request.events)
+        self._m.events_received.labels("bundle").inc(len(request.events))
+        if rejections:
+            self._m.events_rejected.labels("bundle").inc(len(rejections))
+        self._gw.accept_bundle_events(records)
+        return trace_gateway_service_pb2.RecordBundleEventsResponse(partial_success=_partial(rejections))
+
+
+class OtlpReceiver(trace_service_pb2_grpc.TraceServiceServicer):
+    """OTLP/gRPC ``TraceService/Export``: any OpenTelemetry SDK can point at the sidecar.
+
+    The MLflow experiment comes from the ``x-mlflow-experiment-name`` request metadata, else
+    the gateway's default.
+    """
+
+    def __init__(self, gateway: Gateway) -> None:
+        self._gw = gateway
+        self._m = gateway.metrics
+
+    async def Export(self, request, context):
+        await _refuse_if_closed(self._gw, context)
+        await _refuse_if_full(self._gw, context, "otlp",
+                              sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans))
+        decoded = decode_spans.decode_otlp_spans(request.resource_spans)
+        total = len(decoded.spans) + len(decoded.rejections)
+        self._m.spans_received.labels("otlp").inc(total)
+        if decoded.rejections:
+            self._m.spans_rejected.labels("otlp").inc(len(decoded.rejections))
+            self._m.drop_spans("receive", "invalid", len(decoded.rejections))
+        if decoded.stripped_keys:
+            self._m.reserved_keys_stripped.inc(decoded.stripped_keys)
+        experiment = ""
+        for key, value in context.invocation_metadata() or ():
+            if key == EXPERIMENT_METADATA_KEY:
+                experiment = value if isinstance(value, str) else value.decode()
+        if decoded.spans:
+            self._gw.accept_spans(decoded.spans, experiment)
+        response = trace_service_pb2.ExportTraceServiceResponse()
+        if decoded.rejections:
+            response.partial_success.rejected_spans = len(decoded.rejections)
+            first = decoded.rejections[0]
+            response.partial_success.error_message = f"{first.field} {first.reason}"
+        return response

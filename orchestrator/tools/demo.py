@@ -1,0 +1,324 @@
+"""``mangaassist-demo``: the gateway sidecar with realistic traffic, on embedded defaults.
+
+What it does, in order, printing as it goes:
+
+1. starts the gateway as a real sidecar process (``tracegw serve``) on free loopback ports,
+   writing to a SQLite MLflow store in the working directory (or, with ``--mlflow-server``, to
+   a local ``mlflow server`` it starts on a free port);
+2. starts the MangaAssist orchestrator (its HTTP API on a free loopback port, offline
+   providers: intent classifier, embeddings, BM25 and vector search over the shipped corpus,
+   reranker, extractive generator, guardrails, response cache) and sends it realistic chat
+   requests across every intent and page type, plus thumbs-up/down through ``/v1/feedback``
+   and a release bundle's registration and offline evaluation;
+3. with ``--mlflow-server``: stops the MLflow server while traffic keeps flowing, and prints
+   the request latency with MLflow up and with it down;
+4. stops the gateway with SIGTERM (it drains what it holds and exits 0), then sends a few
+   requests with no gateway at all: the application keeps working, drops are counted;
+5. reads MLflow back and prints what landed and how to open it in ``mlflow ui``.
+
+No AWS, no server started by hand. Everything it serves listens on 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from clients import BundleEvent, ClientConfig, ClientStats, Tracer
+from clients.events import (
+    BundleComponents,
+    BundleEvaluated,
+    BundleRegistered,
+    EvaluationStage,
+    EvaluationVerdict,
+)
+from orchestrator.adapters import offline_providers
+from orchestrator.api import RunningApi, create_app, serve_in_thread
+from orchestrator.config import DEFAULT_RELEASE_BUNDLE as RELEASE_BUNDLE
+from orchestrator.service import ChatService
+from orchestrator.tools.scenarios import ChatPlan, plan_chats
+from orchestrator.tools.traffic import percentile
+
+EXPERIMENT = "mangaassist-demo"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait(check, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.1)
+    raise SystemExit(f"demo: timed out after {timeout_s:.0f}s waiting for {what}")
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as resp:
+            return bool(resp.status == 200)
+    except OSError:
+        return False
+
+
+def _grpc_serving(target: str) -> bool:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    try:
+        with grpc.insecure_channel(target) as channel:
+            resp = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
+            return bool(resp.status == health_pb2.HealthCheckResponse.SERVING)
+    except grpc.RpcError:
+        return False
+
+
+def scrape(metrics_url: str) -> dict[str, float]:
+    """Sum every ``tracegw_*`` sample by metric name and labels, from a real scrape."""
+    with urllib.request.urlopen(metrics_url, timeout=5) as resp:
+        text = resp.read().decode()
+    values: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("tracegw_") and " " in line:
+            name, _, value = line.rpartition(" ")
+            values[name] = float(value)
+    return values
+
+
+def _wait_written(metrics_url: str, timeout_s: float) -> float:
+    """Seconds until the gateway has written everything it received (MLflow is slower than the app)."""
+    started = time.monotonic()
+
+    def done() -> bool:
+        m = scrape(metrics_url)
+        received = sum(v for k, v in m.items() if k.startswith("tracegw_spans_received_total"))
+        settled = sum(v for k, v in m.items() if k.startswith("tracegw_spans_dropped_total"))
+        return received > 0 and m.get("tracegw_spans_written_total", 0.0) + settled >= received
+
+    _wait(done, timeout_s, "the gateway to write what it received")
+    return time.monotonic() - started
+
+
+@dataclass
+class DriveResult:
+    latencies_ms: list[float] = field(default_factory=list)
+    trace_ids: list[str] = field(default_factory=list)
+    feedback_sent: int = 0
+    cache_hits: int = 0
+    blocked: int = 0
+
+
+def _post(url: str, body: dict[str, Any]) -> dict[str, Any]:
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"},
+                                 method="POST")
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return dict(json.loads(resp.read()))
+
+
+def drive(api_url: str, plans: list[ChatPlan], rate_per_s: float) -> DriveResult:
+    """POST each plan to ``/v1/chat`` at about ``rate_per_s``, then its feedback to ``/v1/feedback``."""
+    out = DriveResult()
+    interval = 1.0 / rate_per_s
+    next_at = time.monotonic()
+    for plan in plans:
+        t0 = time.perf_counter()
+        resp = _post(api_url + "/v1/chat", plan.body)
+        out.latencies_ms.append((time.perf_counter() - t0) * 1000)
+        out.trace_ids.append(resp["trace_id"])
+        out.cache_hits += bool(resp["cache_hit"])
+        out.blocked += resp["guardrail_action"] == "block"
+        if plan.feedback:
+            _post(api_url + "/v1/feedback", {
+                "response_id": resp["response_id"], "trace_id": resp["trace_id"], "feedback": plan.feedback,
+                "reason_code": "wrong_recommendation" if plan.feedback == "thumbs_down" else "helpful"})
+            out.feedback_sent += 1
+        next_at += interval
+        delay = next_at - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)  # pacing the load, not synchronising
+    return out
+
+
+def _cost_line(label: str, result: DriveResult) -> str:
+    c = result.latencies_ms
+    return (f"  {label:<28} {len(c):>5} requests   latency p50 {statistics.median(c):6.1f} ms"
+            f"   p99 {percentile(c, 0.99):6.1f} ms   ({result.cache_hits} cache hits, {result.blocked} blocked)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mangaassist-demo", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="\n\n".join(__doc__.split("\n\n")[1:]))
+    parser.add_argument("--requests", type=int, default=400, help="requests while MLflow is up (default %(default)s)")
+    parser.add_argument("--rate", type=float, default=100.0, help="requests per second (default %(default)s)")
+    parser.add_argument("--workdir", default=".", help="where mlflow.db and logs go (default: current directory)")
+    parser.add_argument("--mlflow-server", action="store_true",
+                        help="write through a local `mlflow server` and stop it mid-run")
+    args = parser.parse_args(argv)
+    if args.requests <= 0 or args.rate <= 0:
+        parser.error("--requests and --rate must be positive")
+
+    workdir = Path(args.workdir).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    db_uri = f"sqlite:///{workdir / 'mlflow.db'}"
+    bin_dir = Path(sys.executable).parent
+    procs: list[subprocess.Popen[bytes]] = []
+    apis: list[RunningApi] = []
+    mlflow_proc = None
+    try:
+        tracking_uri = db_uri
+        if args.mlflow_server:
+            port = _free_port()
+            tracking_uri = f"http://127.0.0.1:{port}"
+            print(f"[1/5] starting mlflow server on {tracking_uri} (SQLite {workdir / 'mlflow.db'}) ...")
+            mlflow_log = open(workdir / "mlflow-server.log", "ab")  # noqa: SIM115
+            mlflow_proc = subprocess.Popen(
+                [shutil.which("mlflow", path=str(bin_dir)) or "mlflow", "server", "--backend-store-uri", db_uri,
+                 "--default-artifact-root", (workdir / "mlartifacts").as_uri(), "--host", "127.0.0.1",
+                 "--port", str(port), "--workers", "1"],
+                stdout=mlflow_log, stderr=subprocess.STDOUT, start_new_session=True,
+                env=dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false"))
+            procs.append(mlflow_proc)
+            _wait(lambda: _http_ok(tracking_uri + "/health"), 120, "mlflow server")
+        grpc_port, metrics_port = _free_port(), _free_port()
+        target = f"127.0.0.1:{grpc_port}"
+        metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
+        env = dict(os.environ, TRACEGW_LISTEN_ADDRESS=target, TRACEGW_METRICS_ADDRESS=f"127.0.0.1:{metrics_port}",
+                   MLFLOW_TRACKING_URI=tracking_uri, MLFLOW_EXPERIMENT_NAME=EXPERIMENT,
+                   TRACEGW_ARTIFACT_ROOT=str(workdir / "mlartifacts"))
+        gw_log_path = workdir / "tracegw.log"
+        print(f"[{'2' if args.mlflow_server else '1'}/5] starting the gateway sidecar on {target} "
+              f"(metrics {metrics_url}, log {gw_log_path.name}) ...")
+        gw_log = open(gw_log_path, "ab")  # noqa: SIM115
+        gateway = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve"], env=env, cwd=workdir,
+                                   stdout=gw_log, stderr=subprocess.STDOUT)
+        procs.append(gateway)
+        _wait(lambda: _grpc_serving(target), 60, "gateway health SERVING")
+
+        tracer = Tracer(ClientConfig(target=target, service_name="mangaassist-orchestrator"))
+        service = ChatService(tracer, offline_providers(), deployment_stage="dev")
+        api = serve_in_thread(create_app(service))
+        apis.append(api)
+        print(f"      orchestrator API on {api.url} (offline providers; POST /v1/chat, /v1/feedback)")
+        print(f"      sending {args.requests} chat requests at {args.rate:.0f}/s ...")
+        plans = plan_chats(args.requests + args.requests // 2 + 100, seed=11)
+        up = drive(api.url, plans[: args.requests], args.rate)
+        tracer.record_bundle_event(BundleEvent("mangaassist-chatbot-prod", RELEASE_BUNDLE, BundleRegistered(
+            BundleComponents("7", "manga-reranker-4", "recommendation-2.4",
+                             "anthropic.claude-3-5-haiku-20241022-v1:0", "rag-v5", "guardrails-12")),
+            actor_id="release-pipeline"))
+        tracer.record_bundle_event(BundleEvent("mangaassist-chatbot-prod", RELEASE_BUNDLE, BundleEvaluated(
+            EvaluationStage.OFFLINE, EvaluationVerdict.PASS,
+            {"intent_accuracy": 0.94, "grounded_answer_rate": 0.97, "p95_latency_ms": 1830.0},
+            dataset_version="golden-v12"), actor_id="release-pipeline"))
+        tracer.flush(timeout_s=10)
+        cost_lines = [_cost_line("gateway up, MLflow up", up)]
+        caught_up_s = _wait_written(metrics_url, timeout_s=120)
+        print(f"      MLflow has every span the gateway received ({caught_up_s:.1f}s after the last request)")
+
+        if mlflow_proc is not None:
+            print("[3/5] stopping the MLflow server while traffic keeps flowing ...")
+            os.killpg(mlflow_proc.pid, signal.SIGTERM)
+            mlflow_proc.wait(timeout=30)
+            down = drive(api.url, plans[args.requests: args.requests + args.requests // 2], args.rate)
+            tracer.flush(timeout_s=10)
+            cost_lines.append(_cost_line("gateway up, MLflow DOWN", down))
+
+        before_stop = scrape(metrics_url)
+        print("[4/5] stopping the gateway with SIGTERM (drain) ...")
+        gateway.send_signal(signal.SIGTERM)
+        code = gateway.wait(timeout=120)
+        print(f"      gateway exited with code {code}")
+        no_gw = drive(api.url, plans[-100:], args.rate)
+        tracer.flush(timeout_s=2)
+        cost_lines.append(_cost_line("gateway DOWN", no_gw))
+        api.stop()
+        tracer.shutdown(timeout_s=2)
+        stats = tracer.stats()
+
+        print("[5/5] reading MLflow back ...\n")
+        _report(db_uri, workdir, cost_lines, before_stop, stats, up.feedback_sent)
+        return 0 if code == 0 else 1
+    finally:
+        for running in apis:
+            running.stop()
+        for proc in procs:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+
+
+def _report(db_uri: str, workdir: Path, cost_lines: list[str], metrics: dict[str, float],
+            stats: ClientStats, feedback_sent: int) -> None:
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    import mlflow
+
+    mlflow.set_tracking_uri(db_uri)
+    client = mlflow.MlflowClient()
+    exp = client.get_experiment_by_name(EXPERIMENT)
+    traces = client.search_traces(locations=[exp.experiment_id], max_results=5000) if exp else []
+    intents = Counter(t.info.tags.get("intent", "?") for t in traces)
+    errors = sum(1 for t in traces if t.info.state.value == "ERROR")
+    with_feedback = sum(1 for t in traces if t.info.tags.get("user_feedback"))
+    spans = sum(len(t.data.spans) for t in traces)
+    received = sum(v for k, v in metrics.items() if k.startswith("tracegw_spans_received_total"))
+    written = metrics.get("tracegw_spans_written_total", 0.0)
+    dropped = {k: v for k, v in metrics.items() if k.startswith("tracegw_spans_dropped_total")}
+    gens = [s for t in traces for s in t.data.spans if s.name == "bedrock_generate"]
+    model_cost = sum(float(s.attributes.get("cost_usd", 0.0)) for s in gens)
+    tokens_in = sum(int(s.attributes.get("input_tokens", 0)) for s in gens)
+    tokens_out = sum(int(s.attributes.get("output_tokens", 0)) for s in gens)
+    violations = sum(v for k, v in metrics.items() if k.startswith("tracegw_contract_violations_total"))
+    print("What a chat request took, end to end over HTTP (the request path never waits on MLflow):")
+    for line in cost_lines:
+        print(line)
+    print(f"  client counters: {stats.spans_enqueued} spans enqueued, {stats.spans_sent} sent, "
+          f"dropped {dict((k, v) for k, v in stats.spans_dropped.items() if v) or 0}")
+    print("\nWhat the gateway did (scraped from /metrics before shutdown):")
+    print(f"  spans received {received:.0f}, written to MLflow {written:.0f}; drops: {dropped or 'none'}")
+    print(f"\nWhat landed in MLflow (experiment '{EXPERIMENT}', {db_uri}):")
+    print(f"  {len(traces)} traces, {spans} spans; {errors} with ERROR status; {with_feedback} with user_feedback "
+          f"(of {feedback_sent} feedback events sent)")
+    print("  by intent: " + ", ".join(f"{k} {v}" for k, v in intents.most_common()))
+    if traces:
+        print(f"  model cost (price table × tokens; offline tokens are estimates): {len(gens)} generations, "
+              f"{tokens_in} input / {tokens_out} output tokens, ${model_cost:.4f} total, "
+              f"${model_cost / len(traces):.6f} per request")
+    print(f"  trace contract violations counted by the gateway: {violations:.0f}")
+    if traces:
+        sample = traces[0]
+        snap = next((s.attributes.get("retrieval.snapshot") for t in traces for s in t.data.spans
+                     if s.name == "retrieve_chunks"), None)
+        print(f"  e.g. {sample.info.trace_id}: {len(sample.data.spans)} spans, tags "
+              f"intent={sample.info.tags.get('intent')} release_bundle={sample.info.tags.get('release_bundle')}")
+        if isinstance(snap, dict):
+            print(f"  chunk snapshot on retrieve_chunks (attribute retrieval.snapshot), e.g. trace {snap['trace_id']}: "
+                  f"{', '.join(snap['chunk_ids'])}")
+    print("\nOpen it in the MLflow UI:")
+    mlflow_bin = Path(sys.executable).parent / "mlflow"
+    print(f"  {mlflow_bin} ui --backend-store-uri {db_uri} --port 5000   # then http://127.0.0.1:5000")
+    print(f"  search traces with: tags.intent = 'recommendation'   (experiment '{EXPERIMENT}')")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

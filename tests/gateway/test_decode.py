@@ -1,0 +1,123 @@
+import json
+
+from clients.pb import spans_pb2
+from gateway.model import SpanStatus
+from gateway.receive import decode_events, decode_spans
+
+T = bytes(range(1, 17))
+S1 = bytes(range(1, 9))
+S2 = bytes(range(2, 10))
+
+
+def span(**kw: object) -> spans_pb2.Span:
+    base = dict(trace_id=T, span_id=S1, name="handle_message", span_type="CHAIN",
+                start_time_unix_nano=1_000, end_time_unix_nano=2_000, status_code=1)
+    base.update(kw)
+    return spans_pb2.Span(**base)  # type: ignore[arg-type]
+
+
+def test_valid_span_is_converted_with_typed_attributes() -> None:
+    s = span(inputs_json='{"message": "hi"}', trace_tags={"intent": "faq"})
+    s.attributes["n"].int_value = 3
+    s.attributes["ok"].bool_value = True
+    s.attributes["score"].double_value = 0.5
+    s.attributes["ids"].string_list_value.values.extend(["a", "b"])
+    s.attributes["filters"].json_value = json.dumps({"lang": "ja"})
+    out = decode_spans.decode_native_spans([s])
+    assert not out.rejections
+    rec = out.spans[0]
+    assert rec.trace_id == T.hex() and rec.span_id == S1.hex() and rec.parent_span_id is None
+    assert rec.status is SpanStatus.OK
+    assert rec.attributes == {"n": 3, "ok": True, "score": 0.5, "ids": ["a", "b"], "filters": {"lang": "ja"}}
+    assert rec.inputs == {"message": "hi"}
+    assert rec.trace_tags == {"intent": "faq"}
+
+
+def test_bad_spans_are_rejected_by_field_and_the_rest_accepted() -> None:
+    spans = [
+        span(),
+        span(trace_id=b"\x00" * 16),
+        span(span_id=b"abc"),
+        span(name=""),
+        span(end_time_unix_nano=10),
+        span(inputs_json="{not json"),
+        span(parent_span_id=S2, span_id=S2),
+    ]
+    out = decode_spans.decode_native_spans(spans)
+    assert [s.span_id for s in out.spans] == [S1.hex(), S2.hex()]
+    fields = [(r.index, r.field) for r in out.rejections]
+    assert fields == [(1, "spans[1].trace_id"), (2, "spans[2].span_id"), (3, "spans[3].name"),
+                      (4, "spans[4].end_time_unix_nano"), (5, "spans[5].inputs_json")]
+    assert "all zero" in out.rejections[0].reason
+    assert "valid JSON" in out.rejections[4].reason
+
+
+def test_reserved_mlflow_keys_are_stripped_and_counted() -> None:
+    s = span(trace_tags={"mlflow.traceName": "x", "intent": "faq"})
+    s.attributes["mlflow.spanInputs"].string_value = "spoof"
+    s.attributes["request_id"].string_value = "r1"
+    out = decode_spans.decode_native_spans([s])
+    assert out.stripped_keys == 2
+    assert out.spans[0].attributes == {"request_id": "r1"}
+    assert out.spans[0].trace_tags == {"intent": "faq"}
+
+
+def test_otlp_spans_map_mlflow_conventions() -> None:
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    req = ExportTraceServiceRequest()
+    otlp = req.resource_spans.add().scope_spans.add().spans.add()
+    otlp.trace_id, otlp.span_id, otlp.name = T, S1, "llm_call"
+    otlp.start_time_unix_nano, otlp.end_time_unix_nano = 5, 9
+    otlp.status.code = 2
+    otlp.status.message = "boom"
+    for key, value in (("mlflow.spanType", '"LLM"'), ("mlflow.spanInputs", '{"q": 1}'),
+                       ("mlflow.traceTag.intent", "faq"), ("mlflow.traceRequestId", "tr-spoof"), ("app", "x")):
+        kv = otlp.attributes.add()
+        kv.key = key
+        kv.value.string_value = value
+    bad = req.resource_spans[0].scope_spans[0].spans.add()
+    bad.trace_id = b"short"
+    out = decode_spans.decode_otlp_spans(req.resource_spans)
+    rec = out.spans[0]
+    assert rec.span_type == "LLM"
+    assert rec.inputs == {"q": 1}
+    assert rec.trace_tags == {"intent": "faq"}
+    assert rec.attributes == {"app": "x"}
+    assert rec.status is SpanStatus.ERROR and rec.status_message == "boom"
+    assert out.stripped_keys == 1
+    assert out.rejections[0].index == 1 and out.rejections[0].field.endswith("spans[1].trace_id")
+
+
+def test_feedback_validation_names_the_field() -> None:
+    from clients.pb import feedback_pb2
+
+    good = feedback_pb2.FeedbackEvent(event_id="e1", trace_id="AB" * 16, feedback=2, response_id="resp_1")
+    bad_id = feedback_pb2.FeedbackEvent(event_id="e2", trace_id="xyz", feedback=2)
+    no_value = feedback_pb2.FeedbackEvent(event_id="e3", trace_id="ab" * 16)
+    records, rejections = decode_events.decode_feedback([good, bad_id, no_value])
+    assert [r.event_id for r in records] == ["e1"]
+    assert records[0].trace_id == "ab" * 16
+    assert [r.field for r in rejections] == ["events[1].trace_id", "events[2].feedback"]
+
+
+def test_rejections_name_the_field_inside_attributes_events_and_tags() -> None:
+    no_value = span()
+    no_value.attributes["empty"].SetInParent()
+    bad_json = span()
+    bad_json.attributes["filters"].json_value = "{oops"
+    bad_event = span()
+    bad_event.events.add(name="exception", time_unix_nano=5).attributes["x"].SetInParent()
+    long_tag = span(trace_tags={"intent": "x" * (decode_spans.MAX_TAG_VALUE_CHARS + 1)})
+    spans = [no_value, bad_json, bad_event, long_tag, span(status_code=7), span(parent_span_id=b"\x00" * 8),
+             span(start_time_unix_nano=0), span(name="n" * 300)]
+    out = decode_spans.decode_native_spans(spans)
+    assert not out.spans
+    assert [(r.index, r.field) for r in out.rejections] == [
+        (0, "spans[0].attributes['empty']"), (1, "spans[1].attributes['filters']"),
+        (2, "spans[2].events[0].attributes['x']"), (3, "spans[3].trace_tags['intent']"),
+        (4, "spans[4].status_code"), (5, "spans[5].parent_span_id"), (6, "spans[6].start_time_unix_nano"),
+        (7, "spans[7].name"),
+    ]
+    assert out.rejections[0].reason == "attribute value has no value set"
+    assert "valid JSON" in out.rejections[1].reason and "unknown value 7" in out.rejections[4].reason

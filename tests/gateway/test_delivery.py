@@ -1,0 +1,341 @@
+"""Delivery with fakes: retries until success, poison isolation, dead letters, idempotent feedback."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from prometheus_client import CollectorRegistry
+
+from gateway import config
+from gateway.export.batcher import SpanBatch
+from gateway.export.delivery import Delivery
+from gateway.export.errors import PermanentWriteError, RetryableWriteError
+from gateway.export.otlp_encode import encode_traces
+from gateway.export.spool import Segment, Spool, TornSegment
+from gateway.metrics import GatewayMetrics
+from gateway.model import BundleRecord, FeedbackRecord, FeedbackValue, SpanRecord, TraceRecord
+from tests.support import wait_for
+
+
+class FlakyWriter:
+    """Fails the first ``fail_times`` span writes as retryable; rejects any batch holding ``poison``."""
+
+    def __init__(self, fail_times: int = 0, poison: str | None = None) -> None:
+        self.fail_times = fail_times
+        self.poison = poison
+        self.written: list[str] = []
+        self.feedback: list[tuple[str, bool]] = []
+        self.lock = threading.Lock()
+
+    def experiment_id(self, name: str) -> str:
+        return "1"
+
+    def write_spans(self, experiment_id: str, payload: bytes, span_count: int) -> None:
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+        ids = {s.trace_id.hex() for rs in ExportTraceServiceRequest.FromString(payload).resource_spans
+               for ss in rs.scope_spans for s in ss.spans}
+        with self.lock:
+            if self.fail_times > 0:
+                self.fail_times -= 1
+                raise RetryableWriteError("write spans: HTTP 503", status=503)
+            if self.poison in ids:
+                raise PermanentWriteError("write spans: HTTP 400 INVALID_PARAMETER_VALUE", status=400)
+            self.written.extend(sorted(ids))
+
+    def write_feedback(self, record: FeedbackRecord, check_existing: bool = False) -> None:
+        with self.lock:
+            self.feedback.append((record.event_id, check_existing))
+
+    def write_bundle_event(self, record: BundleRecord, experiment_name: str) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def cfg(**env: str) -> config.Config:
+    return config.load({"TRACEGW_RETRY_INITIAL_S": "0.01", "TRACEGW_RETRY_MAX_S": "0.05",
+                        "TRACEGW_BREAKER_COOLDOWN_S": "0.02", **env})
+
+
+def batch(*trace_ids: str) -> SpanBatch:
+    traces = [TraceRecord(t, "e", [SpanRecord(t, "1" * 16, None, "handle_message", "CHAIN", 1, 2)], {})
+              for t in trace_ids]
+    return SpanBatch("e", traces, len(traces))
+
+
+def make(tmp_path: Path, writer: FlakyWriter, **env: str) -> tuple[Delivery, GatewayMetrics]:
+    c = cfg(**env)
+    m = GatewayMetrics(CollectorRegistry())
+    d = Delivery(writer, Spool(str(tmp_path / "spool"), 10**8, True, m), c.writer, c.retry, m, "bundles", 2)
+    d.start()
+    return d, m
+
+
+def value(m: GatewayMetrics, name: str, **labels: str) -> float:
+    return m.registry.get_sample_value(name, labels) or 0.0
+
+
+def test_retryable_failures_are_retried_until_written(tmp_path: Path) -> None:
+    w = FlakyWriter(fail_times=7)
+    d, m = make(tmp_path, w)
+    d.submit_batch(batch("a" * 32, "b" * 32))
+    wait_for(lambda: w.written == ["a" * 32, "b" * 32], timeout_s=20, what="batch written after failures")
+    assert value(m, "tracegw_write_retries_total", kind="spans") == 7
+    assert value(m, "tracegw_circuit_transitions_total", to="open") >= 1
+    wait_for(lambda: value(m, "tracegw_spool_segments") == 0, timeout_s=5, what="spool emptied")
+    d.shutdown(2)
+
+
+def test_a_poison_trace_is_isolated_and_dead_lettered(tmp_path: Path) -> None:
+    ids = [f"{i:032x}" for i in range(1, 9)]
+    w = FlakyWriter(poison=ids[5])
+    d, m = make(tmp_path, w)
+    d.submit_batch(batch(*ids))
+    wait_for(lambda: len(w.written) == 7, timeout_s=20, what="the seven good traces")
+    assert sorted(w.written) == sorted(set(ids) - {ids[5]})
+    wait_for(lambda: value(m, "tracegw_spans_dropped_total", stage="write", reason="dead_letter") == 1,
+             timeout_s=5, what="the poison trace counted")
+    dead = list((tmp_path / "spool" / "dead-letter").glob("*.seg"))
+    assert len(dead) == 1 and value(m, "tracegw_batch_splits_total") >= 3
+    d.shutdown(2)
+
+
+def test_shutdown_leaves_undelivered_segments_in_the_spool_for_the_next_start(tmp_path: Path) -> None:
+    w = FlakyWriter(fail_times=10**6)
+    d, m = make(tmp_path, w)
+    d.submit_batch(batch("c" * 32))
+    wait_for(lambda: value(m, "tracegw_write_retries_total", kind="spans") >= 1, timeout_s=5, what="a retry")
+    d.shutdown(0.5)
+    assert len(list((tmp_path / "spool").glob("*.seg"))) == 1
+    assert value(m, "tracegw_spans_dropped_total", stage="write", reason="shutdown") == 0
+    w2 = FlakyWriter()
+    d2, m2 = make(tmp_path, w2)
+    wait_for(lambda: w2.written == ["c" * 32], timeout_s=10, what="replayed after restart")
+    assert value(m2, "tracegw_spool_replayed_total") == 1
+    d2.shutdown(2)
+
+
+def test_retried_and_replayed_feedback_checks_for_an_existing_assessment(tmp_path: Path) -> None:
+    w = FlakyWriter()
+    d, _ = make(tmp_path, w)
+    d.submit_feedback(FeedbackRecord("ev1", "resp", "d" * 32, FeedbackValue.THUMBS_DOWN, 0))
+    wait_for(lambda: w.feedback == [("ev1", False)], timeout_s=5, what="first attempt without the check")
+    d.shutdown(1)
+
+
+def test_spool_disabled_still_delivers_from_memory(tmp_path: Path) -> None:
+    w = FlakyWriter(fail_times=2)
+    c = cfg()
+    m = GatewayMetrics(CollectorRegistry())
+    d = Delivery(w, Spool(None, 10**8, True, m), c.writer, c.retry, m, "bundles", 1)
+    d.start()
+    d.submit_batch(batch("e" * 32))
+    wait_for(lambda: w.written == ["e" * 32], timeout_s=10, what="memory-only delivery")
+    d.shutdown(1)
+
+
+def test_encode_is_what_the_writer_receives() -> None:
+    b = batch("f" * 32)
+    request = ExportTraceServiceRequest.FromString(encode_traces(b.traces))
+    assert request.resource_spans[0].scope_spans[0].spans[0].trace_id.hex() == "f" * 32
+
+
+class GatedWriter(FlakyWriter):
+    """Span writes block until ``release`` is set; records how many were in flight at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+        self.span_started = threading.Event()
+        self.in_flight = 0
+        self.max_in_flight = 0
+
+    def write_spans(self, experiment_id: str, payload: bytes, span_count: int) -> None:
+        with self.lock:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        self.span_started.set()
+        try:
+            assert self.release.wait(10)
+            super().write_spans(experiment_id, payload, span_count)
+        finally:
+            with self.lock:
+                self.in_flight -= 1
+
+
+def test_span_batches_take_turns_and_feedback_passes_beside_them(tmp_path: Path) -> None:
+    writer = GatedWriter()
+    d, m = make(tmp_path, writer)  # two sender threads
+    try:
+        d.submit_batch(batch("a" * 32))
+        assert writer.span_started.wait(5)
+        d.submit_batch(batch("b" * 32))
+        d.submit_feedback(FeedbackRecord("ev-1", "resp", "a" * 32, FeedbackValue.THUMBS_DOWN, 0))
+        # The feedback is written while the first span batch still holds the span turn...
+        wait_for(lambda: writer.feedback == [("ev-1", False)], timeout_s=5, what="feedback beside a span write")
+        # ...and the second batch waits in the queue, not in a sender blocked on the writer.
+        assert writer.max_in_flight == 1
+        assert value(m, "tracegw_writer_queue_batches") == 1
+        writer.release.set()
+        wait_for(lambda: sorted(writer.written) == ["a" * 32, "b" * 32], timeout_s=5, what="both batches")
+        assert writer.max_in_flight == 1
+    finally:
+        writer.release.set()
+        d.shutdown(5)
+
+
+class TraceLaterWriter(FlakyWriter):
+    """Feedback gets a 404 (trace not in MLflow yet) until ``trace_written`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.trace_written = threading.Event()
+        self.feedback_calls = 0
+
+    def write_feedback(self, record: FeedbackRecord, check_existing: bool = False) -> None:
+        with self.lock:
+            self.feedback_calls += 1
+        if not self.trace_written.is_set():
+            raise PermanentWriteError("write feedback: HTTP 404 RESOURCE_DOES_NOT_EXIST", status=404)
+        super().write_feedback(record, check_existing)
+
+
+def test_shutdown_tries_feedback_awaiting_its_trace_once_more(tmp_path: Path) -> None:
+    writer = TraceLaterWriter()
+    d, _ = make(tmp_path, writer)
+    d.submit_feedback(FeedbackRecord("ev-late", "resp", "e" * 32, FeedbackValue.THUMBS_DOWN, 0))
+    wait_for(lambda: writer.feedback_calls >= 1, timeout_s=5, what="a first feedback attempt")
+    writer.trace_written.set()  # e.g. its span batch was written meanwhile; the next retry is ~0.5 s+ away
+    d.shutdown(5)
+    assert writer.feedback == [("ev-late", True)]  # written at the drain, checking for a duplicate first
+    assert not list((tmp_path / "spool").glob("*.seg"))
+
+
+def test_shutdown_leaves_feedback_whose_trace_never_came_in_the_spool(tmp_path: Path) -> None:
+    writer = TraceLaterWriter()
+    d, _ = make(tmp_path, writer)
+    d.submit_feedback(FeedbackRecord("ev-orphan", "resp", "f" * 32, FeedbackValue.THUMBS_DOWN, 0))
+    wait_for(lambda: writer.feedback_calls >= 1, timeout_s=5, what="a first feedback attempt")
+    started = time.monotonic()
+    d.shutdown(5)
+    assert time.monotonic() - started < 3  # one more try, then it stops waiting for this trace
+    assert writer.feedback == []
+    assert len(list((tmp_path / "spool").glob("*feedback*.seg"))) == 1  # kept for the next start
+
+
+class FailFirstWriter(FlakyWriter):
+    """The first span write waits for ``go`` and then fails as retryable; the rest succeed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.go = threading.Event()
+        self.first_started = threading.Event()
+        self.calls = 0
+
+    def write_spans(self, experiment_id: str, payload: bytes, span_count: int) -> None:
+        with self.lock:
+            self.calls += 1
+            first = self.calls == 1
+        if first:
+            self.first_started.set()
+            assert self.go.wait(10)
+            raise RetryableWriteError("write spans: HTTP 503", status=503)
+        super().write_spans(experiment_id, payload, span_count)
+
+
+def test_a_span_batch_waiting_for_its_retry_is_not_overtaken(tmp_path: Path) -> None:
+    # Order matters: a synthesized root must reach MLflow before a later real span with its id.
+    writer = FailFirstWriter()
+    d, _ = make(tmp_path, writer, TRACEGW_RETRY_INITIAL_S="0.3", TRACEGW_RETRY_MAX_S="0.3")
+    try:
+        d.submit_batch(batch("a" * 32))
+        assert writer.first_started.wait(5)
+        d.submit_batch(batch("b" * 32))
+        wait_for(lambda: len(list((tmp_path / "spool").glob("*.seg"))) == 2, timeout_s=5, what="both spooled")
+        writer.go.set()  # the first write of "a" fails now, with "b" ready behind it
+        wait_for(lambda: len(writer.written) == 2, timeout_s=5, what="both written")
+        assert writer.written == ["a" * 32, "b" * 32]
+    finally:
+        writer.go.set()
+        d.shutdown(5)
+
+
+def test_the_span_turn_is_idle_only_when_no_span_batch_is_written_or_waits(tmp_path: Path) -> None:
+    writer = GatedWriter()
+    d, _ = make(tmp_path, writer)
+    try:
+        assert d.span_turn_idle()
+        d.submit_batch(batch("a" * 32))
+        assert writer.span_started.wait(5)
+        assert not d.span_turn_idle()  # being written
+        d.submit_batch(batch("b" * 32))
+        d.submit_feedback(FeedbackRecord("ev-1", "resp", "a" * 32, FeedbackValue.THUMBS_DOWN, 0))
+        wait_for(lambda: writer.feedback == [("ev-1", False)], timeout_s=5, what="the feedback")
+        assert not d.span_turn_idle()  # a batch still waits for its turn
+        writer.release.set()
+        wait_for(lambda: len(writer.written) == 2, timeout_s=5, what="both batches")
+        wait_for(d.span_turn_idle, timeout_s=5, what="the span turn to be free again")
+    finally:
+        writer.release.set()
+        d.shutdown(5)
+
+
+class ProbeBreakingWriter(FlakyWriter):
+    """Fails the first span write as retryable (the breaker opens), then raises ``unexpected`` once:
+    the half-open probe ends with neither success nor failure."""
+
+    def __init__(self) -> None:
+        super().__init__(fail_times=1)
+        self.unexpected = 1
+        self.calls = 0
+
+    def write_spans(self, experiment_id: str, payload: bytes, span_count: int) -> None:
+        self.calls += 1
+        if self.fail_times == 0 and self.unexpected > 0:
+            self.unexpected -= 1
+            raise RuntimeError("a bug in the writer, not an answer from MLflow")
+        super().write_spans(experiment_id, payload, span_count)
+
+
+def test_a_probe_that_raises_unexpectedly_does_not_stall_delivery(tmp_path: Path) -> None:
+    w = ProbeBreakingWriter()
+    d, m = make(tmp_path, w, TRACEGW_BREAKER_FAILURES="1")
+    d.submit_batch(batch("d" * 32))
+    wait_for(lambda: w.written == ["d" * 32], timeout_s=5, what="written after the probe raised")
+    assert w.calls == 3 and value(m, "tracegw_circuit_state") == 0  # closed again
+    d.submit_batch(batch("e" * 32))
+    wait_for(lambda: w.written == ["d" * 32, "e" * 32], timeout_s=5, what="later batches flow too")
+    d.shutdown(2)
+
+
+class RottingSpool(Spool):
+    """A spool whose segments go bad on disk after their first read (a torn file met by the probe)."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.loads = 0
+
+    def load(self, seg: Segment) -> bytes:
+        self.loads += 1
+        if self.loads == 2:
+            raise TornSegment("checksum mismatch")
+        return super().load(seg)
+
+
+def test_a_probe_whose_segment_is_unreadable_does_not_stall_delivery(tmp_path: Path) -> None:
+    w = FlakyWriter(fail_times=1)
+    c = cfg(TRACEGW_BREAKER_FAILURES="1")
+    m = GatewayMetrics(CollectorRegistry())
+    d = Delivery(w, RottingSpool(str(tmp_path / "spool"), 10**8, True, m), c.writer, c.retry, m, "bundles", 2)
+    d.start()
+    d.submit_batch(batch("f" * 32))
+    wait_for(lambda: value(m, "tracegw_spans_dropped_total", stage="write", reason="corrupt") == 1,
+             timeout_s=5, what="the torn segment counted")
+    d.submit_batch(batch("0" * 31 + "1"))
+    wait_for(lambda: w.written == ["0" * 31 + "1"], timeout_s=5, what="the next batch after the torn probe")
+    d.shutdown(2)
