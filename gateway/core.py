@@ -1,4 +1,5 @@
-"""The gateway core: receive → assemble → measure → contract → redact → sample → batch → write.
+"""The gateway core: receive → assemble → measure → contract → redact → feedback join → sample
+→ batch → write. The composition root of the pipeline; ``server.py`` wires it to the network.
 
 ``Gateway`` owns the stateful components and a ticker task on the event loop that hands ready
 traces on. Receivers call ``accept_*`` from the event loop; each call only validates, records
@@ -16,7 +17,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import OrderedDict
 
 from gateway.config import Config
 from gateway.export.batcher import Batcher
@@ -32,6 +32,7 @@ from gateway.process.chain import StageChain
 from gateway.process.contract import ContractChecker
 from gateway.process.feedback_join import FeedbackJoin, TraceContext, context_of
 from gateway.process.measure import Measure
+from gateway.process.recent import RecentMap
 from gateway.process.redactor import Redactor
 from gateway.process.rescue_buffer import RescueBuffer
 from gateway.process.sampler import REASON_TAG, Sampler
@@ -44,12 +45,20 @@ FEEDBACK_HOLD_MARGIN_S = 5.0
 
 
 class Gateway:
+    """The pipeline's components and the ticker that moves traces through them.
+
+    ``start()`` starts delivery and the ticker; ``accept_*`` take decoded records from the
+    receivers (on the event loop, never blocking); ``shutdown(timeout_s)`` decides every held
+    trace and delivers within the timeout.
+    """
+
     def __init__(self, config: Config, metrics: GatewayMetrics, writer: TraceWriter) -> None:
         self.config = config
         self.metrics = metrics
         self._assembler = Assembler(config.assembly, metrics)
         self.rescue = RescueBuffer(config.sampling.rescue_window_s, config.sampling.rescue_max_bytes, metrics)
-        self._feedback_forced: OrderedDict[str, None] = OrderedDict()
+        # Traces that got feedback before their sampling decision: the sampler keeps them.
+        self._feedback_forced: RecentMap[str, None] = RecentMap(FEEDBACK_FORCED_MAX)
         self._memory = MemoryGuard(config.memory, metrics)
         self._sampler = Sampler(config.sampling, metrics, on_dropped=self._sampled_out,
                                 forced=self._feedback_forced.__contains__)
@@ -121,8 +130,6 @@ class Gateway:
             return ("sampled_in" if decided else "orphan"), self._feedback.lookup(trace_id)
         # Not decided: still in assembly, or its spans have not arrived (yet): keep it if they do.
         self._feedback_forced[trace_id] = None
-        if len(self._feedback_forced) > FEEDBACK_FORCED_MAX:
-            self._feedback_forced.popitem(last=False)
         if self._assembler.holds(trace_id):
             return "in_flight", None
         return "orphan", self._feedback.lookup(trace_id)
@@ -169,11 +176,10 @@ class Gateway:
             return
         self._accepting = False
         started = time.monotonic()
-        if self._ticker is not None:
-            self._ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._ticker
-            self._ticker = None
+        self._ticker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._ticker
+        self._ticker = None
         held = self._assembler.drain()
         self._hand_on(held)
         self._feedback.flush()

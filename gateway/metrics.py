@@ -3,8 +3,10 @@ test). Names follow Prometheus conventions: counters end in ``_total``, duration
 ``_seconds``, sizes ``_bytes``; every drop carries a ``reason`` label from a known set.
 
 Pipeline self-metrics (what each stage took in, passed on and dropped) sit beside delivery
-metrics (write requests, their latency, spans written). The business metrics of spec section 14,
-computed on 100% of traffic before sampling, come with the sampling issue.
+metrics (write requests, their latency, spans written) and the business metrics of spec
+section 14 (``mangaassist_*``), which ``process/measure.py`` and ``process/feedback_join.py``
+update on 100% of traffic before sampling. Which module updates which metric: the docstring
+of each subpackage (``gateway/receive``, ``gateway/process``, ``gateway/export``).
 """
 
 from __future__ import annotations

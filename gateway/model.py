@@ -92,14 +92,6 @@ class TraceRecord:
                 return span
         return None
 
-    @property
-    def has_error(self) -> bool:
-        return any(s.status is SpanStatus.ERROR for s in self.spans)
-
-    @property
-    def mlflow_trace_id(self) -> str:
-        return "tr-" + self.trace_id
-
 
 class FeedbackValue(enum.Enum):
     """The customer's verdict on a response."""

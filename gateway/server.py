@@ -5,8 +5,8 @@
 port (port 0 picks a free one, as tests do). ``serve(config)`` runs the whole sidecar until
 SIGTERM or SIGINT, then drains: health goes NOT_SERVING, new RPCs are refused, in-flight RPCs
 finish, assembly and batches are flushed and delivered within ``TRACEGW_SHUTDOWN_GRACE_S``,
-and the process exits 0. ``start_in_thread(config)`` runs the same thing on a background
-event loop, for tests and the demo.
+and the process exits 0. ``ThreadedGateway`` runs the same thing on a background event loop,
+for tests and benchmarks.
 """
 
 from __future__ import annotations

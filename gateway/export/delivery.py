@@ -26,71 +26,36 @@ its assessment already exists.
 from __future__ import annotations
 
 import heapq
-import json
 import logging
 import queue
 import threading
 import time
 from collections import deque
-from dataclasses import asdict
-from typing import Any
-
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from collections.abc import Callable
 
 from gateway.config import RetryConfig, WriterConfig
 from gateway.export.batcher import SpanBatch
 from gateway.export.errors import PermanentWriteError, RetryableWriteError, TraceWriter, WriteError
-from gateway.export.otlp_encode import encode_traces
+from gateway.export.otlp_encode import encode_traces, split_spans
 from gateway.export.retry import CLOSED, STATE_NAMES, CircuitBreaker, Permit, backoff_s
-from gateway.export.spool import Segment, Spool, TornSegment
+from gateway.export.segments import (
+    Kind,
+    Segment,
+    bundle_from_json,
+    bundle_to_json,
+    feedback_from_json,
+    feedback_to_json,
+)
+from gateway.export.spool import Spool, TornSegment
 from gateway.logs import RateLimitedLog
 from gateway.metrics import GatewayMetrics
-from gateway.model import BundleRecord, FeedbackRecord, FeedbackValue
+from gateway.model import BundleRecord, FeedbackRecord
 
 log = logging.getLogger(__name__)
 
 FEEDBACK_RETRY_FIRST_S = 0.5
 FEEDBACK_RETRY_MAX_S = 8.0
 _STOP = object()
-
-
-def feedback_to_json(record: FeedbackRecord) -> bytes:
-    d = asdict(record)
-    d["value"] = record.value.value
-    return json.dumps(d).encode()
-
-
-def feedback_from_json(payload: bytes) -> FeedbackRecord:
-    d = json.loads(payload)
-    d["value"] = FeedbackValue(d["value"])
-    return FeedbackRecord(**d)
-
-
-def bundle_from_json(payload: bytes) -> BundleRecord:
-    return BundleRecord(**json.loads(payload))
-
-
-def split_spans(payload: bytes) -> list[tuple[bytes, int, int]]:
-    """Split an OTLP request into two by trace: [(payload, span_count, trace_count)], or [] for one trace."""
-    request = ExportTraceServiceRequest.FromString(payload)
-    by_trace: dict[bytes, list[Any]] = {}
-    for rs in request.resource_spans:
-        for ss in rs.scope_spans:
-            for span in ss.spans:
-                by_trace.setdefault(span.trace_id, []).append(span)
-    if len(by_trace) < 2:
-        return []
-    ids = list(by_trace)
-    halves = [ids[: len(ids) // 2], ids[len(ids) // 2:]]
-    out = []
-    for half in halves:
-        part = ExportTraceServiceRequest()
-        scope = part.resource_spans.add().scope_spans.add()
-        scope.scope.CopyFrom(request.resource_spans[0].scope_spans[0].scope)
-        for tid in half:
-            scope.spans.extend(by_trace[tid])
-        out.append((part.SerializeToString(), sum(len(by_trace[t]) for t in half), len(half)))
-    return out
 
 
 class Delivery:
@@ -128,7 +93,6 @@ class Delivery:
 
     def start(self) -> None:
         for seg in self._spool.open():
-            seg.extra["replayed"] = True
             self._queue_of(seg).append(seg)
         self._m.circuit_state.set(self._breaker.state)
         threads = [threading.Thread(target=self._spool_loop, name="tracegw-spooler", daemon=True)]
@@ -159,11 +123,11 @@ class Delivery:
             # Feedback still waiting for its trace: the drain has now written every span batch it
             # could, so its trace is probably in MLflow. Try each once more instead of leaving it
             # in the spool for a next start that may never come (a deleted pod's emptyDir).
-            if any(g.extra.get("awaiting_trace") for _, _, g in self._deferred):
-                self._deferred = [(0.0, s, g) if g.extra.pop("awaiting_trace", False) else (d, s, g)
-                                  for d, s, g in self._deferred]
-                heapq.heapify(self._deferred)
-                self._cond.notify_all()
+            awaiting = [g for _, _, g in self._deferred if g.awaiting_trace]
+            if awaiting:
+                for g in awaiting:
+                    g.awaiting_trace = False
+                self._retry_deferred_now(lambda g: g in awaiting)
                 self._wait_until_idle(deadline)
         self._stop.set()
         with self._cond:
@@ -187,20 +151,26 @@ class Delivery:
 
     def _due_deferred_pending(self) -> bool:
         """Deferred retries still worth waiting for during a drain (not feedback awaiting its trace)."""
-        return any(not seg.extra.get("awaiting_trace") for _, _, seg in self._deferred)
+        return any(not seg.awaiting_trace for _, _, seg in self._deferred)
+
+    def _retry_deferred_now(self, which: Callable[[Segment], bool]) -> None:
+        """With ``_cond`` held: make the deferred segments ``which`` selects due now."""
+        self._deferred = [(0.0, s, g) if which(g) else (d, s, g) for d, s, g in self._deferred]
+        heapq.heapify(self._deferred)
+        self._cond.notify_all()
 
     # -- intake (event loop) ------------------------------------------------------------------
 
     def submit_batch(self, batch: SpanBatch) -> None:
-        self._offer(batch, "spans", batch.span_count)
+        self._offer(batch, Kind.SPANS, batch.span_count)
 
     def submit_feedback(self, record: FeedbackRecord) -> None:
-        self._offer(record, "feedback", 1)
+        self._offer(record, Kind.FEEDBACK, 1)
 
     def submit_bundle_event(self, record: BundleRecord) -> None:
-        self._offer(record, "bundle", 1)
+        self._offer(record, Kind.BUNDLE, 1)
 
-    def _offer(self, item: object, kind: str, count: int) -> None:
+    def _offer(self, item: object, kind: Kind, count: int) -> None:
         if self._closed:
             self._count_drop(kind, "shutdown", count)
             return
@@ -238,15 +208,15 @@ class Delivery:
         now = time.time()
         if isinstance(item, SpanBatch):
             payload = encode_traces(item.traces)
-            header = {"kind": "spans", "experiment_name": item.experiment_name, "span_count": item.span_count,
-                      "trace_count": len(item.traces), "first_at": now, "attempts": 0}
-            return Segment(self._spool.next_seq(), "spans", header, payload)
+            header = {"kind": Kind.SPANS.value, "experiment_name": item.experiment_name,
+                      "span_count": item.span_count, "trace_count": len(item.traces), "first_at": now, "attempts": 0}
+            return Segment(self._spool.next_seq(), Kind.SPANS, header, payload)
         if isinstance(item, FeedbackRecord):
-            header = {"kind": "feedback", "span_count": 0, "first_at": now, "attempts": 0}
-            return Segment(self._spool.next_seq(), "feedback", header, feedback_to_json(item))
+            header = {"kind": Kind.FEEDBACK.value, "span_count": 0, "first_at": now, "attempts": 0}
+            return Segment(self._spool.next_seq(), Kind.FEEDBACK, header, feedback_to_json(item))
         assert isinstance(item, BundleRecord)
-        header = {"kind": "bundle", "span_count": 0, "first_at": now, "attempts": 0}
-        return Segment(self._spool.next_seq(), "bundle", header, json.dumps(asdict(item)).encode())
+        header = {"kind": Kind.BUNDLE.value, "span_count": 0, "first_at": now, "attempts": 0}
+        return Segment(self._spool.next_seq(), Kind.BUNDLE, header, bundle_to_json(item))
 
     def _admit_memory_only(self, seg: Segment) -> bool:
         with self._cond:
@@ -254,7 +224,7 @@ class Delivery:
                 admitted = False
             else:
                 self._memory_only += 1
-                seg.extra["memory_only"] = True
+                seg.memory_only = True
                 admitted = True
         if not admitted:
             self._drop(seg, "spool_full")
@@ -265,7 +235,7 @@ class Delivery:
     # -- senders --------------------------------------------------------------------------------
 
     def _queue_of(self, seg: Segment) -> deque[Segment]:
-        return self._ready if seg.kind == "spans" else self._ready_events
+        return self._ready if seg.kind is Kind.SPANS else self._ready_events
 
     def _next(self) -> Segment | None:
         """The next segment to try, waiting briefly; None when there is nothing due.
@@ -285,9 +255,9 @@ class Delivery:
             next_span_may_go = span_retry_may_go and self._spans_deferred == 0
             seg: Segment | None = None
             if self._deferred and self._deferred[0][0] <= now and (
-                    span_retry_may_go or self._deferred[0][2].kind != "spans"):
+                    span_retry_may_go or self._deferred[0][2].kind is not Kind.SPANS):
                 seg = heapq.heappop(self._deferred)[2]
-                if seg.kind == "spans":
+                if seg.kind is Kind.SPANS:
                     self._spans_deferred -= 1
             elif self._ready_events and not (next_span_may_go and self._ready
                                              and self._ready[0].seq < self._ready_events[0].seq):
@@ -299,7 +269,7 @@ class Delivery:
                 self._cond.wait(max(0.005, wait))
                 return None
             self._in_flight += 1
-            if seg.kind == "spans":
+            if seg.kind is Kind.SPANS:
                 self._spans_in_flight += 1
             return seg
 
@@ -322,7 +292,7 @@ class Delivery:
             finally:
                 with self._cond:
                     self._in_flight -= 1
-                    if seg.kind == "spans":
+                    if seg.kind is Kind.SPANS:
                         self._spans_in_flight -= 1
                     self._cond.notify_all()
 
@@ -361,11 +331,11 @@ class Delivery:
 
     def _write(self, seg: Segment, payload: bytes) -> None:
         h = seg.header
-        if seg.kind == "spans":
+        if seg.kind is Kind.SPANS:
             exp_id = self._writer.experiment_id(str(h.get("experiment_name", "")))
             self._writer.write_spans(exp_id, payload, seg.span_count)
-        elif seg.kind == "feedback":
-            retried = seg.attempts > 0 or bool(seg.extra.get("replayed"))
+        elif seg.kind is Kind.FEEDBACK:
+            retried = seg.attempts > 0 or seg.replayed
             self._writer.write_feedback(feedback_from_json(payload), check_existing=retried)
         else:
             self._writer.write_bundle_event(bundle_from_json(payload), self._bundle_experiment)
@@ -373,7 +343,7 @@ class Delivery:
     def _acknowledge(self, seg: Segment) -> None:
         self._spool.delete(seg)
         self._release_memory(seg)
-        if seg.kind == "spans":
+        if seg.kind is Kind.SPANS:
             self._m.spans_written.inc(seg.span_count)
             self._m.traces_written.inc(int(seg.header.get("trace_count", 0)))
         else:
@@ -381,10 +351,7 @@ class Delivery:
         if self._server_back:  # the breaker just closed: retry everything now, not at its backoff
             self._server_back = False
             with self._cond:
-                self._deferred = [(0.0, s, g) if not g.extra.get("awaiting_trace") else (d, s, g)
-                                  for d, s, g in self._deferred]
-                heapq.heapify(self._deferred)
-                self._cond.notify_all()
+                self._retry_deferred_now(lambda g: not g.awaiting_trace)
 
     def _schedule_retry(self, seg: Segment, retry_after_s: float | None) -> None:
         seg.header["attempts"] = seg.attempts + 1
@@ -398,17 +365,17 @@ class Delivery:
     def _defer(self, seg: Segment, delay_s: float) -> None:
         with self._cond:
             heapq.heappush(self._deferred, (time.monotonic() + delay_s, seg.seq, seg))
-            if seg.kind == "spans":
+            if seg.kind is Kind.SPANS:
                 self._spans_deferred += 1
             self._cond.notify()
 
     def _permanent(self, seg: Segment, payload: bytes, exc: PermanentWriteError) -> None:
-        if seg.kind == "feedback" and exc.status == 404:
+        if seg.kind is Kind.FEEDBACK and exc.status == 404:
             # The trace is not in MLflow yet (in assembly, a batch, or a retry): wait for it.
             seg.header["attempts"] = seg.attempts + 1
             waited = time.time() - float(seg.header.get("first_at", time.time()))
             if waited <= self._cfg.feedback_join_window_s:
-                seg.extra["awaiting_trace"] = True
+                seg.awaiting_trace = True
                 self._defer(seg, min(FEEDBACK_RETRY_MAX_S, FEEDBACK_RETRY_FIRST_S * 2 ** (seg.attempts - 1)))
                 return
             self._spool.delete(seg)
@@ -416,7 +383,7 @@ class Delivery:
             self._warn.warning("feedback_orphan", "feedback segment %d: its trace was not in MLflow after %.0fs",
                                seg.seq, self._cfg.feedback_join_window_s)
             return
-        if seg.kind == "spans":
+        if seg.kind is Kind.SPANS:
             parts = split_spans(payload)
             if parts:
                 self._split(seg, parts)
@@ -428,9 +395,9 @@ class Delivery:
         halves = []
         for data, spans, traces in parts:
             header = {**seg.header, "span_count": spans, "trace_count": traces}
-            half = Segment(self._spool.next_seq(), "spans", header, data)
+            half = Segment(self._spool.next_seq(), Kind.SPANS, header, data)
             if not self._spool.write(half):
-                half.extra["memory_only"] = True
+                half.memory_only = True
                 with self._cond:
                     self._memory_only += 1
             halves.append(half)
@@ -458,15 +425,16 @@ class Delivery:
     # -- accounting -----------------------------------------------------------------------------
 
     def _release_memory(self, seg: Segment) -> None:
-        if seg.extra.pop("memory_only", False):
+        if seg.memory_only:
+            seg.memory_only = False
             with self._cond:
                 self._memory_only -= 1
 
     def _drop(self, seg: Segment, reason: str) -> None:
         self._count_drop(seg.kind, reason, seg.span_count or 1)
 
-    def _count_drop(self, kind: str, reason: str, count: int) -> None:
-        if kind == "spans":
+    def _count_drop(self, kind: Kind, reason: str, count: int) -> None:
+        if kind is Kind.SPANS:
             self._m.drop_spans("write", reason, count)
         else:
             self._m.events_dropped.labels(kind, reason).inc(count)
@@ -483,9 +451,9 @@ class Delivery:
         log.info("circuit breaker %s", STATE_NAMES[state])
 
 
-def _kind_of(item: object) -> str:
+def _kind_of(item: object) -> Kind:
     if isinstance(item, FeedbackRecord):
-        return "feedback"
+        return Kind.FEEDBACK
     if isinstance(item, BundleRecord):
-        return "bundle"
-    return "spans"
+        return Kind.BUNDLE
+    return Kind.SPANS

@@ -12,7 +12,9 @@ MLflow's conventions that this module writes (see ``mlflow/tracing/constant.py``
   ``input_cost_usd``/``output_cost_usd`` → ``mlflow.llm.cost``, so the MLflow UI shows them.
 
 No resource attributes are sent: MLflow turns them into tags on every trace of the request.
-This module does not import mlflow; both writers (HTTP and embedded) use it.
+Every request this module builds has one resource and one scope; ``split_spans`` (poison
+isolation, used by delivery) relies on that. This module does not import mlflow; both
+writers (HTTP and embedded) use it.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterable
 from typing import Any, Final
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from clients.wire import VARINT_1 as _VARINT_1
 from clients.wire import field as _field
@@ -234,3 +238,26 @@ def encode_traces(traces: Iterable[TraceRecord]) -> bytes:
     scope_spans = b"".join(parts)
     resource_spans = b"\x12" + _varint(len(scope_spans)) + scope_spans  # ResourceSpans.scope_spans
     return b"\x0a" + _varint(len(resource_spans)) + resource_spans  # the request's resource_spans
+
+
+def split_spans(payload: bytes) -> list[tuple[bytes, int, int]]:
+    """Split an OTLP request into two by trace: [(payload, span_count, trace_count)], or [] for one trace."""
+    request = ExportTraceServiceRequest.FromString(payload)
+    by_trace: dict[bytes, list[Any]] = {}
+    for rs in request.resource_spans:
+        for ss in rs.scope_spans:
+            for span in ss.spans:
+                by_trace.setdefault(span.trace_id, []).append(span)
+    if len(by_trace) < 2:
+        return []
+    ids = list(by_trace)
+    halves = [ids[: len(ids) // 2], ids[len(ids) // 2:]]
+    out = []
+    for half in halves:
+        part = ExportTraceServiceRequest()
+        scope = part.resource_spans.add().scope_spans.add()
+        scope.scope.CopyFrom(request.resource_spans[0].scope_spans[0].scope)
+        for tid in half:
+            scope.spans.extend(by_trace[tid])
+        out.append((part.SerializeToString(), sum(len(by_trace[t]) for t in half), len(half)))
+    return out

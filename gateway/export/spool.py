@@ -23,10 +23,10 @@ import struct
 import threading
 import time
 import zlib
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gateway.export.segments import Kind, Segment
 from gateway.metrics import GatewayMetrics
 
 log = logging.getLogger(__name__)
@@ -42,31 +42,6 @@ SUFFIX = ".seg"
 class TornSegment(Exception):
     """A segment file that cannot be trusted (truncated, bad magic, bad CRC)."""
 
-
-@dataclass(slots=True)
-class Segment:
-    """One unit of delivery. ``payload`` is None while it rests on disk."""
-
-    seq: int
-    kind: str  # "spans", "feedback" or "bundle"
-    header: dict[str, Any]
-    payload: bytes | None
-    path: Path | None = None
-    size: int = 0
-    next_at: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def durable(self) -> bool:
-        return self.path is not None
-
-    @property
-    def span_count(self) -> int:
-        return int(self.header.get("span_count", 0))
-
-    @property
-    def attempts(self) -> int:
-        return int(self.header.get("attempts", 0))
 
 
 def encode(seg: Segment) -> bytes:
@@ -114,10 +89,6 @@ class Spool:
         self._count = 0
 
     @property
-    def enabled(self) -> bool:
-        return self._dir is not None
-
-    @property
     def directory(self) -> Path | None:
         return self._dir
 
@@ -139,10 +110,11 @@ class Spool:
                 data = path.read_bytes()
                 header, _payload = decode(data)
                 seq = int(path.name.split("-", 1)[0])
+                kind = Kind(header.get("kind", "spans"))
             except (TornSegment, ValueError, OSError) as exc:
                 self._quarantine(path, str(exc))
                 continue
-            found.append(Segment(seq, str(header.get("kind", "spans")), header, None, path, len(data)))
+            found.append(Segment(seq, kind, header, None, path, len(data), replayed=True))
         with self._lock:
             self._seq = max([self._seq, *(s.seq for s in found)])
             self._bytes = sum(s.size for s in found)
@@ -195,24 +167,6 @@ class Spool:
         assert seg.path is not None
         _header, payload = decode(seg.path.read_bytes())
         return payload
-
-    def rewrite_header(self, seg: Segment) -> None:
-        """Persist a changed header (attempt count) of a durable segment."""
-        if seg.path is None:
-            return
-        payload = self.load(seg)
-        data = encode(Segment(seg.seq, seg.kind, seg.header, payload))
-        tmp = seg.path.with_name(seg.path.name + ".tmp")
-        try:
-            with open(tmp, "wb") as f:
-                f.write(data)
-            os.replace(tmp, seg.path)
-        except OSError:
-            tmp.unlink(missing_ok=True)
-            return
-        with self._lock:
-            self._bytes += len(data) - seg.size
-        seg.size = len(data)
 
     def delete(self, seg: Segment) -> None:
         """MLflow acknowledged ``seg``: remove it."""

@@ -49,7 +49,6 @@ _FOLD = {c: c - 0xFEE0 for c in range(0xFF01, 0xFF5F)}  # full-width ASCII block
 _FOLD[0x3000] = 0x20  # ideographic space
 for _dash in (0x2010, 0x2011, 0x2012, 0x2013, 0x2014, 0x2015, 0x2212, 0x30FC, 0xFF70):
     _FOLD[_dash] = 0x2D  # hyphens, dashes, minus, and the long-vowel mark people type as a dash
-NORMALISE = _FOLD
 # str.translate over a whole Japanese text costs ~0.05 µs per character; fold only the runs.
 _FULLWIDTH_ALNUM = re.compile("[\uff0b\uff10-\uff19\uff20-\uff3a\uff41-\uff5a]")
 # Written "[x][x]*", not "[x]+": only a pattern that starts with a plain character class lets the
@@ -127,13 +126,6 @@ _LUHN_DOUBLED = str.maketrans("0123456789", "0246813579")  # 2·d with its two d
 
 def _fold_run(run: re.Match[str]) -> str:
     return run.group().translate(_FOLD)
-
-
-def normalise(text: str) -> str:
-    """Full-width ASCII and dash variants folded to ASCII; same length and offsets as ``text``."""
-    if text.isascii():
-        return text
-    return _FOLDABLE.sub(_fold_run, text)
 
 
 def _for_matching(text: str) -> str:

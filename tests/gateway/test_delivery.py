@@ -14,7 +14,8 @@ from gateway.export.batcher import SpanBatch
 from gateway.export.delivery import Delivery
 from gateway.export.errors import PermanentWriteError, RetryableWriteError
 from gateway.export.otlp_encode import encode_traces
-from gateway.export.spool import Segment, Spool, TornSegment
+from gateway.export.segments import Segment
+from gateway.export.spool import Spool, TornSegment
 from gateway.metrics import GatewayMetrics
 from gateway.model import BundleRecord, FeedbackRecord, FeedbackValue, SpanRecord, TraceRecord
 from tests.support import wait_for

@@ -3,12 +3,13 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
-from gateway.export.spool import Segment, Spool, TornSegment, decode, encode
+from gateway.export.segments import Kind, Segment
+from gateway.export.spool import Spool, TornSegment, decode, encode
 from gateway.metrics import GatewayMetrics
 
 
-def seg(spool: Spool, payload: bytes = b"x" * 100, kind: str = "spans") -> Segment:
-    return Segment(spool.next_seq(), kind, {"kind": kind, "span_count": 3, "first_at": 1.0}, payload)
+def seg(spool: Spool, payload: bytes = b"x" * 100, kind: Kind = Kind.SPANS) -> Segment:
+    return Segment(spool.next_seq(), kind, {"kind": kind.value, "span_count": 3, "first_at": 1.0}, payload)
 
 
 def value(m: GatewayMetrics, name: str, **labels: str) -> float:
@@ -16,7 +17,7 @@ def value(m: GatewayMetrics, name: str, **labels: str) -> float:
 
 
 def test_roundtrip_and_every_kind_of_tear_is_detected() -> None:
-    s = Segment(1, "spans", {"kind": "spans", "span_count": 2}, b"payload-bytes")
+    s = Segment(1, Kind.SPANS, {"kind": "spans", "span_count": 2}, b"payload-bytes")
     data = encode(s)
     assert decode(data) == ({"kind": "spans", "span_count": 2}, b"payload-bytes")
     for bad in (data[:-1], data[:10], b"", b"XXXX" + data[4:], data[:-5] + b"\x00" + data[-4:]):

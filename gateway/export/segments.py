@@ -1,0 +1,70 @@
+"""Segments: the unit of delivery (one MLflow write), and the payload codecs of each kind.
+
+A segment is a span batch (an OTLP ``ExportTraceServiceRequest``), one feedback event or one
+bundle event (JSON). ``spool.py`` keeps segments on disk; ``delivery.py`` moves them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from gateway.model import BundleRecord, FeedbackRecord, FeedbackValue
+
+
+class Kind(StrEnum):
+    """What a segment carries; also the ``kind`` label of the delivery metrics."""
+
+    SPANS = "spans"
+    FEEDBACK = "feedback"
+    BUNDLE = "bundle"
+
+
+@dataclass(slots=True)
+class Segment:
+    """One unit of delivery. ``payload`` is None while it rests on disk (replayed at start)."""
+
+    seq: int
+    kind: Kind
+    header: dict[str, Any]
+    payload: bytes | None
+    path: Path | None = None
+    size: int = 0
+    replayed: bool = False  # read back from the spool at start
+    memory_only: bool = False  # not in the spool (disabled, full or refused): counts against the memory bound
+    awaiting_trace: bool = False  # feedback whose trace MLflow does not have yet
+
+    @property
+    def durable(self) -> bool:
+        return self.path is not None
+
+    @property
+    def span_count(self) -> int:
+        return int(self.header.get("span_count", 0))
+
+    @property
+    def attempts(self) -> int:
+        return int(self.header.get("attempts", 0))
+
+
+def feedback_to_json(record: FeedbackRecord) -> bytes:
+    d = asdict(record)
+    d["value"] = record.value.value
+    return json.dumps(d).encode()
+
+
+def feedback_from_json(payload: bytes) -> FeedbackRecord:
+    d = json.loads(payload)
+    d["value"] = FeedbackValue(d["value"])
+    return FeedbackRecord(**d)
+
+
+def bundle_to_json(record: BundleRecord) -> bytes:
+    return json.dumps(asdict(record)).encode()
+
+
+def bundle_from_json(payload: bytes) -> BundleRecord:
+    return BundleRecord(**json.loads(payload))
