@@ -186,13 +186,31 @@ def serve_in_thread(app: FastAPI, host: str = "127.0.0.1", port: int = 0, timeou
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="mangaassist-orchestrator", description=__doc__.split("\n\n")[0])
-    parser.parse_args(argv)
+    parser = argparse.ArgumentParser(prog="mangaassist-orchestrator", description=__doc__.split("\n\n")[0],
+                                     epilog="Settings come from the environment: see --print-config.")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print every setting, its effective value and meaning, then exit")
+    parser.add_argument("--markdown", action="store_true",
+                        help="with --print-config: the README's table of defaults instead")
+    parser.add_argument("--check", action="store_true", help="validate the configuration and exit (0 ok, 2 invalid)")
+    args = parser.parse_args(argv)
     try:
         cfg = config_module.load()
     except config_module.ConfigError as exc:
-        print(exc, file=sys.stderr)
+        print(f"mangaassist-orchestrator: {exc}", file=sys.stderr)
         return 2
+    if args.print_config and args.markdown:
+        print(config_module.defaults_markdown())
+        return 0
+    if args.print_config:
+        rows = config_module.describe(cfg)
+        width = max(len(r[0]) for r in rows)
+        for env, value, help_text in rows:
+            print(f"{env:<{width}}  {value!r:<28}  {help_text}")
+        return 0
+    if args.check:
+        print("configuration ok")
+        return 0
     import uvicorn
 
     service, tracer = build(cfg)

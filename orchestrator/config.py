@@ -1,169 +1,251 @@
 """Orchestrator configuration: the only orchestrator module that reads the environment.
 
-``load(os.environ)`` parses every variable once into frozen dataclasses nested by concern and
-raises :class:`ConfigError` listing every problem at once. Variables (defaults in brackets):
+Every setting is declared once in ``SETTINGS`` (variable, field, default, parser, help, check),
+as in ``gateway/config.py``. ``load(os.environ)`` reads them into frozen dataclasses nested by
+concern and raises :class:`ConfigError` listing every problem at once; ``describe()`` renders
+the same table for ``mangaassist-orchestrator --print-config`` and the README (a test keeps the
+README's table complete). With nothing set, the chatbot runs offline on loopback.
 
-=================================== ======================================================
-``MANGAASSIST_ENV``                 deployment environment name [``dev``]
-``MANGAASSIST_REGION``              AWS region of Bedrock, SageMaker, AppConfig [``us-east-1``]
-``MANGAASSIST_PROVIDERS``           ``offline`` (shipped deterministic providers) or ``aws`` [``offline``]
-``MANGAASSIST_DEPLOYMENT_STAGE``    ``dev``, ``prod``, ``canary`` or ``shadow`` (trace tag) [``dev``]
-``MANGAASSIST_RELEASE_BUNDLE``      release bundle served when route config names none [``2026.11.20-rc1``]
-``MANGAASSIST_HOST`` / ``_PORT``    HTTP API listen address [``127.0.0.1`` / ``8080``]
-``MANGAASSIST_BEDROCK_MODEL_ID``    default generation model [Claude 3.5 Haiku]
-``MANGAASSIST_EMBEDDING_MODEL_ID``  Bedrock embedding model [``amazon.titan-embed-text-v2:0``]
-``MANGAASSIST_EMBEDDING_DIMENSIONS`` Titan v2 output size: 256, 512 or 1024 [256]
-``MANGAASSIST_INTENT_ENDPOINT``     SageMaker intent classifier endpoint [``manga-intent-classifier``]
-``MANGAASSIST_RERANKER_ENDPOINT``   SageMaker reranker endpoint [``manga-reranker``]
-``MANGAASSIST_APPCONFIG_APPLICATION`` / ``_ENVIRONMENT`` / ``_PROFILE``
-                                    AppConfig route configuration [``mangaassist`` / env / ``routes``]
-``MANGAASSIST_AWS_MAX_ATTEMPTS``    attempts per AWS call on throttling [3]
-``MANGAASSIST_AWS_TIMEOUT_S``       read timeout of AWS calls [10]
-``MANGAASSIST_CACHE_TTL_S``         response cache entry lifetime [300]
-``MANGAASSIST_CACHE_MAX_ENTRIES``   response cache size [2000]
-``TRACEGW_CLIENT_TARGET``           gateway sidecar gRPC address [``127.0.0.1:4317``]
-``MLFLOW_EXPERIMENT_NAME``          MLflow experiment for the traces [the gateway's default]
-=================================== ======================================================
+To add a setting: one ``Setting`` row here, a field on the dataclass it names, a README row
+(``mangaassist-orchestrator --print-config --markdown`` prints them).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 DEFAULT_MODEL_ID = "anthropic.claude-3-5-haiku-20241022-v1:0"
 DEFAULT_RELEASE_BUNDLE = "2026.11.20-rc1"
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 PROVIDERS = ("offline", "aws")
 DEPLOYMENT_STAGES = ("dev", "prod", "canary", "shadow")
 TITAN_DIMENSIONS = (256, 512, 1024)
 
 
 class ConfigError(ValueError):
-    """The environment holds invalid settings; the message lists every problem."""
+    """The environment holds invalid settings; ``problems`` lists each one."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("invalid orchestrator configuration: " + "; ".join(problems))
 
 
 @dataclass(frozen=True, slots=True)
 class AwsConfig:
-    region: str = "us-east-1"
-    bedrock_model_id: str = DEFAULT_MODEL_ID
-    embedding_model_id: str = "amazon.titan-embed-text-v2:0"
-    embedding_dimensions: int = 256
-    intent_endpoint: str = "manga-intent-classifier"
-    reranker_endpoint: str = "manga-reranker"
-    appconfig_application: str = "mangaassist"
-    appconfig_environment: str = "dev"
-    appconfig_profile: str = "routes"
-    max_attempts: int = 3
-    timeout_s: float = 10.0
+    region: str
+    bedrock_model_id: str
+    embedding_model_id: str
+    embedding_dimensions: int
+    intent_endpoint: str
+    reranker_endpoint: str
+    appconfig_application: str
+    appconfig_environment: str
+    appconfig_profile: str
+    max_attempts: int
+    timeout_s: float
 
 
 @dataclass(frozen=True, slots=True)
 class CacheConfig:
-    ttl_s: float = 300.0
-    max_entries: int = 2000
+    ttl_s: float
+    max_entries: int
 
 
 @dataclass(frozen=True, slots=True)
 class ApiConfig:
-    host: str = "127.0.0.1"
-    port: int = 8080
+    host: str
+    port: int
 
 
 @dataclass(frozen=True, slots=True)
 class TracingConfig:
-    gateway_target: str = "127.0.0.1:4317"
-    experiment_name: str = ""
+    gateway_target: str
+    experiment_name: str
+
+
+@dataclass(frozen=True, slots=True)
+class MlflowConfig:
+    """Where offline jobs and release tooling read and write MLflow (never the request path)."""
+
+    tracking_uri: str
 
 
 @dataclass(frozen=True, slots=True)
 class OrchestratorConfig:
-    env: str = "dev"
-    providers: str = "offline"
-    deployment_stage: str = "dev"
-    release_bundle: str = DEFAULT_RELEASE_BUNDLE
-    aws: AwsConfig = field(default_factory=AwsConfig)
-    cache: CacheConfig = field(default_factory=CacheConfig)
-    api: ApiConfig = field(default_factory=ApiConfig)
-    tracing: TracingConfig = field(default_factory=TracingConfig)
-
-    def validate(self) -> list[str]:
-        """Every problem with this configuration (empty when valid)."""
-        problems: list[str] = []
-        if self.providers not in PROVIDERS:
-            problems.append(f"MANGAASSIST_PROVIDERS must be one of {'|'.join(PROVIDERS)}, got {self.providers!r}")
-        if self.deployment_stage not in DEPLOYMENT_STAGES:
-            problems.append(f"MANGAASSIST_DEPLOYMENT_STAGE must be one of {'|'.join(DEPLOYMENT_STAGES)}, "
-                            f"got {self.deployment_stage!r}")
-        for name, value in (("MANGAASSIST_ENV", self.env), ("MANGAASSIST_REGION", self.aws.region),
-                            ("MANGAASSIST_RELEASE_BUNDLE", self.release_bundle),
-                            ("MANGAASSIST_BEDROCK_MODEL_ID", self.aws.bedrock_model_id),
-                            ("MANGAASSIST_EMBEDDING_MODEL_ID", self.aws.embedding_model_id),
-                            ("MANGAASSIST_INTENT_ENDPOINT", self.aws.intent_endpoint),
-                            ("MANGAASSIST_RERANKER_ENDPOINT", self.aws.reranker_endpoint),
-                            ("TRACEGW_CLIENT_TARGET", self.tracing.gateway_target)):
-            if not value.strip():
-                problems.append(f"{name} must not be empty")
-        if self.aws.embedding_dimensions not in TITAN_DIMENSIONS:
-            problems.append(f"MANGAASSIST_EMBEDDING_DIMENSIONS must be one of {TITAN_DIMENSIONS}, "
-                            f"got {self.aws.embedding_dimensions}")
-        if self.aws.max_attempts < 1:
-            problems.append(f"MANGAASSIST_AWS_MAX_ATTEMPTS must be >= 1, got {self.aws.max_attempts}")
-        if not self.aws.timeout_s > 0:
-            problems.append(f"MANGAASSIST_AWS_TIMEOUT_S must be > 0, got {self.aws.timeout_s}")
-        if self.cache.ttl_s < 0:
-            problems.append(f"MANGAASSIST_CACHE_TTL_S must be >= 0, got {self.cache.ttl_s}")
-        if self.cache.max_entries < 0:
-            problems.append(f"MANGAASSIST_CACHE_MAX_ENTRIES must be >= 0, got {self.cache.max_entries}")
-        if not 0 <= self.api.port <= 65535:
-            problems.append(f"MANGAASSIST_PORT must be in 0..65535, got {self.api.port}")
-        return problems
+    env: str
+    providers: str
+    deployment_stage: str
+    release_bundle: str
+    aws: AwsConfig
+    cache: CacheConfig
+    api: ApiConfig
+    tracing: TracingConfig
+    mlflow: MlflowConfig
 
 
-def load(environ: Mapping[str, str] | None = None) -> OrchestratorConfig:
-    """Parse the environment (``os.environ`` by default); raise :class:`ConfigError` on any problem."""
-    env = os.environ if environ is None else environ
+@dataclass(frozen=True, slots=True)
+class Setting:
+    env: str
+    path: str  # "section.field", or "field" on OrchestratorConfig
+    default: str
+    parse: Callable[[str], Any]
+    help: str
+    check: Callable[[Any], str | None] = lambda _v: None
+
+
+def _text(raw: str) -> str:
+    return raw.strip()
+
+
+def _lower(raw: str) -> str:
+    return raw.strip().lower()
+
+
+def _int(raw: str) -> int:
+    try:
+        return int(raw.strip())
+    except ValueError:
+        raise ValueError(f"must be an integer, got {raw!r}") from None
+
+
+def _float(raw: str) -> float:
+    try:
+        return float(raw.strip())
+    except ValueError:
+        raise ValueError(f"must be a number, got {raw!r}") from None
+
+
+def _non_empty(v: str) -> str | None:
+    return None if v else "must not be empty"
+
+
+def _one_of(options: tuple[Any, ...]) -> Callable[[Any], str | None]:
+    def check(v: Any) -> str | None:
+        return None if v in options else f"must be one of {'|'.join(map(str, options))}, got {v!r}"
+
+    return check
+
+
+def _at_least(low: float) -> Callable[[float], str | None]:
+    return lambda v: None if v >= low else f"must be >= {low:g}, got {v:g}"
+
+
+def _positive(v: float) -> str | None:
+    return None if v > 0 else f"must be > 0, got {v:g}"
+
+
+def _port(v: int) -> str | None:
+    return None if 0 <= v <= 65535 else f"must be in 0..65535, got {v}"
+
+
+def _tracking_uri(v: str) -> str | None:
+    return None if v.startswith(("http://", "https://", "sqlite:///")) else "must be http(s)://host:port or sqlite:///path"
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("MANGAASSIST_ENV", "env", "dev", _text, "deployment environment name", _non_empty),
+    Setting("MANGAASSIST_REGION", "aws.region", "us-east-1", _text, "AWS region of Bedrock, SageMaker, AppConfig",
+            _non_empty),
+    Setting("MANGAASSIST_PROVIDERS", "providers", "offline", _lower,
+            "offline (deterministic providers shipped in the project) or aws", _one_of(PROVIDERS)),
+    Setting("MANGAASSIST_DEPLOYMENT_STAGE", "deployment_stage", "dev", _lower,
+            "deployment_stage trace tag: dev, prod, canary or shadow", _one_of(DEPLOYMENT_STAGES)),
+    Setting("MANGAASSIST_RELEASE_BUNDLE", "release_bundle", DEFAULT_RELEASE_BUNDLE, _text,
+            "release bundle served when the route configuration names none", _non_empty),
+    Setting("MANGAASSIST_HOST", "api.host", "127.0.0.1", _text, "HTTP API listen host", _non_empty),
+    Setting("MANGAASSIST_PORT", "api.port", "8080", _int, "HTTP API listen port", _port),
+    Setting("MANGAASSIST_BEDROCK_MODEL_ID", "aws.bedrock_model_id", DEFAULT_MODEL_ID, _text,
+            "default Bedrock generation model", _non_empty),
+    Setting("MANGAASSIST_EMBEDDING_MODEL_ID", "aws.embedding_model_id", "amazon.titan-embed-text-v2:0", _text,
+            "Bedrock embedding model", _non_empty),
+    Setting("MANGAASSIST_EMBEDDING_DIMENSIONS", "aws.embedding_dimensions", "256", _int,
+            "Titan v2 embedding size: 256, 512 or 1024", _one_of(TITAN_DIMENSIONS)),
+    Setting("MANGAASSIST_INTENT_ENDPOINT", "aws.intent_endpoint", "manga-intent-classifier", _text,
+            "SageMaker intent classifier endpoint", _non_empty),
+    Setting("MANGAASSIST_RERANKER_ENDPOINT", "aws.reranker_endpoint", "manga-reranker", _text,
+            "SageMaker reranker endpoint", _non_empty),
+    Setting("MANGAASSIST_APPCONFIG_APPLICATION", "aws.appconfig_application", "mangaassist", _text,
+            "AppConfig application holding the route configuration", _non_empty),
+    Setting("MANGAASSIST_APPCONFIG_ENVIRONMENT", "aws.appconfig_environment", "", _text,
+            "AppConfig environment; empty: the value of MANGAASSIST_ENV"),
+    Setting("MANGAASSIST_APPCONFIG_PROFILE", "aws.appconfig_profile", "routes", _text,
+            "AppConfig configuration profile of the routes", _non_empty),
+    Setting("MANGAASSIST_AWS_MAX_ATTEMPTS", "aws.max_attempts", "3", _int, "attempts per AWS call on throttling",
+            _at_least(1)),
+    Setting("MANGAASSIST_AWS_TIMEOUT_S", "aws.timeout_s", "10.0", _float, "read timeout of AWS calls", _positive),
+    Setting("MANGAASSIST_CACHE_TTL_S", "cache.ttl_s", "300.0", _float, "response cache entry lifetime; 0 disables",
+            _at_least(0)),
+    Setting("MANGAASSIST_CACHE_MAX_ENTRIES", "cache.max_entries", "2000", _int, "response cache size; 0 disables",
+            _at_least(0)),
+    Setting("TRACEGW_CLIENT_TARGET", "tracing.gateway_target", "127.0.0.1:4317", _text,
+            "gateway sidecar gRPC address", _non_empty),
+    Setting("MLFLOW_EXPERIMENT_NAME", "tracing.experiment_name", "", _text,
+            "MLflow experiment for the traces; empty: the gateway's default"),
+    Setting("MLFLOW_TRACKING_URI", "mlflow.tracking_uri", DEFAULT_TRACKING_URI, _text,
+            "MLflow for offline jobs and release tooling (the request path never talks to MLflow)", _tracking_uri),
+)
+
+_SECTIONS: dict[str, type] = {"aws": AwsConfig, "cache": CacheConfig, "api": ApiConfig, "tracing": TracingConfig,
+                              "mlflow": MlflowConfig}
+
+
+def load(environ: Mapping[str, str] | None = None, overrides: Mapping[str, str] | None = None) -> OrchestratorConfig:
+    """Parse the environment (``os.environ`` by default); raise :class:`ConfigError` listing every problem."""
+    merged = dict(os.environ if environ is None else environ)
+    merged.update(overrides or {})
     problems: list[str] = []
-
-    def text(name: str, default: str) -> str:
-        return env.get(name, "").strip() or default
-
-    def number(name: str, default: float, kind: type[int] | type[float]) -> float:
-        raw = env.get(name, "").strip()
-        if not raw:
-            return default
+    values: dict[str, Any] = {}
+    for s in SETTINGS:
+        raw = merged.get(s.env, "")
+        if not raw.strip():
+            raw = s.default
         try:
-            return kind(raw)
-        except ValueError:
-            problems.append(f"{name} must be {'an integer' if kind is int else 'a number'}, got {raw!r}")
-            return default
-
-    env_name = text("MANGAASSIST_ENV", "dev")
-    config = OrchestratorConfig(
-        env=env_name,
-        providers=text("MANGAASSIST_PROVIDERS", "offline").lower(),
-        deployment_stage=text("MANGAASSIST_DEPLOYMENT_STAGE", "dev").lower(),
-        release_bundle=text("MANGAASSIST_RELEASE_BUNDLE", DEFAULT_RELEASE_BUNDLE),
-        aws=AwsConfig(
-            region=text("MANGAASSIST_REGION", "us-east-1"),
-            bedrock_model_id=text("MANGAASSIST_BEDROCK_MODEL_ID", DEFAULT_MODEL_ID),
-            embedding_model_id=text("MANGAASSIST_EMBEDDING_MODEL_ID", "amazon.titan-embed-text-v2:0"),
-            embedding_dimensions=int(number("MANGAASSIST_EMBEDDING_DIMENSIONS", 256, int)),
-            intent_endpoint=text("MANGAASSIST_INTENT_ENDPOINT", "manga-intent-classifier"),
-            reranker_endpoint=text("MANGAASSIST_RERANKER_ENDPOINT", "manga-reranker"),
-            appconfig_application=text("MANGAASSIST_APPCONFIG_APPLICATION", "mangaassist"),
-            appconfig_environment=text("MANGAASSIST_APPCONFIG_ENVIRONMENT", env_name),
-            appconfig_profile=text("MANGAASSIST_APPCONFIG_PROFILE", "routes"),
-            max_attempts=int(number("MANGAASSIST_AWS_MAX_ATTEMPTS", 3, int)),
-            timeout_s=float(number("MANGAASSIST_AWS_TIMEOUT_S", 10.0, float)),
-        ),
-        cache=CacheConfig(ttl_s=float(number("MANGAASSIST_CACHE_TTL_S", 300.0, float)),
-                          max_entries=int(number("MANGAASSIST_CACHE_MAX_ENTRIES", 2000, int))),
-        api=ApiConfig(host=text("MANGAASSIST_HOST", "127.0.0.1"), port=int(number("MANGAASSIST_PORT", 8080, int))),
-        tracing=TracingConfig(gateway_target=text("TRACEGW_CLIENT_TARGET", "127.0.0.1:4317"),
-                              experiment_name=env.get("MLFLOW_EXPERIMENT_NAME", "").strip()),
-    )
-    problems.extend(config.validate())
+            value = s.parse(raw)
+        except ValueError as exc:
+            problems.append(f"{s.env} {exc}")
+            continue
+        why = s.check(value)
+        if why:
+            problems.append(f"{s.env} {why}")
+        values[s.path] = value
     if problems:
-        raise ConfigError("invalid orchestrator configuration: " + "; ".join(problems))
-    return config
+        raise ConfigError(problems)
+    if not values["aws.appconfig_environment"]:
+        values["aws.appconfig_environment"] = values["env"]
+    return _build(values)
+
+
+def _build(values: dict[str, Any]) -> OrchestratorConfig:
+    sections: dict[str, dict[str, Any]] = {name: {} for name in _SECTIONS}
+    top: dict[str, Any] = {}
+    for path, value in values.items():
+        section, _, name = path.partition(".")
+        if name:
+            sections[section][name] = value
+        else:
+            top[section] = value
+    fields = {f.name for f in dataclasses.fields(OrchestratorConfig)}
+    assert set(_SECTIONS) | set(top) == fields, "SETTINGS and OrchestratorConfig disagree"
+    return OrchestratorConfig(**{k: cls(**sections[k]) for k, cls in _SECTIONS.items()}, **top)
+
+
+def describe(config: OrchestratorConfig) -> list[tuple[str, str, str]]:
+    """(variable, effective value, help) for every setting."""
+    rows = []
+    for s in SETTINGS:
+        obj: Any = config
+        for part in s.path.split("."):
+            obj = getattr(obj, part)
+        rows.append((s.env, str(obj), s.help))
+    return rows
+
+
+def defaults_markdown() -> str:
+    """The README's configuration table: every setting with its default and meaning."""
+    lines = ["| variable | default | meaning |", "|---|---|---|"]
+    lines += [f"| `{s.env}` | `{s.default}` | {s.help} |" for s in SETTINGS]
+    return "\n".join(lines)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from orchestrator.adapters.base import Embedder, Generator, IntentClassifier, Reranker, RouteSource
-from orchestrator.config import OrchestratorConfig
+from orchestrator.config import OrchestratorConfig, load
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,7 +27,7 @@ def offline_providers(config: OrchestratorConfig | None = None) -> Providers:
     from orchestrator.adapters.offline_models import HashingEmbedder, KeywordIntentClassifier, OverlapReranker
     from orchestrator.routes import StaticRoutes
 
-    config = config or OrchestratorConfig()
+    config = config or load({})
     return Providers(generator=ExtractiveGenerator(), embedder=HashingEmbedder(config.aws.embedding_dimensions),
                      classifier=KeywordIntentClassifier(), reranker=OverlapReranker(),
                      routes=StaticRoutes.default(config.aws.bedrock_model_id, config.release_bundle), kind="offline")

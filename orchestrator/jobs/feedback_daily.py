@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from gateway import config as config_mod
+from orchestrator import config as config_mod
 
 PIVOTS = ("intent", "prompt_version", "release_bundle", "bedrock_model_id")
 DATE_TAG = "feedback_daily.date"
@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     overrides = {"MLFLOW_TRACKING_URI": args.tracking_uri} if args.tracking_uri else {}
     try:
-        cfg = config_mod.load(os.environ, overrides)
+        cfg = config_mod.load(os.environ, overrides)  # only MLFLOW_TRACKING_URI matters here
     except config_mod.ConfigError as exc:
         print(f"tracegw-feedback-daily: {exc}", file=sys.stderr)
         return 2
