@@ -232,8 +232,14 @@ def main() -> None:
     down = Tracer(ClientConfig(target=f"127.0.0.1:{free_port()}"))
     # Its sender never wakes (it would only find a dead address anyway); the queue is emptied
     # between requests, so this is the span API's own cost, without GIL contention.
-    idle = Tracer(ClientConfig(target=f"127.0.0.1:{free_port()}", flush_interval_s=3600.0,
-                                encode_interval_s=3600.0, max_batch_spans=100_000))
+    idle = Tracer(
+        ClientConfig(
+            target=f"127.0.0.1:{free_port()}",
+            flush_interval_s=3600.0,
+            encode_interval_s=3600.0,
+            max_batch_spans=100_000,
+        )
+    )
     idle_queue = idle._sink.queue
 
     floor = FloorTracer()

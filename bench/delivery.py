@@ -126,8 +126,15 @@ def ceiling_payloads(count: int, seed: int, per_request: int) -> tuple[list[byte
     cfg = config_mod.load({"MLFLOW_TRACE_SAMPLING_RATIO": "1.0", "MLFLOW_EXPERIMENT_NAME": EXPERIMENT})
     metrics = GatewayMetrics(CollectorRegistry())
     # A tracer whose sender never wakes: the finished spans are taken from its queue.
-    tracer = Tracer(ClientConfig(target="127.0.0.1:9", flush_interval_s=3600.0, encode_interval_s=3600.0,
-                                 max_queue_spans=10**6, max_batch_spans=10**6))
+    tracer = Tracer(
+        ClientConfig(
+            target="127.0.0.1:9",
+            flush_interval_s=3600.0,
+            encode_interval_s=3600.0,
+            max_queue_spans=10**6,
+            max_batch_spans=10**6,
+        )
+    )
     wire: list[Any] = []
     for p in plans(count, seed):
         handle_message(tracer, p)
@@ -138,12 +145,18 @@ def ceiling_payloads(count: int, seed: int, per_request: int) -> tuple[list[byte
     assert not decoded.rejections, decoded.rejections[:3]
     assembler = Assembler(cfg.assembly, metrics)
     assembler.add(decoded.spans, EXPERIMENT)
-    chain = StageChain([Measure(metrics, cfg.metrics.max_label_values), ContractChecker(cfg.contract, metrics),
-                        Redactor(cfg.redaction, metrics), Sampler(cfg.sampling, metrics)], metrics)
+    chain = StageChain(
+        [
+            Measure(metrics, cfg.metrics.max_label_values),
+            ContractChecker(cfg.contract, metrics),
+            Redactor(cfg.redaction, metrics),
+            Sampler(cfg.sampling, metrics),
+        ],
+        metrics,
+    )
     traces = chain.run(assembler.drain())
     assert len(traces) == count and all(len(t.spans) == SPANS_PER_TRACE for t in traces)
-    payloads = [encode_traces(traces[i:i + per_request])
-                for i in range(0, len(traces), per_request)]
+    payloads = [encode_traces(traces[i : i + per_request]) for i in range(0, len(traces), per_request)]
     return payloads, [t.trace_id for t in traces]
 
 
@@ -213,7 +226,8 @@ class Landing:
         rows = self._query(
             "SELECT COUNT(*) FROM trace_info t WHERE "
             f"(SELECT COUNT(DISTINCT s.span_id) FROM spans s WHERE s.trace_id = t.request_id) >= {SPANS_PER_TRACE} "
-            "AND EXISTS (SELECT 1 FROM trace_tags g WHERE g.request_id = t.request_id AND g.key = 'intent')")
+            "AND EXISTS (SELECT 1 FROM trace_tags g WHERE g.request_id = t.request_id AND g.key = 'intent')"
+        )
         return int(rows[0][0]), self.counts()[0]
 
 
@@ -241,10 +255,12 @@ class Result:
     def line(self) -> str:
         drops = ", ".join(f"{k}={v}" for k, v in self.dropped.items() if v) or "none"
         extra = "".join(f" {k}={v}" for k, v in self.extra.items())
-        return (f"  round {self.round} {self.alternative:12s} sent={self.sent} landed={self.landed} "
-                f"partial={self.partial} dropped[{drops}] lost={self.lost} in {self.elapsed_s:.2f}s "
-                f"(first landed after {self.first_landed_s:.2f}s) "
-                f"-> {self.rate:.1f} traces/s{extra}{(' ' + self.note) if self.note else ''}")
+        return (
+            f"  round {self.round} {self.alternative:12s} sent={self.sent} landed={self.landed} "
+            f"partial={self.partial} dropped[{drops}] lost={self.lost} in {self.elapsed_s:.2f}s "
+            f"(first landed after {self.first_landed_s:.2f}s) "
+            f"-> {self.rate:.1f} traces/s{extra}{(' ' + self.note) if self.note else ''}"
+        )
 
 
 def finish(result: Result, landing: Landing, t_first: float, args: argparse.Namespace, baseline: int) -> Result:
@@ -332,9 +348,12 @@ class CpuMeter:
 
 
 def create_experiment(url: str) -> str:
-    req = urllib.request.Request(url + "/api/2.0/mlflow/experiments/create",
-                                 data=json.dumps({"name": EXPERIMENT}).encode(),
-                                 headers={"Content-Type": "application/json"}, method="POST")
+    req = urllib.request.Request(
+        url + "/api/2.0/mlflow/experiments/create",
+        data=json.dumps({"name": EXPERIMENT}).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
     with urllib.request.urlopen(req, timeout=30) as resp:
         return str(json.loads(resp.read())["experiment_id"])
 
@@ -342,15 +361,20 @@ def create_experiment(url: str) -> str:
 def wait_landed(landing: Landing, traces: int, timeout_s: float = 60.0) -> None:
     from tests.support import wait_for
 
-    wait_for(lambda: landing.counts()[0] >= traces and landing.complete()[0] >= traces,
-             timeout_s=timeout_s, interval_s=0.2, what=f"{traces} warm-up traces in MLflow")
+    wait_for(
+        lambda: landing.counts()[0] >= traces and landing.complete()[0] >= traces,
+        timeout_s=timeout_s,
+        interval_s=0.2,
+        what=f"{traces} warm-up traces in MLflow",
+    )
 
 
 # -- the alternatives -------------------------------------------------------------------------
 
 
-def run_ceiling(server: Any, db: Path, args: argparse.Namespace, rnd: int, prepared: tuple[list[bytes], Any],
-                senders: int) -> Result:
+def run_ceiling(
+    server: Any, db: Path, args: argparse.Namespace, rnd: int, prepared: tuple[list[bytes], Any], senders: int
+) -> Result:
     import requests
 
     payloads, _ = prepared
@@ -375,6 +399,7 @@ def run_ceiling(server: Any, db: Path, args: argparse.Namespace, rnd: int, prepa
         if resp.status_code != 200:
             with lock:
                 failed["http_error"] += TRACES_PER_REQUEST
+
     t_first = time.time()
     with ThreadPoolExecutor(max_workers=senders) as pool:
         list(pool.map(post, payloads))
@@ -386,15 +411,27 @@ def run_ceiling(server: Any, db: Path, args: argparse.Namespace, rnd: int, prepa
 
 
 def gateway_env(server_url: str, workdir: Path, overrides: dict[str, str]) -> dict[str, str]:
-    env = {"MLFLOW_TRACKING_URI": server_url, "MLFLOW_EXPERIMENT_NAME": EXPERIMENT,
-           "MLFLOW_TRACE_SAMPLING_RATIO": "1.0", "TRACEGW_SPOOL_DIR": str(workdir / "spool"),
-           "TRACEGW_ARTIFACT_ROOT": str(workdir / "art"), "TRACEGW_LOG_LEVEL": "WARNING"}
+    env = {
+        "MLFLOW_TRACKING_URI": server_url,
+        "MLFLOW_EXPERIMENT_NAME": EXPERIMENT,
+        "MLFLOW_TRACE_SAMPLING_RATIO": "1.0",
+        "TRACEGW_SPOOL_DIR": str(workdir / "spool"),
+        "TRACEGW_ARTIFACT_ROOT": str(workdir / "art"),
+        "TRACEGW_LOG_LEVEL": "WARNING",
+    }
     env.update(overrides)
     return env
 
 
-def run_gateway(server: Any, db: Path, args: argparse.Namespace, rnd: int, workdir: Path, name: str = "gateway",
-                variant: dict[str, str] | None = None) -> Result:
+def run_gateway(
+    server: Any,
+    db: Path,
+    args: argparse.Namespace,
+    rnd: int,
+    workdir: Path,
+    name: str = "gateway",
+    variant: dict[str, str] | None = None,
+) -> Result:
     from clients import ClientConfig, Tracer
     from orchestrator.tools.traffic import handle_message
     from tests.faults.harness import GatewayProcess
@@ -437,11 +474,29 @@ def run_gateway(server: Any, db: Path, args: argparse.Namespace, rnd: int, workd
 def run_mlflow_async(server: Any, db: Path, args: argparse.Namespace, rnd: int, workdir: Path) -> Result:
     exp_id = create_experiment(server.url)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "TRACEGW_"))}
-    env.update(PYTHONPATH=str(ROOT), MLFLOW_TRACKING_URI=server.url, MLFLOW_ENABLE_ASYNC_LOGGING="true",
-               MLFLOW_ENABLE_ASYNC_TRACE_LOGGING="true", MLFLOW_HTTP_REQUEST_MAX_RETRIES="0",
-               MLFLOW_HTTP_REQUEST_TIMEOUT="10")
-    cmd = [sys.executable, __file__, "--child", "--experiment-id", exp_id, "--traces", str(args.traces),
-           "--rate", str(args.rate), "--max-send-s", str(args.max_send_s), "--round", str(rnd)]
+    env.update(
+        PYTHONPATH=str(ROOT),
+        MLFLOW_TRACKING_URI=server.url,
+        MLFLOW_ENABLE_ASYNC_LOGGING="true",
+        MLFLOW_ENABLE_ASYNC_TRACE_LOGGING="true",
+        MLFLOW_HTTP_REQUEST_MAX_RETRIES="0",
+        MLFLOW_HTTP_REQUEST_TIMEOUT="10",
+    )
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        "--experiment-id",
+        exp_id,
+        "--traces",
+        str(args.traces),
+        "--rate",
+        str(args.rate),
+        "--max-send-s",
+        str(args.max_send_s),
+        "--round",
+        str(rnd),
+    ]
     with open(workdir / "mlflow-child.log", "wb") as err:
         child = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err)
         assert child.stdin is not None and child.stdout is not None
@@ -498,8 +553,17 @@ def child_main(args: argparse.Namespace) -> None:
     sys.stdin.readline()
     work = plans(args.traces, SEED)
     sent, t_first = paced(work, args.rate, args.max_send_s, lambda p: handle_message(tracer, p))
-    print(json.dumps({"sent": len(sent), "t_first": t_first, "discarded_tasks": discarded[0],
-                      "queue_full_warnings": handler.queue_full}), flush=True)
+    print(
+        json.dumps(
+            {
+                "sent": len(sent),
+                "t_first": t_first,
+                "discarded_tasks": discarded[0],
+                "queue_full_warnings": handler.queue_full,
+            }
+        ),
+        flush=True,
+    )
     mlflow.flush_trace_async_logging(terminate=True)
     os._exit(0)
 
@@ -513,20 +577,26 @@ def median(values: list[float]) -> float:
 
 def print_table(results: list[Result], args: argparse.Namespace) -> None:
     by: dict[str, list[Result]] = {}
-    for r in sorted(results, key=lambda r: (r.alternative.startswith("mlflow"), r.alternative.startswith("gateway"),
-                                            r.alternative, r.round)):
+    for r in sorted(
+        results,
+        key=lambda r: (r.alternative.startswith("mlflow"), r.alternative.startswith("gateway"), r.alternative, r.round),
+    ):
         by.setdefault(r.alternative, []).append(r)
     rate = {alt: median([r.rate for r in rs]) for alt, rs in by.items()}
     gw = rate.get("gateway")
     ceilings = {alt: v for alt, v in rate.items() if alt.startswith("ceiling")}
     best = max(ceilings, key=lambda a: ceilings[a]) if ceilings else None
     rounds = max((len(rs) for rs in by.values()), default=0)
-    print(f"\n{args.traces} traces × {SPANS_PER_TRACE} spans per cell, offered at {args.rate:g} traces/s; "
-          f"{rounds} interleaved rounds, a fresh server each; "
-          + (f"server pinned to CPU {SERVER_CPU}, the rest to CPU 0; " if args.pin else "not pinned; ")
-          + "median of the rounds (each round)\n")
-    print("| alternative | traces/s landed | each round | first landed after | landed / sent | dropped (counted) "
-          "| lost | gateway ÷ this |")
+    print(
+        f"\n{args.traces} traces × {SPANS_PER_TRACE} spans per cell, offered at {args.rate:g} traces/s; "
+        f"{rounds} interleaved rounds, a fresh server each; "
+        + (f"server pinned to CPU {SERVER_CPU}, the rest to CPU 0; " if args.pin else "not pinned; ")
+        + "median of the rounds (each round)\n"
+    )
+    print(
+        "| alternative | traces/s landed | each round | first landed after | landed / sent | dropped (counted) "
+        "| lost | gateway ÷ this |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for alt, rs in by.items():
         rates = ", ".join(f"{r.rate:.1f}" for r in rs)
@@ -539,8 +609,10 @@ def print_table(results: list[Result], args: argparse.Namespace) -> None:
     if gw and best:
         gw_lost = sum(r.lost for r in by.get("gateway", []))
         verdict = "met" if gw >= 0.9 * ceilings[best] and gw_lost == 0 else "NOT met"
-        print(f"\ngateway ÷ best ceiling ({best}) = {gw / ceilings[best]:.3f}; gateway lost {gw_lost} traces; "
-              f"bar (≥ 0.90, 0 lost): {verdict}")
+        print(
+            f"\ngateway ÷ best ceiling ({best}) = {gw / ceilings[best]:.3f}; gateway lost {gw_lost} traces; "
+            f"bar (≥ 0.90, 0 lost): {verdict}"
+        )
     if gw and rate.get("mlflow_async"):
         print(f"gateway ÷ MLflow async = {gw / rate['mlflow_async']:.2f}")
 
@@ -559,23 +631,46 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--traces", type=int, default=2000, help="traces per alternative (default %(default)s)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default %(default)s)")
-    parser.add_argument("--rate", type=float, default=300.0,
-                        help="traces/s the application offers (default %(default)s)")
-    parser.add_argument("--max-send-s", type=float, default=60.0,
-                        help="time bound of the sending (default %(default)s)")
-    parser.add_argument("--ceiling-senders", default="1,2",
-                        help="concurrent POSTs in the ceiling, one ceiling-<n> per value (default %(default)s)")
-    parser.add_argument("--stall-s", type=float, default=15.0,
-                        help="settle ends when nothing landed for this long (default %(default)s)")
+    parser.add_argument(
+        "--rate", type=float, default=300.0, help="traces/s the application offers (default %(default)s)"
+    )
+    parser.add_argument(
+        "--max-send-s", type=float, default=60.0, help="time bound of the sending (default %(default)s)"
+    )
+    parser.add_argument(
+        "--ceiling-senders",
+        default="1,2",
+        help="concurrent POSTs in the ceiling, one ceiling-<n> per value (default %(default)s)",
+    )
+    parser.add_argument(
+        "--stall-s",
+        type=float,
+        default=15.0,
+        help="settle ends when nothing landed for this long (default %(default)s)",
+    )
     parser.add_argument("--settle-timeout-s", type=float, default=180.0, help="settle bound (default %(default)s)")
     parser.add_argument("--only", default=",".join(ALTERNATIVES), help="comma list of " + ", ".join(ALTERNATIVES))
-    parser.add_argument("--gateway-env", action="append", default=[], metavar="KEY=VALUE",
-                        help="gateway setting for every gateway cell (repeatable), e.g. TRACEGW_WRITER_CONCURRENCY=1")
-    parser.add_argument("--variant", action="append", default=[], metavar="NAME:KEY=VALUE[,KEY=VALUE]",
-                        help="an extra gateway cell 'gateway:NAME' with these settings on top (repeatable)")
-    parser.add_argument("--pin", action=argparse.BooleanOptionalAction, default=(os.cpu_count() or 1) >= 2,
-                        help=f"run the MLflow server alone on CPU {SERVER_CPU} and everything else on CPU 0, as if "
-                             "the server had its own host (default: on with 2 or more CPUs)")
+    parser.add_argument(
+        "--gateway-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="gateway setting for every gateway cell (repeatable), e.g. TRACEGW_WRITER_CONCURRENCY=1",
+    )
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME:KEY=VALUE[,KEY=VALUE]",
+        help="an extra gateway cell 'gateway:NAME' with these settings on top (repeatable)",
+    )
+    parser.add_argument(
+        "--pin",
+        action=argparse.BooleanOptionalAction,
+        default=(os.cpu_count() or 1) >= 2,
+        help=f"run the MLflow server alone on CPU {SERVER_CPU} and everything else on CPU 0, as if "
+        "the server had its own host (default: on with 2 or more CPUs)",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--experiment-id", default="0", help=argparse.SUPPRESS)
     parser.add_argument("--round", type=int, default=0, help=argparse.SUPPRESS)
@@ -606,7 +701,7 @@ def main() -> None:
     results: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="bench-delivery-") as tmp:
         for rnd in range(args.rounds):
-            order = cells[rnd % len(cells):] + cells[:rnd % len(cells)]
+            order = cells[rnd % len(cells) :] + cells[: rnd % len(cells)]
             for alt in order:
                 workdir = Path(tmp) / f"{alt.replace(':', '-')}-{rnd}"
                 server, db = start_mlflow(workdir / "mlflow")

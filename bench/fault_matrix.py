@@ -37,12 +37,25 @@ def _table(rows: list[Figures]) -> str:
     header = ("scenario", "traces", "sent", "landed", "dropped by reason", "lost", "peak RSS", "drain")
     lines = [header]
     for f in rows:
-        drops = ", ".join([f"client {k}={v}" for k, v in f.client_dropped.items() if v]
-                          + [f"gw {k}={int(v)}" for k, v in f.gateway_dropped.items() if v]) or "-"
-        lines.append((f.scenario, str(f.traces), str(f.client_sent), str(f.landed), drops,
-                      f.lost_text(),
-                      f"{f.peak_rss_bytes / 2**20:.0f} MiB" if f.peak_rss_bytes else "-",
-                      f"{f.drain_s:.1f} s" if f.drain_s is not None else "-"))
+        drops = (
+            ", ".join(
+                [f"client {k}={v}" for k, v in f.client_dropped.items() if v]
+                + [f"gw {k}={int(v)}" for k, v in f.gateway_dropped.items() if v]
+            )
+            or "-"
+        )
+        lines.append(
+            (
+                f.scenario,
+                str(f.traces),
+                str(f.client_sent),
+                str(f.landed),
+                drops,
+                f.lost_text(),
+                f"{f.peak_rss_bytes / 2**20:.0f} MiB" if f.peak_rss_bytes else "-",
+                f"{f.drain_s:.1f} s" if f.drain_s is not None else "-",
+            )
+        )
     widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
     out = ["| " + " | ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) + " |" for row in lines]
     out.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
@@ -53,8 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fault_matrix", description=__doc__.split("\n\n")[0])
     parser.add_argument("--outage-s", type=float, default=60.0, help="MLflow outage length (default %(default)s)")
     parser.add_argument("--rate", type=float, default=50.0, help="steady load, requests/s (default %(default)s)")
-    parser.add_argument("--overload-rate", type=float, default=250.0,
-                        help="overload, requests/s (default %(default)s)")
+    parser.add_argument("--overload-rate", type=float, default=250.0, help="overload, requests/s (default %(default)s)")
     parser.add_argument("--soft-mib", type=int, default=150, help="memory soft limit (default %(default)s)")
     parser.add_argument("--hard-mib", type=int, default=200, help="memory hard limit (default %(default)s)")
     parser.add_argument("--only", default=",".join(SCENARIOS), help=f"comma list of {', '.join(SCENARIOS)}")
@@ -72,18 +84,44 @@ def main(argv: list[str] | None = None) -> int:
             for name in chosen:
                 with Rig(server, db, workdir / name, experiment=f"fault-matrix-{name}") as rig:
                     if name == "outage":
-                        out = run_outage(rig, f"mlflow down {args.outage_s:g}s", outage_s=args.outage_s,
-                                         rate_per_s=args.rate, before_s=10, after_s=5, settle_timeout_s=300)
+                        out = run_outage(
+                            rig,
+                            f"mlflow down {args.outage_s:g}s",
+                            outage_s=args.outage_s,
+                            rate_per_s=args.rate,
+                            before_s=10,
+                            after_s=5,
+                            settle_timeout_s=300,
+                        )
                     elif name == "sigterm":
-                        out = run_sigterm(rig, "gateway SIGTERM + restart", rate_per_s=args.rate, before_s=10,
-                                          down_s=5, after_s=5, settle_timeout_s=180)
+                        out = run_sigterm(
+                            rig,
+                            "gateway SIGTERM + restart",
+                            rate_per_s=args.rate,
+                            before_s=10,
+                            down_s=5,
+                            after_s=5,
+                            settle_timeout_s=180,
+                        )
                     elif name == "sigkill":
-                        out = run_sigkill(rig, "gateway SIGKILL + restart", rate_per_s=args.rate, before_s=10,
-                                          after_s=5, settle_timeout_s=120)
+                        out = run_sigkill(
+                            rig,
+                            "gateway SIGKILL + restart",
+                            rate_per_s=args.rate,
+                            before_s=10,
+                            after_s=5,
+                            settle_timeout_s=120,
+                        )
                     else:
-                        out = run_overload(rig, "overload above memory limit", args.soft_mib * 2**20,
-                                           args.hard_mib * 2**20, rate_per_s=args.overload_rate, sustain_s=15,
-                                           max_s=90)
+                        out = run_overload(
+                            rig,
+                            "overload above memory limit",
+                            args.soft_mib * 2**20,
+                            args.hard_mib * 2**20,
+                            rate_per_s=args.overload_rate,
+                            sustain_s=15,
+                            max_s=90,
+                        )
                 print(out.figures.line(), flush=True)
                 rows.append(out.figures)
         finally:

@@ -56,8 +56,9 @@ class AssessmentWatcher:
         last = 0
         while not self._stop.is_set():
             try:  # only new rows: a short read, so the server's writes are not held up
-                rows = conn.execute("SELECT rowid, trace_id FROM assessments WHERE rowid > ? AND name = "
-                                    "'user_feedback'", (last,)).fetchall()
+                rows = conn.execute(
+                    "SELECT rowid, trace_id FROM assessments WHERE rowid > ? AND name = 'user_feedback'", (last,)
+                ).fetchall()
             except sqlite3.OperationalError:  # locked or not created yet
                 rows = []
             now = time.monotonic()
@@ -73,8 +74,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per-class", type=int, default=500, help="feedback events per class (default %(default)s)")
     parser.add_argument("--rate", type=float, default=50.0, help="feedback events per second (default %(default)s)")
     parser.add_argument("--max-seconds", type=float, default=300.0, help="overall bound (default %(default)s)")
-    parser.add_argument("--gateway-env", action="append", default=[], metavar="KEY=VALUE",
-                        help="a gateway setting (repeatable), e.g. TRACEGW_BATCH_FLUSH_WHEN_IDLE=false")
+    parser.add_argument(
+        "--gateway-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a gateway setting (repeatable), e.g. TRACEGW_BATCH_FLUSH_WHEN_IDLE=false",
+    )
     args = parser.parse_args(argv)
     overrides = {}
     for item in args.gateway_env:
@@ -86,11 +92,21 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="tracegw-feedback-bench-"))
     db = work / "mlflow.db"
     server = MlflowServer(f"sqlite:///{db}", work).start()
-    gw = ThreadedGateway(config.load({
-        "TRACEGW_LISTEN_ADDRESS": "127.0.0.1:0", "TRACEGW_METRICS_ADDRESS": "", "MLFLOW_TRACKING_URI": server.url,
-        "MLFLOW_EXPERIMENT_NAME": "feedback-bench", "MLFLOW_TRACE_SAMPLING_RATIO": str(RATIO),
-        "TRACEGW_SPOOL_DIR": str(work / "spool"), "TRACEGW_MEMORY_SOFT_LIMIT_BYTES": str(8 << 30),
-        "TRACEGW_MEMORY_HARD_LIMIT_BYTES": str(12 << 30), **overrides}))
+    gw = ThreadedGateway(
+        config.load(
+            {
+                "TRACEGW_LISTEN_ADDRESS": "127.0.0.1:0",
+                "TRACEGW_METRICS_ADDRESS": "",
+                "MLFLOW_TRACKING_URI": server.url,
+                "MLFLOW_EXPERIMENT_NAME": "feedback-bench",
+                "MLFLOW_TRACE_SAMPLING_RATIO": str(RATIO),
+                "TRACEGW_SPOOL_DIR": str(work / "spool"),
+                "TRACEGW_MEMORY_SOFT_LIMIT_BYTES": str(8 << 30),
+                "TRACEGW_MEMORY_HARD_LIMIT_BYTES": str(12 << 30),
+                **overrides,
+            }
+        )
+    )
     watcher = AssessmentWatcher(db)
     watcher.start()
     try:
@@ -109,26 +125,47 @@ def main(argv: list[str] | None = None) -> int:
                     cls.append((tid, p.session_id))
             tracer.flush(timeout_s=30)  # paced: the client's queue is bounded and drops when full
         reg = gw.metrics.registry
-        wait_for(lambda: reg.get_sample_value("tracegw_assembly_traces_in_flight") == 0, timeout_s=120,
-                 interval_s=0.2, what="every trace decided")
+        wait_for(
+            lambda: reg.get_sample_value("tracegw_assembly_traces_in_flight") == 0,
+            timeout_s=120,
+            interval_s=0.2,
+            what="every trace decided",
+        )
         decided = int(reg.get_sample_value("tracegw_stage_traces_out_total", {"stage": "feedback_context"}) or 0)
         dropped = tracer.stats().spans_dropped if hasattr(tracer, "stats") else {}
         if decided != sent:
             print(f"warning: {sent} traces sent, {decided} decided; client drops: {dropped}")
-        kept_total = int(reg.get_sample_value("tracegw_sampling_decisions_total",
-                                              {"decision": "kept", "reason": "head"}) or 0)
-        wait_for(lambda: (reg.get_sample_value("tracegw_traces_written_total") or 0) >= kept_total,
-                 timeout_s=120, interval_s=0.2, what="sampled-in traces written")
-        print(f"{sent} traces sent ({kept_total} kept by the head sampler); "
-              f"{len(classes['sampled_in'])} sampled-in and {len(classes['rescued'])} sampled-out chosen")
-        order = [(c, tid, s) for pair in zip(classes["sampled_in"], classes["rescued"], strict=False)
-                 for c, (tid, s) in zip(("sampled_in", "rescued"), pair, strict=True)]
+        kept_total = int(
+            reg.get_sample_value("tracegw_sampling_decisions_total", {"decision": "kept", "reason": "head"}) or 0
+        )
+        wait_for(
+            lambda: (reg.get_sample_value("tracegw_traces_written_total") or 0) >= kept_total,
+            timeout_s=120,
+            interval_s=0.2,
+            what="sampled-in traces written",
+        )
+        print(
+            f"{sent} traces sent ({kept_total} kept by the head sampler); "
+            f"{len(classes['sampled_in'])} sampled-in and {len(classes['rescued'])} sampled-out chosen"
+        )
+        order = [
+            (c, tid, s)
+            for pair in zip(classes["sampled_in"], classes["rescued"], strict=False)
+            for c, (tid, s) in zip(("sampled_in", "rescued"), pair, strict=True)
+        ]
         sent_at: dict[str, tuple[str, float]] = {}
         interval = 1.0 / args.rate
         next_at = time.monotonic()
         for i, (cls_name, tid, session) in enumerate(order):
-            tracer.record_feedback(FeedbackEvent(response_id=f"resp_{i}", trace_id=tid, feedback=Feedback.THUMBS_DOWN,
-                                                 reason_code="wrong_recommendation", session_id=session))
+            tracer.record_feedback(
+                FeedbackEvent(
+                    response_id=f"resp_{i}",
+                    trace_id=tid,
+                    feedback=Feedback.THUMBS_DOWN,
+                    reason_code="wrong_recommendation",
+                    session_id=session,
+                )
+            )
             sent_at["tr-" + tid] = (cls_name, time.monotonic())
             next_at += interval
             delay = next_at - time.monotonic()
@@ -146,10 +183,18 @@ def main(argv: list[str] | None = None) -> int:
         found: set[str] = set()
         token = None
         while True:
-            page = client.search_traces(locations=[exp_id], filter_string="tags.user_feedback = 'thumbs_down'",
-                                        max_results=500, page_token=token, include_spans=False)
-            found |= {t.info.trace_id for t in page
-                      if any(a.name == "user_feedback" and a.value is False for a in t.info.assessments)}
+            page = client.search_traces(
+                locations=[exp_id],
+                filter_string="tags.user_feedback = 'thumbs_down'",
+                max_results=500,
+                page_token=token,
+                include_spans=False,
+            )
+            found |= {
+                t.info.trace_id
+                for t in page
+                if any(a.name == "user_feedback" and a.value is False for a in t.info.assessments)
+            }
             token = page.token
             if not token:
                 break
@@ -159,13 +204,17 @@ def main(argv: list[str] | None = None) -> int:
             total = sum(1 for c, _ in sent_at.values() if c == cls_name)
             via_rest = sum(1 for t, (c, _) in sent_at.items() if c == cls_name and t in found)
             if lat:
-                print(f"  {cls_name:10s} n={total:4d} joined={len(lat) / total:7.2%} (REST {via_rest / total:7.2%})  "
-                      f"p50 {percentile(lat, 0.5) * 1000:7.0f} ms  p99 {percentile(lat, 0.99) * 1000:7.0f} ms  "
-                      f"max {max(lat) * 1000:7.0f} ms")
+                print(
+                    f"  {cls_name:10s} n={total:4d} joined={len(lat) / total:7.2%} (REST {via_rest / total:7.2%})  "
+                    f"p50 {percentile(lat, 0.5) * 1000:7.0f} ms  p99 {percentile(lat, 0.99) * 1000:7.0f} ms  "
+                    f"max {max(lat) * 1000:7.0f} ms"
+                )
             else:
                 print(f"  {cls_name:10s} n={total:4d} joined=0")
-        print(f"  orphans counted: {reg.get_sample_value('tracegw_feedback_joins_total', {'outcome': 'orphan'})}, "
-              f"bench time {time.monotonic() - started:.0f} s")
+        print(
+            f"  orphans counted: {reg.get_sample_value('tracegw_feedback_joins_total', {'outcome': 'orphan'})}, "
+            f"bench time {time.monotonic() - started:.0f} s"
+        )
         tracer.shutdown()
     finally:
         watcher.stop()

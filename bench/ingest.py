@@ -162,8 +162,10 @@ def serve_gateway(workdir: str, ratio: float, cpu: int = 0, gc_interval: str = "
     async def main() -> None:
         running = await start(cfg, writer=writer, registry=registry)
         nonlocal collector
-        collector = tune_process(getattr(cfg.memory, "gc_interval_s", 0.0),  # as gateway.server.serve does
-                                 getattr(running.metrics, "gc_pause", None))
+        collector = tune_process(
+            getattr(cfg.memory, "gc_interval_s", 0.0),  # as gateway.server.serve does
+            getattr(running.metrics, "gc_pause", None),
+        )
         loop = asyncio.get_running_loop()
         print(json.dumps({"port": running.grpc_port}), flush=True)
         done = asyncio.Event()
@@ -202,8 +204,13 @@ def serve_floor(cpu: int = 0) -> None:
             return svc_pb2.ExportSpansResponse()
 
     def stats() -> dict[str, Any]:
-        return {"t": time.monotonic(), "cpu_s": time.process_time(), "rss_mb": rss_mb()[0],
-                "traces_in_pipeline": decoded[0] / 17, "in_assembly": 0}
+        return {
+            "t": time.monotonic(),
+            "cpu_s": time.process_time(),
+            "rss_mb": rss_mb()[0],
+            "traces_in_pipeline": decoded[0] / 17,
+            "in_assembly": 0,
+        }
 
     async def main() -> None:
         server = grpc.aio.server(options=[("grpc.max_receive_message_length", 64 * 2**20)])
@@ -228,13 +235,23 @@ def serve_floor(cpu: int = 0) -> None:
 
 
 class GatewayChild:
-    def __init__(self, workdir: Path, ratio: float, cpu: int = 0, gc_interval: str = "",
-                 tree: Path | None = None, floor: bool = False) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        ratio: float,
+        cpu: int = 0,
+        gc_interval: str = "",
+        tree: Path | None = None,
+        floor: bool = False,
+    ) -> None:
         """``tree``: import the gateway from that source tree instead of this one; ``floor``: run
         ``serve_floor`` (decoding only) instead of the gateway."""
         env = {**os.environ, "PYTHONPATH": str(tree)} if tree else None
-        mode = ["--serve-floor"] if floor else ["--serve-gateway", str(workdir), "--ratio", str(ratio),
-                                                "--gc-interval", gc_interval]
+        mode = (
+            ["--serve-floor"]
+            if floor
+            else ["--serve-gateway", str(workdir), "--ratio", str(ratio), "--gc-interval", gc_interval]
+        )
         self.proc = subprocess.Popen(
             [sys.executable, __file__, *mode, "--cpu", str(cpu)],
             env=env,
@@ -561,8 +578,9 @@ def main() -> None:
     parser.add_argument(
         "--phases", default="1,2", help="which phases to run (default %(default)s; 3: two gateway processes)"
     )
-    parser.add_argument("--gc-interval", default="",
-                        help="the gateway's TRACEGW_GC_INTERVAL_S (default: the gateway's default)")
+    parser.add_argument(
+        "--gc-interval", default="", help="the gateway's TRACEGW_GC_INTERVAL_S (default: the gateway's default)"
+    )
     parser.add_argument("--serve-gateway", metavar="WORKDIR", help=argparse.SUPPRESS)
     parser.add_argument("--serve-floor", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--load", metavar="TARGET", help=argparse.SUPPRESS)

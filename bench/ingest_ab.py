@@ -49,8 +49,11 @@ def slice_cost(gw: ingest.GatewayChild, seconds: float, inflight: int, seed: int
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--b-rev", help="git revision whose gateway is B (default: this tree)")
-    parser.add_argument("--b-floor", action="store_true",
-                        help="B is the floor: a grpc.aio server that only decodes the spans (DESIGN §8)")
+    parser.add_argument(
+        "--b-floor",
+        action="store_true",
+        help="B is the floor: a grpc.aio server that only decodes the spans (DESIGN §8)",
+    )
     parser.add_argument("--a-gc-interval", default="", help="A's TRACEGW_GC_INTERVAL_S (default: the gateway's)")
     parser.add_argument("--b-gc-interval", default="", help="B's TRACEGW_GC_INTERVAL_S (default: the gateway's)")
     parser.add_argument("--rounds", type=int, default=8, help="slices per side (default %(default)s)")
@@ -66,16 +69,23 @@ def main() -> None:
         b_tree = None
         if args.b_rev:
             b_tree = Path(tmp) / "b-tree"
-            subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(b_tree), args.b_rev],
-                           check=True, capture_output=True)
-        names = {"A": f"this tree, gc interval {args.a_gc_interval or 'default'}",
-                 "B": "the floor: grpc.aio + decoding only" if args.b_floor else
-                 f"{args.b_rev or 'this tree'}, gc interval {args.b_gc_interval or 'default'}"}
+            subprocess.run(
+                ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(b_tree), args.b_rev],
+                check=True,
+                capture_output=True,
+            )
+        names = {
+            "A": f"this tree, gc interval {args.a_gc_interval or 'default'}",
+            "B": "the floor: grpc.aio + decoding only"
+            if args.b_floor
+            else f"{args.b_rev or 'this tree'}, gc interval {args.b_gc_interval or 'default'}",
+        }
         gws = {}
         try:
             gws["A"] = ingest.GatewayChild(Path(tmp) / "a", args.ratio, gc_interval=args.a_gc_interval)
-            gws["B"] = ingest.GatewayChild(Path(tmp) / "b", args.ratio, gc_interval=args.b_gc_interval, tree=b_tree,
-                                           floor=args.b_floor)
+            gws["B"] = ingest.GatewayChild(
+                Path(tmp) / "b", args.ratio, gc_interval=args.b_gc_interval, tree=b_tree, floor=args.b_floor
+            )
             for gw in gws.values():  # warm-up: imports, regex compilation, allocator growth
                 slice_cost(gw, 2.0, args.inflight, 1)
             cost: dict[str, list[float]] = {"A": [], "B": []}
@@ -85,21 +95,29 @@ def main() -> None:
                     c, s = slice_cost(gws[side], args.slice_s, args.inflight, 10 + r)
                     cost[side].append(c)
                     rate[side].append(s)
-                print(f"  round {r + 1}: A {cost['A'][-1]:.1f} µs/span, B {cost['B'][-1]:.1f} µs/span, "
-                      f"B/A {cost['B'][-1] / cost['A'][-1]:.3f}", flush=True)
+                print(
+                    f"  round {r + 1}: A {cost['A'][-1]:.1f} µs/span, B {cost['B'][-1]:.1f} µs/span, "
+                    f"B/A {cost['B'][-1] / cost['A'][-1]:.3f}",
+                    flush=True,
+                )
         finally:
             for gw in gws.values():
                 gw.stop()
             if b_tree:
-                subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(b_tree)],
-                               capture_output=True)
+                subprocess.run(
+                    ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(b_tree)], capture_output=True
+                )
     ratios = [b / a for a, b in zip(cost["A"], cost["B"], strict=True)]
-    print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}; {args.rounds} rounds of "
-          f"{args.slice_s:.0f} s per side, ratio {args.ratio}")
+    print(
+        f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}; {args.rounds} rounds of "
+        f"{args.slice_s:.0f} s per side, ratio {args.ratio}"
+    )
     for side in ("A", "B"):
-        print(f"  {side} ({names[side]}): median {statistics.median(cost[side]):.1f} µs CPU per span "
-              f"(min {min(cost[side]):.1f}, max {max(cost[side]):.1f}); "
-              f"median {statistics.median(rate[side]):,.0f} spans/s while fed")
+        print(
+            f"  {side} ({names[side]}): median {statistics.median(cost[side]):.1f} µs CPU per span "
+            f"(min {min(cost[side]):.1f}, max {max(cost[side]):.1f}); "
+            f"median {statistics.median(rate[side]):,.0f} spans/s while fed"
+        )
     print(f"  B/A per round: median {statistics.median(ratios):.3f} (min {min(ratios):.3f}, max {max(ratios):.3f})")
 
 

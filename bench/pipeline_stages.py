@@ -32,15 +32,37 @@ from gateway.process.redactor import Redactor
 from gateway.process.rescue_buffer import RescueBuffer
 from gateway.process.sampler import Sampler
 
-TREE = [("handle_message", None), ("load_context", 0), ("intent_classification", 0), ("route_intent", 0),
-        ("retrieve_chunks", 0), ("embed_query", 4), ("vector_search", 4), ("keyword_search", 4),
-        ("rerank_chunks", 4), ("build_prompt", 0), ("bedrock_generate", 0), ("apply_guardrails", 0),
-        ("prompt_injection", 11), ("pii_detection", 11), ("grounding_check", 11), ("format_validation", 11),
-        ("persist_response", 0)]
-TAGS = {"session_id": "sess-1", "request_id": "", "intent": "recommendation", "page_type": "product",
-        "release_bundle": "2026.11.20-rc1", "prompt_version": "recommendation-2.4", "cache_hit": "false",
-        "bedrock_model_id": "anthropic.claude-3-5-haiku-20241022-v1:0", "deployment_stage": "prod",
-        "user_type": "guest"}
+TREE = [
+    ("handle_message", None),
+    ("load_context", 0),
+    ("intent_classification", 0),
+    ("route_intent", 0),
+    ("retrieve_chunks", 0),
+    ("embed_query", 4),
+    ("vector_search", 4),
+    ("keyword_search", 4),
+    ("rerank_chunks", 4),
+    ("build_prompt", 0),
+    ("bedrock_generate", 0),
+    ("apply_guardrails", 0),
+    ("prompt_injection", 11),
+    ("pii_detection", 11),
+    ("grounding_check", 11),
+    ("format_validation", 11),
+    ("persist_response", 0),
+]
+TAGS = {
+    "session_id": "sess-1",
+    "request_id": "",
+    "intent": "recommendation",
+    "page_type": "product",
+    "release_bundle": "2026.11.20-rc1",
+    "prompt_version": "recommendation-2.4",
+    "cache_hit": "false",
+    "bedrock_model_id": "anthropic.claude-3-5-haiku-20241022-v1:0",
+    "deployment_stage": "prod",
+    "user_type": "guest",
+}
 
 
 def make_spans(rng: random.Random, i: int) -> list[SpanRecord]:
@@ -50,16 +72,32 @@ def make_spans(rng: random.Random, i: int) -> list[SpanRecord]:
     spans = []
     for k, (name, parent) in enumerate(TREE):
         attrs: dict[str, object] = {"rule_id": f"{name}-v3", "latency_ms": 1.5, "passed": True}
-        span = SpanRecord(tid, ids[k], None if parent is None else ids[parent], name,
-                          "LLM" if name == "bedrock_generate" else "CHAIN", t0 + k, t0 + 10_000_000 - k,
-                          SpanStatus.OK, "", attrs)
+        span = SpanRecord(
+            tid,
+            ids[k],
+            None if parent is None else ids[parent],
+            name,
+            "LLM" if name == "bedrock_generate" else "CHAIN",
+            t0 + k,
+            t0 + 10_000_000 - k,
+            SpanStatus.OK,
+            "",
+            attrs,
+        )
         if k == 0:
             span.inputs = {"message": "Recommend a manga like Vinland Saga for a teenager", "page_type": "product"}
             span.outputs = {"reply": "You might enjoy Kingdom or Berserk.", "response_id": f"resp_{i:010d}"}
             span.trace_tags = {**TAGS, "request_id": f"req-{i}"}
         if name == "bedrock_generate":
-            span.attributes.update({"provider": "bedrock", "input_tokens": 1200, "output_tokens": 150,
-                                    "input_cost_usd": 0.00096, "output_cost_usd": 0.0006})
+            span.attributes.update(
+                {
+                    "provider": "bedrock",
+                    "input_tokens": 1200,
+                    "output_tokens": 150,
+                    "input_cost_usd": 0.00096,
+                    "output_cost_usd": 0.0006,
+                }
+            )
         spans.append(span)
     return spans
 
@@ -79,8 +117,12 @@ def main() -> None:
     for _ in range(args.repeat):
         metrics = GatewayMetrics(CollectorRegistry())
         rescue = RescueBuffer(cfg.sampling.rescue_window_s, cfg.sampling.rescue_max_bytes, metrics)
-        stages = [("measure", Measure(metrics, 50)), ("contract", ContractChecker(cfg.contract, metrics)),
-                  ("redact", Redactor(cfg.redaction)), ("sample", Sampler(cfg.sampling, metrics, rescue.add))]
+        stages = [
+            ("measure", Measure(metrics, 50)),
+            ("contract", ContractChecker(cfg.contract, metrics)),
+            ("redact", Redactor(cfg.redaction)),
+            ("sample", Sampler(cfg.sampling, metrics, rescue.add)),
+        ]
         batches = copy.deepcopy(base)
         assembler = Assembler(cfg.assembly, metrics)
         t = time.perf_counter()

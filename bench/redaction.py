@@ -46,14 +46,17 @@ CLEAN_EN = (
     "Prompt version recommendation-2.4, model anthropic.claude-3-5-haiku-20241022-v1:0, top 20."
 )
 
-NAIVE = [re.compile(p) for p in (
-    r"[\w.%+-]+@[\w-]+(?:\.[\w-]+)*\.[A-Za-z]{2,}",
-    r"(?:\+\d{1,3}[ .-]?)?\(?\d{2,4}\)?[ .-]?\d{2,4}[ .-]?\d{3,4}",
-    r"\d{3}-\d{7}-\d{7}",
-    r"\d{4}[ -]?\d{4}[ -]?\d{4}[ -]?\d{4}",
-    r"(?:\d{1,3}\.){3}\d{1,3}|[0-9a-fA-F]{1,4}(?::[0-9a-fA-F]{0,4}){2,7}",
-    r"AKIA[0-9A-Z]{16}|Bearer\s+\S+",
-)]
+NAIVE = [
+    re.compile(p)
+    for p in (
+        r"[\w.%+-]+@[\w-]+(?:\.[\w-]+)*\.[A-Za-z]{2,}",
+        r"(?:\+\d{1,3}[ .-]?)?\(?\d{2,4}\)?[ .-]?\d{2,4}[ .-]?\d{3,4}",
+        r"\d{3}-\d{7}-\d{7}",
+        r"\d{4}[ -]?\d{4}[ -]?\d{4}[ -]?\d{4}",
+        r"(?:\d{1,3}\.){3}\d{1,3}|[0-9a-fA-F]{1,4}(?::[0-9a-fA-F]{0,4}){2,7}",
+        r"AKIA[0-9A-Z]{16}|Bearer\s+\S+",
+    )
+]
 
 
 def naive(text: str) -> list[tuple[int, int]]:
@@ -64,8 +67,9 @@ def naive(text: str) -> list[tuple[int, int]]:
 def find_pii_at(rev: str) -> Callable[[str], object]:
     """``find_pii`` from ``gateway/process/pii.py`` as committed at git revision ``rev``."""
     root = Path(__file__).resolve().parent.parent
-    source = subprocess.run(["git", "show", f"{rev}:gateway/process/pii.py"], cwd=root, check=True,
-                            capture_output=True, text=True).stdout
+    source = subprocess.run(
+        ["git", "show", f"{rev}:gateway/process/pii.py"], cwd=root, check=True, capture_output=True, text=True
+    ).stdout
     module = types.ModuleType(f"pii_at_{rev}")
     exec(compile(source, f"{rev}:gateway/process/pii.py", "exec"), module.__dict__)
     return module.find_pii
@@ -88,8 +92,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-seconds", type=float, default=60.0)
     parser.add_argument("--compare-with", metavar="REV", help="also time find_pii as it was at this git revision")
     args = parser.parse_args(argv)
-    texts = {"with PII": (PII_TEXT * 2)[:500], "no PII (en+ja)": (CLEAN_TEXT * 2)[:500],
-             "no PII (en)": (CLEAN_EN * 2)[:500]}
+    texts = {
+        "with PII": (PII_TEXT * 2)[:500],
+        "no PII (en+ja)": (CLEAN_TEXT * 2)[:500],
+        "no PII (en)": (CLEAN_EN * 2)[:500],
+    }
     impls: dict[str, Callable[[str], object]] = {"find_pii": find_pii}
     if args.compare_with:
         impls[f"find_pii @ {args.compare_with}"] = find_pii_at(args.compare_with)

@@ -30,16 +30,22 @@ _FLAGS = {
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="tracegw", description=__doc__.split("\n\n")[0],
+        prog="tracegw",
+        description=__doc__.split("\n\n")[0],
         epilog="Environment settings: run `tracegw config`.",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, help_text in (("serve", "run the gateway"), ("config", "print the effective configuration"),
-                            ("check", "validate the configuration")):
+    for name, help_text in (
+        ("serve", "run the gateway"),
+        ("config", "print the effective configuration"),
+        ("check", "validate the configuration"),
+    ):
         p = sub.add_parser(name, help=help_text)
         p.add_argument("--listen", metavar="HOST:PORT", help="gRPC address (TRACEGW_LISTEN_ADDRESS)")
-        p.add_argument("--metrics", metavar="HOST:PORT",
-                       help="Prometheus address, '' disables (TRACEGW_METRICS_ADDRESS)")
+        p.add_argument(
+            "--metrics", metavar="HOST:PORT", help="Prometheus address, '' disables (TRACEGW_METRICS_ADDRESS)"
+        )
         p.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI (MLFLOW_TRACKING_URI)")
         p.add_argument("--experiment", metavar="NAME", help="default experiment (MLFLOW_EXPERIMENT_NAME)")
         p.add_argument("--sampling-ratio", metavar="R", help="head sampling ratio (MLFLOW_TRACE_SAMPLING_RATIO)")

@@ -60,26 +60,35 @@ class Gateway:
         # Traces that got feedback before their sampling decision: the sampler keeps them.
         self._feedback_forced: RecentMap[str, None] = RecentMap(FEEDBACK_FORCED_MAX)
         self._memory = MemoryGuard(config.memory, metrics)
-        self._sampler = Sampler(config.sampling, metrics, on_dropped=self._sampled_out,
-                                forced=self._feedback_forced.__contains__)
+        self._sampler = Sampler(
+            config.sampling, metrics, on_dropped=self._sampled_out, forced=self._feedback_forced.__contains__
+        )
         self._redactor = Redactor(config.redaction, metrics)
         self._stream = make_publisher(config.feedback, config.region, metrics)
         self._feedback = FeedbackJoin(
-            metrics, config.feedback.context_max_traces, config.metrics.max_label_values,
+            metrics,
+            config.feedback.context_max_traces,
+            config.metrics.max_label_values,
             hold_s=config.assembly.decision_timeout_s + config.assembly.root_grace_s + FEEDBACK_HOLD_MARGIN_S,
             publish=self._stream.offer if self._stream is not None else None,
-            environment=config.environment, region=config.region)
-        self._chain = StageChain([
-            Measure(metrics, config.metrics.max_label_values),
-            ContractChecker(config.contract, metrics),
-            self._redactor,
-            self._feedback,
-            self._sampler,
-        ], metrics)
+            environment=config.environment,
+            region=config.region,
+        )
+        self._chain = StageChain(
+            [
+                Measure(metrics, config.metrics.max_label_values),
+                ContractChecker(config.contract, metrics),
+                self._redactor,
+                self._feedback,
+                self._sampler,
+            ],
+            metrics,
+        )
         concurrency = 1 if config.mlflow.embedded else config.writer.concurrency
         spool = Spool(config.spool.directory or None, config.spool.max_bytes, config.spool.fsync, metrics)
-        self._delivery = Delivery(writer, spool, config.writer, config.retry, metrics,
-                                  config.mlflow.bundle_experiment_name, concurrency)
+        self._delivery = Delivery(
+            writer, spool, config.writer, config.retry, metrics, config.mlflow.bundle_experiment_name, concurrency
+        )
         self._batcher = Batcher(config.batch, self._delivery.submit_batch)
         self._ticker: asyncio.Task[None] | None = None
         self._accepting = False
@@ -186,8 +195,10 @@ class Gateway:
         self._batcher.flush()
         remaining = max(0.1, timeout_s - (time.monotonic() - started))
         if self._stream is not None:
-            await asyncio.gather(asyncio.to_thread(self._delivery.shutdown, remaining),
-                                 asyncio.to_thread(self._stream.shutdown, remaining))
+            await asyncio.gather(
+                asyncio.to_thread(self._delivery.shutdown, remaining),
+                asyncio.to_thread(self._stream.shutdown, remaining),
+            )
         else:
             await asyncio.to_thread(self._delivery.shutdown, remaining)
         log.info("gateway drained: traces_decided_at_shutdown=%d", len(held))

@@ -34,8 +34,7 @@ def rss_bytes() -> int:
 
 
 class MemoryGuard:
-    def __init__(self, config: MemoryConfig, metrics: GatewayMetrics,
-                 read_rss: Callable[[], int] = rss_bytes) -> None:
+    def __init__(self, config: MemoryConfig, metrics: GatewayMetrics, read_rss: Callable[[], int] = rss_bytes) -> None:
         self._soft = config.soft_limit_bytes
         self._hard = config.hard_limit_bytes
         self._refuse_at = (config.soft_limit_bytes + config.hard_limit_bytes) // 2

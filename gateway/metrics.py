@@ -24,22 +24,24 @@ FEEDBACK_LABELS = ("intent", "prompt_version", "release_bundle", "bedrock_model_
 LATENCY_BUCKETS_S = (0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 8.0, 13.0, 30.0)
 
 # Every reason a span, trace or event can be dropped; labels outside this set are a bug.
-DROP_REASONS = frozenset({
-    "invalid",            # rejected at receive (partial success names the field)
-    "span_limit",         # more spans in one trace than allowed
-    "sampled_out",        # head/tail sampling chose not to store the trace
-    "writer_queue_full",  # no room for another batch waiting for a writer
-    "write_failed",       # MLflow answered an error or could not be reached
-    "shutdown",           # still held when the drain deadline passed
-    "trace_not_found",    # feedback whose trace never reached MLflow within the join window
-    "contract_violation", # strict contract mode: a trace that breaks the contract is not stored
-    "spool_full",         # spool unavailable (full, disk error) and the in-memory queue full too
-    "dead_letter",        # MLflow rejected it permanently, or retries ran out: kept in the dead-letter dir
-    "corrupt",            # a spooled segment became unreadable
-    "memory_shed",        # sampled-out trace not kept for rescue because memory is above the soft limit
-    "stream_rejected",    # the feedback event stream (Kinesis) refused a record permanently
-    "retry_exhausted",    # the feedback event stream kept failing past TRACEGW_FEEDBACK_STREAM_MAX_ELAPSED_S
-})
+DROP_REASONS = frozenset(
+    {
+        "invalid",  # rejected at receive (partial success names the field)
+        "span_limit",  # more spans in one trace than allowed
+        "sampled_out",  # head/tail sampling chose not to store the trace
+        "writer_queue_full",  # no room for another batch waiting for a writer
+        "write_failed",  # MLflow answered an error or could not be reached
+        "shutdown",  # still held when the drain deadline passed
+        "trace_not_found",  # feedback whose trace never reached MLflow within the join window
+        "contract_violation",  # strict contract mode: a trace that breaks the contract is not stored
+        "spool_full",  # spool unavailable (full, disk error) and the in-memory queue full too
+        "dead_letter",  # MLflow rejected it permanently, or retries ran out: kept in the dead-letter dir
+        "corrupt",  # a spooled segment became unreadable
+        "memory_shed",  # sampled-out trace not kept for rescue because memory is above the soft limit
+        "stream_rejected",  # the feedback event stream (Kinesis) refused a record permanently
+        "retry_exhausted",  # the feedback event stream kept failing past TRACEGW_FEEDBACK_STREAM_MAX_ELAPSED_S
+    }
+)
 
 
 class GatewayMetrics:
@@ -50,176 +52,266 @@ class GatewayMetrics:
         self.registry = registry
         p = PREFIX
         self.spans_received = Counter(
-            f"{p}_spans_received_total", "Spans received, by receiver (native, otlp).",
-            ["receiver"], registry=registry)
+            f"{p}_spans_received_total", "Spans received, by receiver (native, otlp).", ["receiver"], registry=registry
+        )
         self.spans_rejected = Counter(
-            f"{p}_spans_rejected_total", "Spans rejected at receive as invalid, by receiver.",
-            ["receiver"], registry=registry)
+            f"{p}_spans_rejected_total",
+            "Spans rejected at receive as invalid, by receiver.",
+            ["receiver"],
+            registry=registry,
+        )
         self.reserved_keys_stripped = Counter(
             f"{p}_reserved_keys_stripped_total",
             "Application-sent attributes or tags under the reserved mlflow. prefix that were removed.",
-            registry=registry)
+            registry=registry,
+        )
         self.stage_in = Counter(
-            f"{p}_stage_traces_in_total", "Traces entering a pipeline stage.", ["stage"], registry=registry)
+            f"{p}_stage_traces_in_total", "Traces entering a pipeline stage.", ["stage"], registry=registry
+        )
         self.stage_out = Counter(
-            f"{p}_stage_traces_out_total", "Traces leaving a pipeline stage.", ["stage"], registry=registry)
+            f"{p}_stage_traces_out_total", "Traces leaving a pipeline stage.", ["stage"], registry=registry
+        )
         self.dropped_spans = Counter(
-            f"{p}_spans_dropped_total", "Spans dropped, by stage and reason.", ["stage", "reason"],
-            registry=registry)
+            f"{p}_spans_dropped_total", "Spans dropped, by stage and reason.", ["stage", "reason"], registry=registry
+        )
         self.traces_assembled = Counter(
             f"{p}_traces_assembled_total",
             "Traces handed on by assembly, by how they ended (root, timeout, evicted_count, evicted_bytes, late).",
-            ["outcome"], registry=registry)
+            ["outcome"],
+            registry=registry,
+        )
         self.traces_in_flight = Gauge(
-            f"{p}_assembly_traces_in_flight", "Traces waiting in assembly.", registry=registry)
-        self.spans_in_flight = Gauge(
-            f"{p}_assembly_spans_in_flight", "Spans held in assembly.", registry=registry)
-        self.assembly_bytes = Gauge(
-            f"{p}_assembly_bytes", "Approximate bytes held in assembly.", registry=registry)
-        self.batches_queued = Gauge(
-            f"{p}_writer_queue_batches", "Batches waiting for a writer.", registry=registry)
+            f"{p}_assembly_traces_in_flight", "Traces waiting in assembly.", registry=registry
+        )
+        self.spans_in_flight = Gauge(f"{p}_assembly_spans_in_flight", "Spans held in assembly.", registry=registry)
+        self.assembly_bytes = Gauge(f"{p}_assembly_bytes", "Approximate bytes held in assembly.", registry=registry)
+        self.batches_queued = Gauge(f"{p}_writer_queue_batches", "Batches waiting for a writer.", registry=registry)
         self.write_requests = Counter(
-            f"{p}_write_requests_total", "Write requests to MLflow, by kind and outcome.",
-            ["kind", "outcome"], registry=registry)
+            f"{p}_write_requests_total",
+            "Write requests to MLflow, by kind and outcome.",
+            ["kind", "outcome"],
+            registry=registry,
+        )
         self.write_duration = Histogram(
-            f"{p}_write_duration_seconds", "Duration of one write request to MLflow.", ["kind"],
-            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0), registry=registry)
-        self.spans_written = Counter(
-            f"{p}_spans_written_total", "Spans MLflow acknowledged.", registry=registry)
+            f"{p}_write_duration_seconds",
+            "Duration of one write request to MLflow.",
+            ["kind"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+            registry=registry,
+        )
+        self.spans_written = Counter(f"{p}_spans_written_total", "Spans MLflow acknowledged.", registry=registry)
         self.traces_written = Counter(
-            f"{p}_traces_written_total", "Traces whose spans MLflow acknowledged.", registry=registry)
+            f"{p}_traces_written_total", "Traces whose spans MLflow acknowledged.", registry=registry
+        )
         self.events_received = Counter(
-            f"{p}_events_received_total", "Feedback and bundle events received, by kind.", ["kind"],
-            registry=registry)
+            f"{p}_events_received_total", "Feedback and bundle events received, by kind.", ["kind"], registry=registry
+        )
         self.events_rejected = Counter(
-            f"{p}_events_rejected_total", "Feedback and bundle events rejected as invalid, by kind.",
-            ["kind"], registry=registry)
+            f"{p}_events_rejected_total",
+            "Feedback and bundle events rejected as invalid, by kind.",
+            ["kind"],
+            registry=registry,
+        )
         self.events_written = Counter(
-            f"{p}_events_written_total", "Feedback and bundle events written, by kind.", ["kind"],
-            registry=registry)
+            f"{p}_events_written_total", "Feedback and bundle events written, by kind.", ["kind"], registry=registry
+        )
         self.events_dropped = Counter(
-            f"{p}_events_dropped_total", "Feedback and bundle events dropped, by kind and reason.",
-            ["kind", "reason"], registry=registry)
+            f"{p}_events_dropped_total",
+            "Feedback and bundle events dropped, by kind and reason.",
+            ["kind", "reason"],
+            registry=registry,
+        )
         self.redactions = Counter(
-            f"{p}_redactions_total", "PII values replaced before leaving the gateway, by entity (never the values).",
-            ["entity"], registry=registry)
+            f"{p}_redactions_total",
+            "PII values replaced before leaving the gateway, by entity (never the values).",
+            ["entity"],
+            registry=registry,
+        )
 
         # -- sampling, rescue, contract ------------------------------------------------------
         self.sampling_decisions = Counter(
             f"{p}_sampling_decisions_total",
             "Sampling decisions on whole traces: kept with its first reason, or dropped (reason ratio).",
-            ["decision", "reason"], registry=registry)
+            ["decision", "reason"],
+            registry=registry,
+        )
         self.decision_latency = Histogram(
-            f"{p}_decision_latency_seconds", "From a trace's first span arriving to its sampling decision.",
-            buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0), registry=registry)
+            f"{p}_decision_latency_seconds",
+            "From a trace's first span arriving to its sampling decision.",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0),
+            registry=registry,
+        )
         self.gc_pause = Histogram(
             f"{p}_gc_pause_seconds",
             "Garbage collections run by the sidecar's clock (TRACEGW_GC_INTERVAL_S), by generation (1 young, 2 full).",
-            ["generation"], buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0), registry=registry)
+            ["generation"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+            registry=registry,
+        )
         self.rescue_traces = Gauge(
-            f"{p}_rescue_traces", "Sampled-out traces held (redacted) for promotion by feedback.", registry=registry)
+            f"{p}_rescue_traces", "Sampled-out traces held (redacted) for promotion by feedback.", registry=registry
+        )
         self.rescue_bytes = Gauge(
-            f"{p}_rescue_bytes", "Approximate bytes held by the rescue buffer.", registry=registry)
+            f"{p}_rescue_bytes", "Approximate bytes held by the rescue buffer.", registry=registry
+        )
         self.rescue_evicted = Counter(
-            f"{p}_rescue_evicted_total", "Traces that left the rescue buffer unpromoted, by reason (age, bytes).",
-            ["reason"], registry=registry)
+            f"{p}_rescue_evicted_total",
+            "Traces that left the rescue buffer unpromoted, by reason (age, bytes).",
+            ["reason"],
+            registry=registry,
+        )
         self.rescue_promoted = Counter(
-            f"{p}_rescue_promoted_total", "Sampled-out traces promoted to stored, by reason (feedback).",
-            ["reason"], registry=registry)
+            f"{p}_rescue_promoted_total",
+            "Sampled-out traces promoted to stored, by reason (feedback).",
+            ["reason"],
+            registry=registry,
+        )
         self.contract_violations = Counter(
-            f"{p}_contract_violations_total", "Trace contract violations (spec §5), by rule.", ["rule"],
-            registry=registry)
+            f"{p}_contract_violations_total",
+            "Trace contract violations (spec §5), by rule.",
+            ["rule"],
+            registry=registry,
+        )
         self.label_overflow = Counter(
             f"{p}_metric_label_overflow_total",
             "Business-metric label values reported as 'other' because the label reached its cap.",
-            ["label"], registry=registry)
+            ["label"],
+            registry=registry,
+        )
 
         # -- business metrics on 100% of traffic, before sampling (spec §14) ---------------
         b, labels = BUSINESS_PREFIX, BUSINESS_LABELS
         self.requests = Counter(
-            f"{b}_requests_total", "Customer-visible responses (one top-level trace each).", labels,
-            registry=registry)
+            f"{b}_requests_total", "Customer-visible responses (one top-level trace each).", labels, registry=registry
+        )
         self.request_errors = Counter(
-            f"{b}_request_errors_total", "Responses whose trace has an ERROR span.", labels, registry=registry)
+            f"{b}_request_errors_total", "Responses whose trace has an ERROR span.", labels, registry=registry
+        )
         self.request_latency = Histogram(
-            f"{b}_request_latency_seconds", "Duration of the top-level handle_message span; exemplars carry trace_id.",
-            labels, buckets=LATENCY_BUCKETS_S, registry=registry)
+            f"{b}_request_latency_seconds",
+            "Duration of the top-level handle_message span; exemplars carry trace_id.",
+            labels,
+            buckets=LATENCY_BUCKETS_S,
+            registry=registry,
+        )
         self.guardrail_verdicts = Counter(
-            f"{b}_guardrail_verdicts_total", "Guardrail stage verdicts (pass, fail, block, redact), per stage.",
-            ("stage", "verdict", *labels), registry=registry)
+            f"{b}_guardrail_verdicts_total",
+            "Guardrail stage verdicts (pass, fail, block, redact), per stage.",
+            ("stage", "verdict", *labels),
+            registry=registry,
+        )
         self.guardrail_fallbacks = Counter(
-            f"{b}_guardrail_fallbacks_total", "Responses where a guardrail triggered the fallback answer.", labels,
-            registry=registry)
+            f"{b}_guardrail_fallbacks_total",
+            "Responses where a guardrail triggered the fallback answer.",
+            labels,
+            registry=registry,
+        )
         self.grounding_failures = Counter(
-            f"{b}_grounding_failures_total", "Responses whose grounding_check did not pass.", labels,
-            registry=registry)
+            f"{b}_grounding_failures_total", "Responses whose grounding_check did not pass.", labels, registry=registry
+        )
         self.bedrock_input_tokens = Counter(
-            f"{b}_bedrock_input_tokens_total", "Bedrock input tokens.", labels, registry=registry)
+            f"{b}_bedrock_input_tokens_total", "Bedrock input tokens.", labels, registry=registry
+        )
         self.bedrock_output_tokens = Counter(
-            f"{b}_bedrock_output_tokens_total", "Bedrock output tokens.", labels, registry=registry)
+            f"{b}_bedrock_output_tokens_total", "Bedrock output tokens.", labels, registry=registry
+        )
         self.bedrock_cost = Counter(
-            f"{b}_bedrock_cost_usd_total", "Bedrock cost in US dollars, from the adapter's price table.", labels,
-            registry=registry)
+            f"{b}_bedrock_cost_usd_total",
+            "Bedrock cost in US dollars, from the adapter's price table.",
+            labels,
+            registry=registry,
+        )
 
         # -- feedback (spec §10): business counter, joins, event stream -----------------------
         self.feedback = Counter(
             f"{b}_feedback_total",
             "Feedback events by the trace's intent, prompt version, release bundle, Bedrock model and verdict.",
-            FEEDBACK_LABELS, registry=registry)
+            FEEDBACK_LABELS,
+            registry=registry,
+        )
         self.feedback_joins = Counter(
             f"{p}_feedback_joins_total",
             "Feedback by what the gateway knew of its trace: sampled_in, rescued, in_flight, orphan.",
-            ["outcome"], registry=registry)
+            ["outcome"],
+            registry=registry,
+        )
         self.feedback_stream_records = Counter(
             f"{p}_feedback_stream_records_total",
-            "Feedback records sent to the event stream, by outcome (ok, retried, dropped).", ["outcome"],
-            registry=registry)
+            "Feedback records sent to the event stream, by outcome (ok, retried, dropped).",
+            ["outcome"],
+            registry=registry,
+        )
         self.feedback_stream_requests = Counter(
             f"{p}_feedback_stream_requests_total",
             "PutRecords requests, by outcome (ok, partial, throttled, retryable_error, permanent_error).",
-            ["outcome"], registry=registry)
+            ["outcome"],
+            registry=registry,
+        )
         self.feedback_stream_duration = Histogram(
-            f"{p}_feedback_stream_request_duration_seconds", "Duration of one PutRecords request.",
-            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0), registry=registry)
+            f"{p}_feedback_stream_request_duration_seconds",
+            "Duration of one PutRecords request.",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+            registry=registry,
+        )
         self.feedback_stream_queue = Gauge(
-            f"{p}_feedback_stream_queue_events", "Feedback events waiting for the event stream.", registry=registry)
+            f"{p}_feedback_stream_queue_events", "Feedback events waiting for the event stream.", registry=registry
+        )
 
         # -- durable delivery -------------------------------------------------------------
         self.spool_segments = Gauge(
-            f"{p}_spool_segments", "Segments (batches, events) in the disk spool awaiting MLflow.", registry=registry)
+            f"{p}_spool_segments", "Segments (batches, events) in the disk spool awaiting MLflow.", registry=registry
+        )
         self.spool_bytes = Gauge(f"{p}_spool_bytes", "Bytes in the disk spool.", registry=registry)
         self.spool_writes = Counter(
-            f"{p}_spool_writes_total", "Spool writes by outcome (ok, full, error).", ["outcome"], registry=registry)
+            f"{p}_spool_writes_total", "Spool writes by outcome (ok, full, error).", ["outcome"], registry=registry
+        )
         self.spool_replayed = Counter(
-            f"{p}_spool_replayed_total", "Segments found in the spool at start and replayed.", registry=registry)
+            f"{p}_spool_replayed_total", "Segments found in the spool at start and replayed.", registry=registry
+        )
         self.spool_quarantined = Counter(
-            f"{p}_spool_quarantined_total", "Spool files set aside as torn or corrupt.", ["reason"],
-            registry=registry)
+            f"{p}_spool_quarantined_total", "Spool files set aside as torn or corrupt.", ["reason"], registry=registry
+        )
         self.dead_letter = Counter(
-            f"{p}_dead_letter_total", "Segments moved to the dead-letter directory, by kind and reason.",
-            ["kind", "reason"], registry=registry)
+            f"{p}_dead_letter_total",
+            "Segments moved to the dead-letter directory, by kind and reason.",
+            ["kind", "reason"],
+            registry=registry,
+        )
         self.write_retries = Counter(
-            f"{p}_write_retries_total", "Retries scheduled after retryable MLflow errors, by kind.", ["kind"],
-            registry=registry)
+            f"{p}_write_retries_total",
+            "Retries scheduled after retryable MLflow errors, by kind.",
+            ["kind"],
+            registry=registry,
+        )
         self.batch_splits = Counter(
-            f"{p}_batch_splits_total", "Batches MLflow rejected that were split to isolate a poison trace.",
-            registry=registry)
+            f"{p}_batch_splits_total",
+            "Batches MLflow rejected that were split to isolate a poison trace.",
+            registry=registry,
+        )
         self.circuit_state = Gauge(
-            f"{p}_circuit_state", "Circuit breaker towards MLflow: 0 closed, 1 half-open, 2 open.", registry=registry)
+            f"{p}_circuit_state", "Circuit breaker towards MLflow: 0 closed, 1 half-open, 2 open.", registry=registry
+        )
         self.circuit_transitions = Counter(
-            f"{p}_circuit_transitions_total", "Circuit breaker state changes, by new state.", ["to"],
-            registry=registry)
+            f"{p}_circuit_transitions_total", "Circuit breaker state changes, by new state.", ["to"], registry=registry
+        )
         self.refused = Counter(
-            f"{p}_refused_total", "Requests refused with RESOURCE_EXHAUSTED (memory limit), by receiver.",
-            ["receiver"], registry=registry)
+            f"{p}_refused_total",
+            "Requests refused with RESOURCE_EXHAUSTED (memory limit), by receiver.",
+            ["receiver"],
+            registry=registry,
+        )
         self.refused_spans = Counter(
-            f"{p}_refused_spans_total", "Spans in requests refused with RESOURCE_EXHAUSTED, by receiver.",
-            ["receiver"], registry=registry)
-        self.memory_rss = Gauge(f"{p}_memory_rss_bytes", "Resident memory of the gateway process.",
-                                registry=registry)
+            f"{p}_refused_spans_total",
+            "Spans in requests refused with RESOURCE_EXHAUSTED, by receiver.",
+            ["receiver"],
+            registry=registry,
+        )
+        self.memory_rss = Gauge(f"{p}_memory_rss_bytes", "Resident memory of the gateway process.", registry=registry)
         self.memory_state = Gauge(
-            f"{p}_memory_state", "Memory guard: 0 ok, 1 shedding sampled-out traces, 2 refusing new data.",
-            registry=registry)
+            f"{p}_memory_state",
+            "Memory guard: 0 ok, 1 shedding sampled-out traces, 2 refusing new data.",
+            registry=registry,
+        )
 
     def drop_spans(self, stage: str, reason: str, count: int) -> None:
         assert reason in DROP_REASONS, reason

@@ -50,18 +50,27 @@ def make_writer(tracking_uri: str, timeout_s: float, artifact_root: str) -> Trac
     return HttpMlflowWriter(tracking_uri, timeout_s)
 
 
-async def create_server(address: str, gateway: Gateway, max_receive_message_bytes: int,
-                        health: HealthServicer) -> tuple[grpc.aio.Server, int]:
-    server = grpc.aio.server(options=[
-        ("grpc.max_receive_message_length", max_receive_message_bytes),
-        ("grpc.so_reuseport", 0),
-    ])
+async def create_server(
+    address: str, gateway: Gateway, max_receive_message_bytes: int, health: HealthServicer
+) -> tuple[grpc.aio.Server, int]:
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", max_receive_message_bytes),
+            ("grpc.so_reuseport", 0),
+        ]
+    )
     trace_gateway_service_pb2_grpc.add_TraceGatewayServiceServicer_to_server(NativeReceiver(gateway), server)
     trace_service_pb2_grpc.add_TraceServiceServicer_to_server(OtlpReceiver(gateway), server)
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(
-        (NATIVE_SERVICE, OTLP_SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-         reflection.SERVICE_NAME), server)
+        (
+            NATIVE_SERVICE,
+            OTLP_SERVICE,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ),
+        server,
+    )
     port = server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"cannot listen on {address}")
@@ -101,12 +110,14 @@ class Running:
         log.info("stopped")
 
 
-async def start(config: Config, writer: TraceWriter | None = None,
-                registry: CollectorRegistry | None = None) -> Running:
+async def start(
+    config: Config, writer: TraceWriter | None = None, registry: CollectorRegistry | None = None
+) -> Running:
     registry = registry or CollectorRegistry()
     metrics = GatewayMetrics(registry)
-    writer = writer or make_writer(config.mlflow.tracking_uri, config.mlflow.request_timeout_s,
-                                   config.mlflow.artifact_root)
+    writer = writer or make_writer(
+        config.mlflow.tracking_uri, config.mlflow.request_timeout_s, config.mlflow.artifact_root
+    )
     gateway = Gateway(config, metrics, writer)
     await gateway.start()
     httpd = None
@@ -116,11 +127,18 @@ async def start(config: Config, writer: TraceWriter | None = None,
         httpd, _thread = start_http_server(int(port), addr=host.strip("[]"), registry=registry)
         metrics_port = httpd.server_port
     health = HealthServicer()
-    server, grpc_port = await create_server(config.listen.grpc_address, gateway,
-                                            config.listen.max_receive_message_bytes, health)
-    log.info("listening grpc=%s:%d metrics_port=%s tracking=%s experiment=%s sampling_ratio=%s",
-             config.listen.grpc_address.rpartition(":")[0], grpc_port, metrics_port,
-             _safe_uri(config.mlflow.tracking_uri), config.mlflow.experiment_name, config.sampling.ratio)
+    server, grpc_port = await create_server(
+        config.listen.grpc_address, gateway, config.listen.max_receive_message_bytes, health
+    )
+    log.info(
+        "listening grpc=%s:%d metrics_port=%s tracking=%s experiment=%s sampling_ratio=%s",
+        config.listen.grpc_address.rpartition(":")[0],
+        grpc_port,
+        metrics_port,
+        _safe_uri(config.mlflow.tracking_uri),
+        config.mlflow.experiment_name,
+        config.sampling.ratio,
+    )
     return Running(config, gateway, metrics, grpc_port, metrics_port, server, health, httpd)
 
 
@@ -149,13 +167,15 @@ async def serve(config: Config) -> int:
 class ThreadedGateway:
     """A sidecar on its own event loop thread (tests, demo). ``stop()`` drains it."""
 
-    def __init__(self, config: Config, writer: TraceWriter | None = None,
-                 registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self, config: Config, writer: TraceWriter | None = None, registry: CollectorRegistry | None = None
+    ) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="tracegw-loop", daemon=True)
         self._thread.start()
-        self.running: Running = asyncio.run_coroutine_threadsafe(
-            start(config, writer, registry), self._loop).result(timeout=60)
+        self.running: Running = asyncio.run_coroutine_threadsafe(start(config, writer, registry), self._loop).result(
+            timeout=60
+        )
 
     @property
     def grpc_port(self) -> int:
@@ -172,8 +192,10 @@ class ThreadedGateway:
 
     def call(self, fn: Any) -> Any:
         """Run ``fn()`` on the gateway's loop thread and return its result."""
+
         async def _run() -> Any:
             return fn()
+
         return asyncio.run_coroutine_threadsafe(_run(), self._loop).result(timeout=30)
 
     def stop(self, timeout_s: float | None = None) -> None:

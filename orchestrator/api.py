@@ -102,55 +102,91 @@ def create_app(service: ChatService, on_shutdown: Any = None) -> FastAPI:
         fields = _field_errors(exc)
         not_json = any(e.get("type") == "json_invalid" for e in exc.errors())
         summary = "; ".join(f"{f['field']}: {f['message']}" for f in fields)
-        return JSONResponse(status_code=400 if not_json else 422,
-                            content={"error": f"invalid request: {summary}", "fields": fields})
+        return JSONResponse(
+            status_code=400 if not_json else 422, content={"error": f"invalid request: {summary}", "fields": fields}
+        )
 
     @app.post("/v1/chat", response_model=ChatOut)
     def chat(body: ChatIn) -> Any:
         ctx = body.page_context
-        request = ChatRequest(session_id=body.session_id, message=body.message,
-                              page_context=PageContext(ctx.page_type, ctx.locale, ctx.product_id),
-                              user_type=body.user_type, request_id=body.request_id or new_request_id())
+        request = ChatRequest(
+            session_id=body.session_id,
+            message=body.message,
+            page_context=PageContext(ctx.page_type, ctx.locale, ctx.product_id),
+            user_type=body.user_type,
+            request_id=body.request_id or new_request_id(),
+        )
         try:
             response = service.handle(request)
         except ProviderError as exc:  # e.g. no route configuration yet; the trace records it
-            return JSONResponse(status_code=503, content={"error": f"provider unavailable: {exc.code or exc}",
-                                                          "request_id": request.request_id})
+            return JSONResponse(
+                status_code=503,
+                content={"error": f"provider unavailable: {exc.code or exc}", "request_id": request.request_id},
+            )
         return ChatOut(
-            reply=response.reply, response_id=response.response_id, trace_id=response.trace_id,
-            prompt_version=response.prompt_version, release_bundle=response.release_bundle,
-            request_id=response.request_id, intent=response.intent, cache_hit=response.cache_hit,
-            citations=list(response.citations), guardrail_action=response.guardrail_action)
+            reply=response.reply,
+            response_id=response.response_id,
+            trace_id=response.trace_id,
+            prompt_version=response.prompt_version,
+            release_bundle=response.release_bundle,
+            request_id=response.request_id,
+            intent=response.intent,
+            cache_hit=response.cache_hit,
+            citations=list(response.citations),
+            guardrail_action=response.guardrail_action,
+        )
 
     @app.post("/v1/feedback", status_code=202)
     def feedback(body: FeedbackIn) -> Any:
         try:
             accepted, event_id = service.record_feedback(
-                body.response_id, body.trace_id, body.feedback, body.reason_code, body.comment, body.session_id,
-                body.timestamp.timestamp() if body.timestamp else None)
+                body.response_id,
+                body.trace_id,
+                body.feedback,
+                body.reason_code,
+                body.comment,
+                body.session_id,
+                body.timestamp.timestamp() if body.timestamp else None,
+            )
         except FeedbackMismatch as exc:
-            return JSONResponse(status_code=422, content={"error": f"invalid request: trace_id: {exc}",
-                                                          "fields": [{"field": "trace_id", "message": str(exc)}]})
+            return JSONResponse(
+                status_code=422,
+                content={
+                    "error": f"invalid request: trace_id: {exc}",
+                    "fields": [{"field": "trace_id", "message": str(exc)}],
+                },
+            )
         if not accepted:
             return JSONResponse(status_code=503, content={"error": "feedback queue full, retry later"})
         return {"accepted": True, "event_id": event_id}
 
     @app.get("/healthz")
     def healthz() -> dict[str, Any]:
-        return {"status": "ok", "providers": service.providers.kind,
-                "release_bundle": service.providers.routes.current().release_bundle,
-                "cache_entries": len(service.cache)}
+        return {
+            "status": "ok",
+            "providers": service.providers.kind,
+            "release_bundle": service.providers.routes.current().release_bundle,
+            "cache_entries": len(service.cache),
+        }
 
     return app
 
 
-def build(cfg: config_module.OrchestratorConfig, service_name: str = "mangaassist-orchestrator"
-          ) -> tuple[ChatService, Tracer]:
+def build(
+    cfg: config_module.OrchestratorConfig, service_name: str = "mangaassist-orchestrator"
+) -> tuple[ChatService, Tracer]:
     """The service wired from configuration: providers, cache, and a tracer to the gateway."""
-    tracer = Tracer(ClientConfig(target=cfg.tracing.gateway_target, experiment_name=cfg.tracing.experiment_name,
-                                 service_name=service_name))
-    service = ChatService(tracer, build_providers(cfg), deployment_stage=cfg.deployment_stage,
-                          cache=ResponseCache(cfg.cache.ttl_s, cfg.cache.max_entries))
+    tracer = Tracer(
+        ClientConfig(
+            target=cfg.tracing.gateway_target, experiment_name=cfg.tracing.experiment_name, service_name=service_name
+        )
+    )
+    service = ChatService(
+        tracer,
+        build_providers(cfg),
+        deployment_stage=cfg.deployment_stage,
+        cache=ResponseCache(cfg.cache.ttl_s, cfg.cache.max_entries),
+    )
     return service, tracer
 
 
@@ -186,12 +222,17 @@ def serve_in_thread(app: FastAPI, host: str = "127.0.0.1", port: int = 0, timeou
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="mangaassist-orchestrator", description=__doc__.split("\n\n")[0],
-                                     epilog="Settings come from the environment: see --print-config.")
-    parser.add_argument("--print-config", action="store_true",
-                        help="print every setting, its effective value and meaning, then exit")
-    parser.add_argument("--markdown", action="store_true",
-                        help="with --print-config: the README's table of defaults instead")
+    parser = argparse.ArgumentParser(
+        prog="mangaassist-orchestrator",
+        description=__doc__.split("\n\n")[0],
+        epilog="Settings come from the environment: see --print-config.",
+    )
+    parser.add_argument(
+        "--print-config", action="store_true", help="print every setting, its effective value and meaning, then exit"
+    )
+    parser.add_argument(
+        "--markdown", action="store_true", help="with --print-config: the README's table of defaults instead"
+    )
     parser.add_argument("--check", action="store_true", help="validate the configuration and exit (0 ok, 2 invalid)")
     args = parser.parse_args(argv)
     try:

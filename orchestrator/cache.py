@@ -27,16 +27,18 @@ class CachedAnswer:
     """The response that produced the answer (for audit)."""
 
 
-def cache_key(message: str, intent: str, page_type: str, product_id: str | None, locale: str,
-              prompt_version: str, model_id: str) -> str:
+def cache_key(
+    message: str, intent: str, page_type: str, product_id: str | None, locale: str, prompt_version: str, model_id: str
+) -> str:
     normalised = " ".join(message.lower().split()).rstrip("?!.？！。 ")
     raw = "\x1f".join((normalised, intent, page_type, product_id or "", locale, prompt_version, model_id))
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
 class ResponseCache:
-    def __init__(self, ttl_s: float = 300.0, max_entries: int = 2000,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, ttl_s: float = 300.0, max_entries: int = 2000, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._ttl_s = ttl_s
         self._max = max_entries
         self._clock = clock

@@ -28,8 +28,10 @@ from orchestrator.corpus import Document
 from orchestrator.text import is_japanese, numbers, tokens
 
 RULESET_VERSION = "guardrails-12"
-FALLBACK_EN = ("Sorry, I can't help with that here. You can browse the catalog, or contact customer support "
-               "from Help > Contact us.")
+FALLBACK_EN = (
+    "Sorry, I can't help with that here. You can browse the catalog, or contact customer support "
+    "from Help > Contact us."
+)
 FALLBACK_JA = "申し訳ありません。このご質問にはお答えできません。ヘルプ > お問い合わせからサポートにご連絡ください。"
 
 
@@ -72,11 +74,23 @@ def _timed(stage: Stage, data: GuardrailInput) -> StageResult:
 class PromptInjectionStage:
     name = "prompt_injection"
     RULES = (
-        ("pi-001", re.compile(r"\b(ignore|forget|override)\b.{0,30}\b(previous|prior|above|earlier|all|your)\b.{0,20}"
-                              r"\b(instructions?|prompts?|rules|guidelines)", re.I)),
+        (
+            "pi-001",
+            re.compile(
+                r"\b(ignore|forget|override)\b.{0,30}\b(previous|prior|above|earlier|all|your)\b.{0,20}"
+                r"\b(instructions?|prompts?|rules|guidelines)",
+                re.I,
+            ),
+        ),
         ("pi-002", re.compile(r"\bdisregard\b.{0,30}\b(instructions?|rules|guidelines|policy)", re.I)),
-        ("pi-003", re.compile(r"\b(reveal|show|print|repeat|leak)\b.{0,30}\b(system prompt|hidden prompt|your prompt|"
-                              r"(your|the) (initial|original|hidden|system) instructions)", re.I)),
+        (
+            "pi-003",
+            re.compile(
+                r"\b(reveal|show|print|repeat|leak)\b.{0,30}\b(system prompt|hidden prompt|your prompt|"
+                r"(your|the) (initial|original|hidden|system) instructions)",
+                re.I,
+            ),
+        ),
         ("pi-004", re.compile(r"\byou are now\b|\bdeveloper mode\b|\bjailbreak|\bDAN\b|\bno restrictions\b", re.I)),
         ("pi-005", re.compile(r"</?\s*(system|context|chunk|question|task)\s*>", re.I)),
         ("pi-006", re.compile(r"(以前|前|上)の指示を(無視|忘れ)|システムプロンプト")),
@@ -119,8 +133,9 @@ class PiiStage:
         if not found:
             return StageResult(True, 0.0, None, None)
         kinds = sorted(set(found))
-        return StageResult(False, 1.0, f"PII in the answer: {', '.join(kinds)} ({len(found)})", "pii-" + kinds[0],
-                           "redact", text)
+        return StageResult(
+            False, 1.0, f"PII in the answer: {', '.join(kinds)} ({len(found)})", "pii-" + kinds[0], "redact", text
+        )
 
 
 _CITATION = re.compile(r"\s*\[([A-Za-z0-9_.:-]+)\]")
@@ -139,8 +154,12 @@ class GroundingStage:
         for chunk in data.chunks:
             support_tokens.update(tokens(f"{chunk.title} {chunk.text}"))
             support_numbers |= numbers(f"{chunk.title} {chunk.text}")
-        claims = [s for line in _CITATION.sub("", data.answer).splitlines()
-                  for s in sentences(line.lstrip("-• ").strip()) if tokens(s)]
+        claims = [
+            s
+            for line in _CITATION.sub("", data.answer).splitlines()
+            for s in sentences(line.lstrip("-• ").strip())
+            if tokens(s)
+        ]
         if not claims:
             return StageResult(False, 0.0, "answer has no statements to ground", "grounding-002", "block")
         unsupported = []
@@ -152,15 +171,22 @@ class GroundingStage:
         score = round(1 - len(unsupported) / len(claims), 3)
         if score >= self.ANSWER_SUPPORT:
             return StageResult(True, score, None, None)
-        return StageResult(False, score, f"{len(unsupported)} of {len(claims)} statements not supported by the "
-                           f"retrieved chunks, e.g. {unsupported[0][:80]!r}", "grounding-001", "block")
+        return StageResult(
+            False,
+            score,
+            f"{len(unsupported)} of {len(claims)} statements not supported by the "
+            f"retrieved chunks, e.g. {unsupported[0][:80]!r}",
+            "grounding-001",
+            "block",
+        )
 
 
 class FormatStage:
     name = "format_validation"
     MAX_CHARS = 1500
-    MARKUP = re.compile(r"</?\s*(system|context|chunk|question|task|page|history)\b[^>]*>|^(System|Human|Assistant):",
-                        re.I | re.M)
+    MARKUP = re.compile(
+        r"</?\s*(system|context|chunk|question|task|page|history)\b[^>]*>|^(System|Human|Assistant):", re.I | re.M
+    )
 
     def check(self, data: GuardrailInput) -> StageResult:
         text = data.answer.strip()
@@ -209,13 +235,21 @@ class Guardrails:
         """The prompt-injection verdict, computed before anything reaches retrieval or the model."""
         return _timed(self.injection, GuardrailInput(message, "", (), False))
 
-    def apply(self, message: str, answer: str, chunks: Sequence[Document], locale: str, grounding_required: bool,
-              input_verdict: StageResult) -> GuardrailOutcome:
+    def apply(
+        self,
+        message: str,
+        answer: str,
+        chunks: Sequence[Document],
+        locale: str,
+        grounding_required: bool,
+        input_verdict: StageResult,
+    ) -> GuardrailOutcome:
         tracer = self._tracer
         results: dict[str, StageResult] = {}
         blocked = rewritten = False
-        with tracer.start_span("apply_guardrails", span_type="GUARDRAIL",
-                               attributes={"ruleset_version": self.ruleset_version}) as group:
+        with tracer.start_span(
+            "apply_guardrails", span_type="GUARDRAIL", attributes={"ruleset_version": self.ruleset_version}
+        ) as group:
             for stage in self.stages:
                 with tracer.start_span(stage.name, span_type="GUARDRAIL") as span:
                     if stage is self.injection:
@@ -225,8 +259,12 @@ class Guardrails:
                         result = StageResult(True, None, "skipped: answer already replaced by the fallback", None)
                     else:
                         result = _timed(stage, GuardrailInput(message, answer, chunks, grounding_required))
-                    attrs = {"passed": result.passed, "rule_id": result.rule_id, "reason": result.reason,
-                             "latency_ms": result.latency_ms}
+                    attrs = {
+                        "passed": result.passed,
+                        "rule_id": result.rule_id,
+                        "reason": result.reason,
+                        "latency_ms": result.latency_ms,
+                    }
                     if result.score is not None:
                         attrs["score"] = result.score
                     if result.action == "block":
@@ -239,7 +277,11 @@ class Guardrails:
                         attrs.update(action="redact", fallback_triggered=False)
                     span.set_attributes({k: v for k, v in attrs.items() if v is not None})
                 results[stage.name] = result
-            group.set_attributes({"passed": all(r.passed for r in results.values()),
-                                  "action": "block" if blocked else "redact" if rewritten else "none",
-                                  "fallback_triggered": blocked})
+            group.set_attributes(
+                {
+                    "passed": all(r.passed for r in results.values()),
+                    "action": "block" if blocked else "redact" if rewritten else "none",
+                    "fallback_triggered": blocked,
+                }
+            )
         return GuardrailOutcome(answer, blocked, rewritten, results)

@@ -40,8 +40,16 @@ def query_hash(query: str) -> str:
 
 
 class Retriever:
-    def __init__(self, tracer: Tracer, documents: Sequence[Document], embedder: Embedder, reranker: Reranker,
-                 candidates_k: int = 20, final_k: int = 4, policy_version: str = RETRIEVER_POLICY_VERSION) -> None:
+    def __init__(
+        self,
+        tracer: Tracer,
+        documents: Sequence[Document],
+        embedder: Embedder,
+        reranker: Reranker,
+        candidates_k: int = 20,
+        final_k: int = 4,
+        policy_version: str = RETRIEVER_POLICY_VERSION,
+    ) -> None:
         self._tracer = tracer
         self._docs = {d.doc_id: d for d in documents}
         self._embedder = embedder
@@ -67,42 +75,75 @@ class Retriever:
         def accept(doc: Document) -> bool:
             return not sources or doc.source_type in sources
 
-        with tracer.start_span("retrieve_chunks", span_type="RETRIEVER", attributes={
-                "query_hash": query_hash(query), "embedding_model": self._embedder.model_id, "filters": filters,
-                "retriever_policy_version": self.policy_version}) as span:
+        with tracer.start_span(
+            "retrieve_chunks",
+            span_type="RETRIEVER",
+            attributes={
+                "query_hash": query_hash(query),
+                "embedding_model": self._embedder.model_id,
+                "filters": filters,
+                "retriever_policy_version": self.policy_version,
+            },
+        ) as span:
             span.set_inputs({"query": query})
             vector: list[float] | None = None
             try:
-                with tracer.start_span("embed_query", span_type="EMBEDDING", attributes={
-                        "embedding_model": self._embedder.model_id, "dimensions": self._embedder.dimensions}):
+                with tracer.start_span(
+                    "embed_query",
+                    span_type="EMBEDDING",
+                    attributes={"embedding_model": self._embedder.model_id, "dimensions": self._embedder.dimensions},
+                ):
                     vector = self._embedder.embed(query)
             except ProviderError:
                 pass  # recorded on embed_query; keyword search still answers
             with tracer.start_span("vector_search", span_type="RETRIEVER", attributes={"k": self._k}) as vs:
                 semantic = self._vector.search(vector, self._k, accept) if vector is not None else []
-                vs.set_attributes({"candidates": len(semantic), "skipped": vector is None,
-                                   "top_score": round(semantic[0][1], 4) if semantic else 0.0})
-            with tracer.start_span("keyword_search", span_type="RETRIEVER",
-                                   attributes={"k": self._k, "algorithm": "bm25"}) as ks:
+                vs.set_attributes(
+                    {
+                        "candidates": len(semantic),
+                        "skipped": vector is None,
+                        "top_score": round(semantic[0][1], 4) if semantic else 0.0,
+                    }
+                )
+            with tracer.start_span(
+                "keyword_search", span_type="RETRIEVER", attributes={"k": self._k, "algorithm": "bm25"}
+            ) as ks:
                 lexical = self._keyword.search(query, self._k, accept)
-                ks.set_attributes({"candidates": len(lexical),
-                                   "top_score": round(lexical[0][1], 4) if lexical else 0.0})
+                ks.set_attributes(
+                    {"candidates": len(lexical), "top_score": round(lexical[0][1], 4) if lexical else 0.0}
+                )
             candidates = _fuse([d for d, _ in semantic], [d for d, _ in lexical])
             chunks = self._rerank(query, candidates, pinned, route.max_chunks_per_series)
             ids = [d.doc_id for d in chunks]
             types = [d.source_type for d in chunks]
-            snapshot = {"trace_id": span.trace_id, "chunk_ids": ids, "source_types": types,
-                        "retriever_policy_version": self.policy_version, "query_hash": query_hash(query),
-                        "chunks": [d.payload() for d in chunks]}
-            span.set_attributes({"candidate_count": len(candidates), "chunk_ids": ids, "chunk_source_types": types,
-                                 "reranker_version": self._reranker.version, SNAPSHOT_ATTRIBUTE: snapshot})
+            snapshot = {
+                "trace_id": span.trace_id,
+                "chunk_ids": ids,
+                "source_types": types,
+                "retriever_policy_version": self.policy_version,
+                "query_hash": query_hash(query),
+                "chunks": [d.payload() for d in chunks],
+            }
+            span.set_attributes(
+                {
+                    "candidate_count": len(candidates),
+                    "chunk_ids": ids,
+                    "chunk_source_types": types,
+                    "reranker_version": self._reranker.version,
+                    SNAPSHOT_ATTRIBUTE: snapshot,
+                }
+            )
             span.set_outputs({"chunk_ids": ids})
         return Retrieval(tuple(chunks), len(candidates), snapshot)
 
-    def _rerank(self, query: str, candidates: list[Document], pinned: Document | None,
-                per_series: int) -> list[Document]:
-        with self._tracer.start_span("rerank_chunks", span_type="RERANKER", attributes={
-                "reranker_model_version": self._reranker.version, "candidates_in": len(candidates)}) as span:
+    def _rerank(
+        self, query: str, candidates: list[Document], pinned: Document | None, per_series: int
+    ) -> list[Document]:
+        with self._tracer.start_span(
+            "rerank_chunks",
+            span_type="RERANKER",
+            attributes={"reranker_model_version": self._reranker.version, "candidates_in": len(candidates)},
+        ) as span:
             try:
                 scores = self._reranker.score(query, [f"{d.title}\n{d.text}" for d in candidates])
                 order = sorted(range(len(candidates)), key=lambda i: (-scores[i], i))

@@ -24,17 +24,45 @@ PRODUCT_SOURCES = ["product_description", "review_summary"]
 DEFAULT_DOCUMENT: dict[str, Any] = {
     "version": "routes-offline-1",
     "routes": {
-        "product_question": {"uses_bedrock": True, "uses_retrieval": True, "prompt_version": "product-qa-3.1",
-                             "temperature": 0.1, "max_tokens": 400, "source_types": [*PRODUCT_SOURCES, "faq"]},
-        "recommendation": {"uses_bedrock": True, "uses_retrieval": True, "prompt_version": "recommendation-2.4",
-                           "temperature": 0.4, "max_tokens": 600, "source_types": PRODUCT_SOURCES,
-                           "max_chunks_per_series": 1},
-        "return_policy": {"uses_bedrock": True, "uses_retrieval": True, "prompt_version": "policy-qa-1.7",
-                          "temperature": 0.0, "max_tokens": 400, "source_types": ["policy", "faq"]},
-        "faq": {"uses_bedrock": True, "uses_retrieval": True, "prompt_version": "faq-2.0",
-                "temperature": 0.1, "max_tokens": 400, "source_types": ["faq", "policy"]},
-        "order_status": {"uses_bedrock": False, "uses_retrieval": True, "prompt_version": "none",
-                         "source_types": ["policy", "faq"]},
+        "product_question": {
+            "uses_bedrock": True,
+            "uses_retrieval": True,
+            "prompt_version": "product-qa-3.1",
+            "temperature": 0.1,
+            "max_tokens": 400,
+            "source_types": [*PRODUCT_SOURCES, "faq"],
+        },
+        "recommendation": {
+            "uses_bedrock": True,
+            "uses_retrieval": True,
+            "prompt_version": "recommendation-2.4",
+            "temperature": 0.4,
+            "max_tokens": 600,
+            "source_types": PRODUCT_SOURCES,
+            "max_chunks_per_series": 1,
+        },
+        "return_policy": {
+            "uses_bedrock": True,
+            "uses_retrieval": True,
+            "prompt_version": "policy-qa-1.7",
+            "temperature": 0.0,
+            "max_tokens": 400,
+            "source_types": ["policy", "faq"],
+        },
+        "faq": {
+            "uses_bedrock": True,
+            "uses_retrieval": True,
+            "prompt_version": "faq-2.0",
+            "temperature": 0.1,
+            "max_tokens": 400,
+            "source_types": ["faq", "policy"],
+        },
+        "order_status": {
+            "uses_bedrock": False,
+            "uses_retrieval": True,
+            "prompt_version": "none",
+            "source_types": ["policy", "faq"],
+        },
         "small_talk": {"uses_bedrock": False, "uses_retrieval": False, "prompt_version": "none"},
     },
 }
@@ -70,19 +98,26 @@ def parse_routes(document: Mapping[str, Any], default_model_id: str, default_bun
         if max_tokens < 1:
             problems.append(f"routes.{intent}.max_tokens must be >= 1")
         routes[str(intent)] = Route(
-            intent=str(intent), uses_bedrock=uses_bedrock, uses_retrieval=bool(raw.get("uses_retrieval", False)),
+            intent=str(intent),
+            uses_bedrock=uses_bedrock,
+            uses_retrieval=bool(raw.get("uses_retrieval", False)),
             prompt_version=prompt_version,
             model_id=str(raw.get("model_id") or default_model_id) if uses_bedrock else "none",
-            temperature=temperature, max_tokens=max_tokens,
+            temperature=temperature,
+            max_tokens=max_tokens,
             source_types=tuple(str(s) for s in raw.get("source_types", ())),
-            max_chunks_per_series=int(raw.get("max_chunks_per_series", 2)))
+            max_chunks_per_series=int(raw.get("max_chunks_per_series", 2)),
+        )
     missing = [i for i in INTENTS if i not in routes]
     if missing:
         problems.append(f"routes missing for intents: {', '.join(missing)}")
     if problems:
         raise RouteConfigError("route config: " + "; ".join(problems))
-    return RouteTable(release_bundle=str(document.get("release_bundle") or default_bundle),
-                      config_version=str(document.get("version", "unversioned")), routes=routes)
+    return RouteTable(
+        release_bundle=str(document.get("release_bundle") or default_bundle),
+        config_version=str(document.get("version", "unversioned")),
+        routes=routes,
+    )
 
 
 class StaticRoutes:

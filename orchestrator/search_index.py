@@ -43,8 +43,12 @@ class BM25Index:
             for t in terms:
                 f = tf.get(t)
                 if f:
-                    score += self._idf[t] * f * (self._k1 + 1) / (f + self._k1 * (1 - self._b + self._b * length
-                                                                                  / self._avg))
+                    score += (
+                        self._idf[t]
+                        * f
+                        * (self._k1 + 1)
+                        / (f + self._k1 * (1 - self._b + self._b * length / self._avg))
+                    )
             if score > 0:
                 scored.append((doc, score))
         scored.sort(key=lambda pair: (-pair[1], pair[0].doc_id))

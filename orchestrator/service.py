@@ -58,8 +58,11 @@ def rule_answer(intent: str, message: str, locale: str, chunks: Sequence[Documen
     """Template answers of the rule-based routes (approved text, no model)."""
     ja = _japanese(locale, message)
     if intent == "order_status":
-        head = ("チャットでは注文の詳細を確認できません。注文履歴から配送状況と追跡番号をご確認ください。" if ja else
-                "I can't see order details in chat. Open Your Orders to see each order's status and tracking link.")
+        head = (
+            "チャットでは注文の詳細を確認できません。注文履歴から配送状況と追跡番号をご確認ください。"
+            if ja
+            else "I can't see order details in chat. Open Your Orders to see each order's status and tracking link."
+        )
         tip = next((c for c in chunks if c.source_type == "policy"), chunks[0] if chunks else None)
         return f"{head}\n{tip.text} [{tip.doc_id}]" if tip else head
     lowered = message.lower()
@@ -67,19 +70,30 @@ def rule_answer(intent: str, message: str, locale: str, chunks: Sequence[Documen
         return "どういたしまして。楽しい読書を！" if ja else "You're welcome! Happy reading."
     if any(w in lowered for w in ("bye", "that's all", "thats all")):
         return "ご利用ありがとうございました。" if ja else "Thanks for chatting. See you next time!"
-    return ("こんにちは！MangaAssistです。作品探し、巻数や価格、配送や返品についてお気軽にどうぞ。" if ja else
-            "Hi! I'm MangaAssist. Ask me about series, volumes and prices, recommendations, shipping or returns.")
+    return (
+        "こんにちは！MangaAssistです。作品探し、巻数や価格、配送や返品についてお気軽にどうぞ。"
+        if ja
+        else "Hi! I'm MangaAssist. Ask me about series, volumes and prices, recommendations, shipping or returns."
+    )
 
 
 class ChatService:
-    def __init__(self, tracer: Tracer, providers: Providers, *, deployment_stage: str = "dev",
-                 documents: Sequence[Document] | None = None, cache: ResponseCache | None = None,
-                 guardrails: Guardrails | None = None) -> None:
+    def __init__(
+        self,
+        tracer: Tracer,
+        providers: Providers,
+        *,
+        deployment_stage: str = "dev",
+        documents: Sequence[Document] | None = None,
+        cache: ResponseCache | None = None,
+        guardrails: Guardrails | None = None,
+    ) -> None:
         self._tracer = tracer
         self.providers = providers
         self._stage = deployment_stage
-        self.retriever = Retriever(tracer, documents if documents is not None else load_documents(),
-                                   providers.embedder, providers.reranker)
+        self.retriever = Retriever(
+            tracer, documents if documents is not None else load_documents(), providers.embedder, providers.reranker
+        )
         self.cache = cache if cache is not None else ResponseCache()
         self.guardrails = guardrails or Guardrails(tracer)
         self._lock = threading.Lock()
@@ -95,15 +109,21 @@ class ChatService:
 
     def _classify(self, req: ChatRequest) -> IntentPrediction:
         ctx = req.page_context
-        with self._tracer.start_span("intent_classification", span_type="CHAIN",
-                                     attributes={"classifier": self.providers.classifier.model_name}) as span:
+        with self._tracer.start_span(
+            "intent_classification", span_type="CHAIN", attributes={"classifier": self.providers.classifier.model_name}
+        ) as span:
             try:
                 prediction = self.providers.classifier.classify(req.message, ctx.page_type, ctx.locale)
             except ProviderError as exc:  # degrade to the general-help route, visibly
                 span.set_attributes({"degraded": True, "error_code": exc.code})
                 prediction = IntentPrediction("faq", 0.0, "unavailable")
-            span.set_attributes({"intent": prediction.intent, "confidence": prediction.confidence,
-                                 "model_version": prediction.model_version})
+            span.set_attributes(
+                {
+                    "intent": prediction.intent,
+                    "confidence": prediction.confidence,
+                    "model_version": prediction.model_version,
+                }
+            )
         return prediction
 
     def _orchestrate(self, trace: RequestTrace) -> ChatResponse:
@@ -117,17 +137,26 @@ class ChatService:
         table = self.providers.routes.current()
         route = table.route_for(intent)
         verdict = self.guardrails.screen_input(req.message)
-        key = cache_key(req.message, intent, ctx.page_type, ctx.product_id, ctx.locale, route.prompt_version,
-                        route.model_id)
+        key = cache_key(
+            req.message, intent, ctx.page_type, ctx.product_id, ctx.locale, route.prompt_version, route.model_id
+        )
         cached = self.cache.get(key) if route.uses_bedrock and verdict.passed else None
         generate = route.uses_bedrock and verdict.passed and cached is None
         prompt_version = route.prompt_version if (generate or cached) else "none"
         model_id = route.model_id if generate else cached.model_id if cached else "none"
         trace.tag(intent, table.release_bundle, prompt_version, model_id, cached is not None)
-        with tracer.start_span("route_intent", attributes={
-                "route": route.intent, "uses_bedrock": route.uses_bedrock, "uses_retrieval": route.uses_retrieval,
-                "prompt_version": route.prompt_version, "route_config_version": table.config_version,
-                "cache_hit": cached is not None, "input_blocked": not verdict.passed}):
+        with tracer.start_span(
+            "route_intent",
+            attributes={
+                "route": route.intent,
+                "uses_bedrock": route.uses_bedrock,
+                "uses_retrieval": route.uses_retrieval,
+                "prompt_version": route.prompt_version,
+                "route_config_version": table.config_version,
+                "cache_hit": cached is not None,
+                "input_blocked": not verdict.passed,
+            },
+        ):
             pass
 
         chunks: Sequence[Document] = ()
@@ -138,14 +167,17 @@ class ChatService:
             if route.uses_retrieval:
                 chunks = self.retriever.retrieve(req.message, route, ctx.product_id).chunks
             if generate:
-                with tracer.start_span("build_prompt", attributes={"prompt_version": route.prompt_version,
-                                                                   "chunk_count": len(chunks)}) as span:
-                    prompt = build_prompt(route.prompt_version, intent, req.message, chunks, ctx.page_type,
-                                          ctx.product_id, history)
+                with tracer.start_span(
+                    "build_prompt", attributes={"prompt_version": route.prompt_version, "chunk_count": len(chunks)}
+                ) as span:
+                    prompt = build_prompt(
+                        route.prompt_version, intent, req.message, chunks, ctx.page_type, ctx.product_id, history
+                    )
                     span.set_attributes({"prompt_hash": prompt.prompt_hash, "prompt_chars": prompt.chars})
                 try:
-                    generation, _cost = traced_generate(tracer, self.providers.generator, prompt, route.model_id,
-                                                        route.temperature, route.max_tokens)
+                    generation, _cost = traced_generate(
+                        tracer, self.providers.generator, prompt, route.model_id, route.temperature, route.max_tokens
+                    )
                     reply, grounded = generation.text, True
                 except ProviderError as exc:
                     _log.warning("generation failed for %s: %s", req.request_id, exc.code)
@@ -159,19 +191,29 @@ class ChatService:
         with tracer.start_span("persist_response", attributes={"store": "memory", "response_id": response_id}):
             self._remember(req, response_id, trace.trace_id, prompt_version, table.release_bundle, outcome.reply)
             if generate and not failed and not outcome.blocked and not outcome.rewritten:
-                self.cache.put(key, CachedAnswer(outcome.reply, route.prompt_version, route.model_id, tuple(chunks),
-                                                 response_id))
+                self.cache.put(
+                    key, CachedAnswer(outcome.reply, route.prompt_version, route.model_id, tuple(chunks), response_id)
+                )
         citations = tuple(c.doc_id for c in chunks if f"[{c.doc_id}]" in outcome.reply)
         action = "block" if outcome.blocked else "redact" if outcome.rewritten else "none"
         trace.root.set_attributes({"response_id": response_id, "intent": intent, "guardrail_action": action})
         trace.root.set_outputs({"response_id": response_id, "reply": outcome.reply})  # id first: previews are capped
-        return ChatResponse(reply=outcome.reply, response_id=response_id, trace_id=trace.trace_id,
-                            prompt_version=prompt_version, release_bundle=table.release_bundle,
-                            request_id=req.request_id, intent=intent, cache_hit=cached is not None,
-                            citations=citations, guardrail_action=action)
+        return ChatResponse(
+            reply=outcome.reply,
+            response_id=response_id,
+            trace_id=trace.trace_id,
+            prompt_version=prompt_version,
+            release_bundle=table.release_bundle,
+            request_id=req.request_id,
+            intent=intent,
+            cache_hit=cached is not None,
+            citations=citations,
+            guardrail_action=action,
+        )
 
-    def _remember(self, req: ChatRequest, response_id: str, trace_id: str, prompt_version: str, bundle: str,
-                  reply: str) -> None:
+    def _remember(
+        self, req: ChatRequest, response_id: str, trace_id: str, prompt_version: str, bundle: str, reply: str
+    ) -> None:
         with self._lock:
             turns = self._history.setdefault(req.session_id, deque(maxlen=8))
             self._history.move_to_end(req.session_id)
@@ -184,8 +226,16 @@ class ChatService:
 
     # -- feedback -------------------------------------------------------------------------
 
-    def record_feedback(self, response_id: str, trace_id: str, feedback: str, reason_code: str = "",
-                        comment: str = "", session_id: str = "", timestamp_s: float | None = None) -> tuple[bool, str]:
+    def record_feedback(
+        self,
+        response_id: str,
+        trace_id: str,
+        feedback: str,
+        reason_code: str = "",
+        comment: str = "",
+        session_id: str = "",
+        timestamp_s: float | None = None,
+    ) -> tuple[bool, str]:
         """Forward a feedback event to the gateway; ``(accepted, event_id)``.
 
         When the response is known here, its trace id must match and its session, prompt version
@@ -196,10 +246,14 @@ class ChatService:
         if record is not None and record.trace_id != trace_id:
             raise FeedbackMismatch(f"trace_id does not match response {response_id}")
         event = FeedbackEvent(
-            response_id=response_id, trace_id=trace_id, feedback=Feedback(feedback), reason_code=reason_code,
+            response_id=response_id,
+            trace_id=trace_id,
+            feedback=Feedback(feedback),
+            reason_code=reason_code,
             comment=comment,
             session_id=session_id or (record.session_id if record else ""),
             prompt_version=record.prompt_version if record else "",
             release_bundle=record.release_bundle if record else "",
-            time_unix_nano=int((timestamp_s if timestamp_s is not None else time.time()) * 1e9))
+            time_unix_nano=int((timestamp_s if timestamp_s is not None else time.time()) * 1e9),
+        )
         return self._tracer.record_feedback(event), event.event_id

@@ -46,10 +46,18 @@ _Response = tuple[int, list[tuple[str, str]], bytes]  # status, headers, body
 _MAX_HEAD_BYTES = 64 * 1024
 _POLL_S = 0.1
 _SEND_TIMEOUT_S = 10.0
-_HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer",
-                         "upgrade", "content-length"})
-_ERROR_CODES = {400: "INVALID_PARAMETER_VALUE", 404: "RESOURCE_DOES_NOT_EXIST", 429: "REQUEST_LIMIT_EXCEEDED",
-                500: "INTERNAL_ERROR", 502: "BAD_GATEWAY", 503: "TEMPORARILY_UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}
+_HOP_BY_HOP = frozenset(
+    {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade", "content-length"}
+)
+_ERROR_CODES = {
+    400: "INVALID_PARAMETER_VALUE",
+    404: "RESOURCE_DOES_NOT_EXIST",
+    429: "REQUEST_LIMIT_EXCEEDED",
+    500: "INTERNAL_ERROR",
+    502: "BAD_GATEWAY",
+    503: "TEMPORARILY_UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
 
 
 def posts_to(prefix: str) -> Match:
@@ -106,8 +114,9 @@ class _Request:
 class FaultProxy:
     """A threaded HTTP proxy on 127.0.0.1 in front of ``upstream_host:upstream_port``."""
 
-    def __init__(self, upstream_port: int, upstream_host: str = "127.0.0.1", port: int = 0,
-                 upstream_timeout_s: float = 60.0) -> None:
+    def __init__(
+        self, upstream_port: int, upstream_host: str = "127.0.0.1", port: int = 0, upstream_timeout_s: float = 60.0
+    ) -> None:
         self.upstream = (upstream_host, upstream_port)
         self.port = port
         self._upstream_timeout_s = upstream_timeout_s
@@ -168,8 +177,9 @@ class FaultProxy:
     def delay(self, seconds: float, times: int | None = None, match: Match | None = None) -> None:
         self._set(_Fault("delay", times, match, seconds=seconds))
 
-    def respond(self, status: int, times: int | None = None, match: Match | None = None,
-                retry_after: float | None = None) -> None:
+    def respond(
+        self, status: int, times: int | None = None, match: Match | None = None, retry_after: float | None = None
+    ) -> None:
         self._set(_Fault("respond", times, match, status=status, retry_after=retry_after))
 
     def blackhole(self, times: int | None = None, match: Match | None = None) -> None:
@@ -195,8 +205,9 @@ class FaultProxy:
     def seen(self, method: str | None = None, prefix: str = "") -> int:
         """Requests read from clients, optionally only ``method`` and paths under ``prefix``."""
         with self._lock:
-            return sum(n for (m, p), n in self._seen.items()
-                       if (method is None or m == method) and p.startswith(prefix))
+            return sum(
+                n for (m, p), n in self._seen.items() if (method is None or m == method) and p.startswith(prefix)
+            )
 
     def answered(self, status: int | None = None) -> int:
         """Responses sent to clients (forwarded or injected), optionally only ``status``."""
@@ -210,9 +221,11 @@ class FaultProxy:
 
     def counters(self) -> dict[str, dict[str, int]]:
         with self._lock:
-            return {"seen": {f"{m} {p}": n for (m, p), n in sorted(self._seen.items())},
-                    "answered": {str(s): n for s, n in sorted(self._answered.items())},
-                    "faulted": dict(self._faulted)}
+            return {
+                "seen": {f"{m} {p}": n for (m, p), n in sorted(self._seen.items())},
+                "answered": {str(s): n for s, n in sorted(self._answered.items())},
+                "faulted": dict(self._faulted),
+            }
 
     # -- internals --------------------------------------------------------------------------
 
@@ -227,8 +240,9 @@ class FaultProxy:
         accepting = threading.Event()
         accepting.set()
         self._accepting = accepting
-        self._accept_thread = threading.Thread(target=self._accept_loop, args=(sock, accepting),
-                                               name=f"faultproxy-accept-{self.port}", daemon=True)
+        self._accept_thread = threading.Thread(
+            target=self._accept_loop, args=(sock, accepting), name=f"faultproxy-accept-{self.port}", daemon=True
+        )
         self._accept_thread.start()
 
     def _close_listener(self) -> None:
@@ -316,8 +330,9 @@ class FaultProxy:
             with contextlib.suppress(OSError):
                 conn.close()
 
-    def _forward(self, upstream: http.client.HTTPConnection | None,
-                 request: _Request) -> tuple[http.client.HTTPConnection | None, _Response]:
+    def _forward(
+        self, upstream: http.client.HTTPConnection | None, request: _Request
+    ) -> tuple[http.client.HTTPConnection | None, _Response]:
         headers = {k: v for k, v in request.headers if k.lower() not in _HOP_BY_HOP}
         headers["Content-Length"] = str(len(request.body))
         for attempt in (1, 2):  # a pooled upstream connection may have been closed meanwhile
@@ -335,8 +350,9 @@ class FaultProxy:
             except (OSError, http.client.HTTPException) as exc:
                 upstream.close()
                 upstream = None
-                if attempt == 2 or not isinstance(exc, http.client.RemoteDisconnected | ConnectionResetError |
-                                                  BrokenPipeError):
+                if attempt == 2 or not isinstance(
+                    exc, http.client.RemoteDisconnected | ConnectionResetError | BrokenPipeError
+                ):
                     return None, _error_response(502, None, f"upstream unreachable: {type(exc).__name__}")
         raise AssertionError("unreachable")
 
@@ -426,6 +442,10 @@ def _error_response(status: int, retry_after: float | None, message: str | None 
 
 def _render(status: int, headers: list[tuple[str, str]], body: bytes, keep_alive: bool) -> bytes:
     reason = http.client.responses.get(status, "Unknown")
-    lines = [f"HTTP/1.1 {status} {reason}", *(f"{k}: {v}" for k, v in headers),
-             f"Content-Length: {len(body)}", f"Connection: {'keep-alive' if keep_alive else 'close'}"]
+    lines = [
+        f"HTTP/1.1 {status} {reason}",
+        *(f"{k}: {v}" for k, v in headers),
+        f"Content-Length: {len(body)}",
+        f"Connection: {'keep-alive' if keep_alive else 'close'}",
+    ]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body

@@ -58,10 +58,26 @@ class MlflowServer:
         env = dict(os.environ, MLFLOW_TRACKING_URI="", PYTHONUNBUFFERED="1", MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [mlflow_bin, "server", "--backend-store-uri", self.backend_uri,
-                 "--default-artifact-root", artifacts.as_uri(), "--host", "127.0.0.1",
-                 "--port", str(self.port), "--workers", "1"],
-                stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.workdir, start_new_session=True)
+                [
+                    mlflow_bin,
+                    "server",
+                    "--backend-store-uri",
+                    self.backend_uri,
+                    "--default-artifact-root",
+                    artifacts.as_uri(),
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                    "--workers",
+                    "1",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=self.workdir,
+                start_new_session=True,
+            )
         try:
             wait_for(self._healthy, timeout_s=timeout_s, interval_s=0.25, what=f"mlflow server on {self.url}")
         except AssertionError:

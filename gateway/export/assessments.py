@@ -14,9 +14,13 @@ FEEDBACK_SOURCE_ID = "mangaassist-ui"
 def feedback_details(record: FeedbackRecord) -> tuple[str, dict[str, str]]:
     """The rationale and metadata stored with a feedback assessment (both writers use them)."""
     rationale = record.reason_code + (f": {record.comment}" if record.comment else "")
-    metadata = {"response_id": record.response_id, "feedback_event_id": record.event_id,
-                "reason_code": record.reason_code, "session_id": record.session_id,
-                "feedback_time_ms": str(record.time_ns // 1_000_000) if record.time_ns else ""}
+    metadata = {
+        "response_id": record.response_id,
+        "feedback_event_id": record.event_id,
+        "reason_code": record.reason_code,
+        "session_id": record.session_id,
+        "feedback_time_ms": str(record.time_ns // 1_000_000) if record.time_ns else "",
+    }
     return rationale, {k: v for k, v in metadata.items() if v}
 
 

@@ -25,8 +25,9 @@ class SpanBatch:
 class Batcher:
     """Groups traces by experiment; ``emit`` receives each full or aged batch."""
 
-    def __init__(self, config: BatchConfig, emit: Callable[[SpanBatch], None],
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, config: BatchConfig, emit: Callable[[SpanBatch], None], clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._cfg = config
         self._emit = emit
         self._clock = clock

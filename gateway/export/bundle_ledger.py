@@ -18,8 +18,10 @@ VERSION_TAG = "bundle.version"
 
 def run_identity(record: BundleRecord) -> tuple[str, dict[str, str]]:
     """The run name and identifying tags of the bundle's run."""
-    return (f"{record.bundle_name}@{record.bundle_version}",
-            {NAME_TAG: record.bundle_name, VERSION_TAG: record.bundle_version})
+    return (
+        f"{record.bundle_name}@{record.bundle_version}",
+        {NAME_TAG: record.bundle_name, VERSION_TAG: record.bundle_version},
+    )
 
 
 def updates(record: BundleRecord) -> tuple[dict[str, float], dict[str, str]]:

@@ -61,8 +61,16 @@ _STOP = object()
 class Delivery:
     """Spooler thread plus ``concurrency`` sender threads. ``start()`` replays the spool."""
 
-    def __init__(self, writer: TraceWriter, spool: Spool, writer_cfg: WriterConfig, retry: RetryConfig,
-                 metrics: GatewayMetrics, bundle_experiment: str, concurrency: int) -> None:
+    def __init__(
+        self,
+        writer: TraceWriter,
+        spool: Spool,
+        writer_cfg: WriterConfig,
+        retry: RetryConfig,
+        metrics: GatewayMetrics,
+        bundle_experiment: str,
+        concurrency: int,
+    ) -> None:
         self._writer = writer
         self._spool = spool
         self._cfg = writer_cfg
@@ -86,8 +94,9 @@ class Delivery:
         self._threads: list[threading.Thread] = []
         self._warn = RateLimitedLog(log)
         self._server_back = False  # set when the breaker closes; the next acknowledgement retries the deferred
-        self._breaker = CircuitBreaker(retry.breaker_failures, retry.breaker_cooldown_s, retry.max_s,
-                                       on_change=self._breaker_changed)
+        self._breaker = CircuitBreaker(
+            retry.breaker_failures, retry.breaker_cooldown_s, retry.max_s, on_change=self._breaker_changed
+        )
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -96,8 +105,10 @@ class Delivery:
             self._queue_of(seg).append(seg)
         self._m.circuit_state.set(self._breaker.state)
         threads = [threading.Thread(target=self._spool_loop, name="tracegw-spooler", daemon=True)]
-        threads += [threading.Thread(target=self._send_loop, name=f"tracegw-sender-{i}", daemon=True)
-                    for i in range(self._concurrency)]
+        threads += [
+            threading.Thread(target=self._send_loop, name=f"tracegw-sender-{i}", daemon=True)
+            for i in range(self._concurrency)
+        ]
         for t in threads:
             t.start()
         self._threads = threads
@@ -140,13 +151,17 @@ class Delivery:
             if not seg.durable:
                 self._drop(seg, "shutdown")
         self._writer.close()
-        log.info("delivery stopped: %d segments left in the spool for the next start, %d in-memory dropped",
-                 spooled, len(left) - spooled)
+        log.info(
+            "delivery stopped: %d segments left in the spool for the next start, %d in-memory dropped",
+            spooled,
+            len(left) - spooled,
+        )
 
     def _wait_until_idle(self, deadline: float) -> None:
         """With ``_cond`` held: wait until nothing is ready, in flight or due to be retried."""
-        while ((self._ready or self._ready_events or self._in_flight or self._due_deferred_pending())
-               and time.monotonic() < deadline):
+        while (
+            self._ready or self._ready_events or self._in_flight or self._due_deferred_pending()
+        ) and time.monotonic() < deadline:
             self._cond.wait(0.05)
 
     def _due_deferred_pending(self) -> bool:
@@ -208,8 +223,14 @@ class Delivery:
         now = time.time()
         if isinstance(item, SpanBatch):
             payload = encode_traces(item.traces)
-            header = {"kind": Kind.SPANS.value, "experiment_name": item.experiment_name,
-                      "span_count": item.span_count, "trace_count": len(item.traces), "first_at": now, "attempts": 0}
+            header = {
+                "kind": Kind.SPANS.value,
+                "experiment_name": item.experiment_name,
+                "span_count": item.span_count,
+                "trace_count": len(item.traces),
+                "first_at": now,
+                "attempts": 0,
+            }
             return Segment(self._spool.next_seq(), Kind.SPANS, header, payload)
         if isinstance(item, FeedbackRecord):
             header = {"kind": Kind.FEEDBACK.value, "span_count": 0, "first_at": now, "attempts": 0}
@@ -228,8 +249,7 @@ class Delivery:
                 admitted = True
         if not admitted:
             self._drop(seg, "spool_full")
-            self._warn.warning("spool_full", "spool unavailable and memory queue full: dropped segment %d",
-                               seg.seq)
+            self._warn.warning("spool_full", "spool unavailable and memory queue full: dropped segment %d", seg.seq)
         return admitted
 
     # -- senders --------------------------------------------------------------------------------
@@ -254,13 +274,17 @@ class Delivery:
             span_retry_may_go = self._spans_in_flight == 0
             next_span_may_go = span_retry_may_go and self._spans_deferred == 0
             seg: Segment | None = None
-            if self._deferred and self._deferred[0][0] <= now and (
-                    span_retry_may_go or self._deferred[0][2].kind is not Kind.SPANS):
+            if (
+                self._deferred
+                and self._deferred[0][0] <= now
+                and (span_retry_may_go or self._deferred[0][2].kind is not Kind.SPANS)
+            ):
                 seg = heapq.heappop(self._deferred)[2]
                 if seg.kind is Kind.SPANS:
                     self._spans_deferred -= 1
-            elif self._ready_events and not (next_span_may_go and self._ready
-                                             and self._ready[0].seq < self._ready_events[0].seq):
+            elif self._ready_events and not (
+                next_span_may_go and self._ready and self._ready[0].seq < self._ready_events[0].seq
+            ):
                 seg = self._ready_events.popleft()
             elif next_span_may_go and self._ready:
                 seg = self._ready.popleft()
@@ -380,8 +404,12 @@ class Delivery:
                 return
             self._spool.delete(seg)
             self._drop(seg, "trace_not_found")
-            self._warn.warning("feedback_orphan", "feedback segment %d: its trace was not in MLflow after %.0fs",
-                               seg.seq, self._cfg.feedback_join_window_s)
+            self._warn.warning(
+                "feedback_orphan",
+                "feedback segment %d: its trace was not in MLflow after %.0fs",
+                seg.seq,
+                self._cfg.feedback_join_window_s,
+            )
             return
         if seg.kind is Kind.SPANS:
             parts = split_spans(payload)

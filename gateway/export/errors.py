@@ -44,8 +44,9 @@ class WriteError(Exception):
 class RetryableWriteError(WriteError):
     """Worth retrying later: the server is down, slow, overloaded or failing."""
 
-    def __init__(self, reason: str, *, status: int | None = None, code: str = "",
-                 retry_after_s: float | None = None) -> None:
+    def __init__(
+        self, reason: str, *, status: int | None = None, code: str = "", retry_after_s: float | None = None
+    ) -> None:
         super().__init__(reason, status=status, code=code)
         self.retry_after_s = retry_after_s
 

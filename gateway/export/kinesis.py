@@ -45,11 +45,20 @@ MAX_REQUEST_BYTES = 5 * 1024 * 1024
 MAX_RECORD_BYTES = 1024 * 1024
 RETRY_INITIAL_S = 0.1
 RETRY_MAX_S = 5.0
-_RETRYABLE_CODES = frozenset({
-    "ProvisionedThroughputExceededException", "ThrottlingException", "LimitExceededException",
-    "KMSThrottlingException", "InternalFailure", "InternalFailureException", "ServiceUnavailable",
-    "ServiceUnavailableException", "RequestTimeout", "RequestTimeoutException",
-})
+_RETRYABLE_CODES = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "LimitExceededException",
+        "KMSThrottlingException",
+        "InternalFailure",
+        "InternalFailureException",
+        "ServiceUnavailable",
+        "ServiceUnavailableException",
+        "RequestTimeout",
+        "RequestTimeoutException",
+    }
+)
 
 
 class StreamError(Exception):
@@ -85,16 +94,21 @@ class KinesisSink:
 
         self._stream = stream_name
         self._client = boto3.client(
-            "kinesis", region_name=region, endpoint_url=endpoint_url or None,
-            config=BotoConfig(retries={"max_attempts": 1, "mode": "standard"}, connect_timeout=timeout_s,
-                              read_timeout=timeout_s))
+            "kinesis",
+            region_name=region,
+            endpoint_url=endpoint_url or None,
+            config=BotoConfig(
+                retries={"max_attempts": 1, "mode": "standard"}, connect_timeout=timeout_s, read_timeout=timeout_s
+            ),
+        )
 
     def put_records(self, records: list[tuple[str, bytes]]) -> list[str | None]:
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
             resp = self._client.put_records(
-                StreamName=self._stream, Records=[{"PartitionKey": k, "Data": d} for k, d in records])
+                StreamName=self._stream, Records=[{"PartitionKey": k, "Data": d} for k, d in records]
+            )
         except ClientError as exc:
             code = str(exc.response.get("Error", {}).get("Code", ""))
             status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
@@ -121,8 +135,13 @@ class _Item:
 class FeedbackStreamPublisher:
     """``start()``, non-blocking ``offer()`` from any thread, idempotent ``shutdown(timeout_s)``."""
 
-    def __init__(self, config: FeedbackConfig, sink: StreamSink, metrics: GatewayMetrics,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        config: FeedbackConfig,
+        sink: StreamSink,
+        metrics: GatewayMetrics,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._cfg = config
         self._sink = sink
         self._m = metrics
@@ -225,8 +244,13 @@ class FeedbackStreamPublisher:
                 oldest = item.first_at if oldest is None else min(oldest, item.first_at)
                 if len(batch) >= cfg.stream_batch_max_records:
                     break
-        if batch and (closing or len(batch) >= cfg.stream_batch_max_records or size * 2 > MAX_REQUEST_BYTES
-                      or any(i.attempts for i in batch) or now - (oldest or now) >= cfg.stream_max_delay_s):
+        if batch and (
+            closing
+            or len(batch) >= cfg.stream_batch_max_records
+            or size * 2 > MAX_REQUEST_BYTES
+            or any(i.attempts for i in batch)
+            or now - (oldest or now) >= cfg.stream_max_delay_s
+        ):
             return batch, 0.0
         waits = [cfg.stream_max_delay_s - (now - oldest) if oldest is not None else cfg.stream_max_delay_s]
         if soonest_retry is not None:
@@ -239,7 +263,8 @@ class FeedbackStreamPublisher:
             results = self._sink.put_records([(i.key, i.data) for i in batch])
         except RetryableStreamError as exc:
             self._m.feedback_stream_requests.labels(
-                "throttled" if "Throughput" in exc.reason or "Throttl" in exc.reason else "retryable_error").inc()
+                "throttled" if "Throughput" in exc.reason or "Throttl" in exc.reason else "retryable_error"
+            ).inc()
             self._retry(batch, exc.reason)
             return
         except PermanentStreamError as exc:
@@ -256,8 +281,12 @@ class FeedbackStreamPublisher:
         self._finish(ok)
         if refused:
             self._finish(refused, dropped="stream_rejected")
-            self._warn.warning("refused_records", "feedback stream refused %d records (%s)", len(refused),
-                       next(err for err in results if err is not None and not retryable_code(err)))
+            self._warn.warning(
+                "refused_records",
+                "feedback stream refused %d records (%s)",
+                len(refused),
+                next(err for err in results if err is not None and not retryable_code(err)),
+            )
         if retry:
             self._retry(retry, "FailedRecordCount")
 

@@ -60,8 +60,7 @@ class EmbeddedMlflowWriter:
     def write_spans(self, experiment_id: str, payload: bytes, span_count: int) -> None:
         request = ExportTraceServiceRequest.FromString(payload)
         spans = [
-            Span.from_otel_proto(span)
-            for rs in request.resource_spans for ss in rs.scope_spans for span in ss.spans
+            Span.from_otel_proto(span) for rs in request.resource_spans for ss in rs.scope_spans for span in ss.spans
         ]
         try:
             with self._lock:
@@ -109,11 +108,16 @@ class EmbeddedMlflowWriter:
                 if runs:
                     run_id = runs[0].info.run_id
                 else:
-                    run = self._store.create_run(exp_id, "tracegw", ts, [RunTag(k, v) for k, v in identity.items()],
-                                                 run_name)
+                    run = self._store.create_run(
+                        exp_id, "tracegw", ts, [RunTag(k, v) for k, v in identity.items()], run_name
+                    )
                     run_id = run.info.run_id
-                self._store.log_batch(run_id, [Metric(k, v, ts, 0) for k, v in metrics.items()], [],
-                                      [RunTag(k, v) for k, v in tags.items()])
+                self._store.log_batch(
+                    run_id,
+                    [Metric(k, v, ts, 0) for k, v in metrics.items()],
+                    [],
+                    [RunTag(k, v) for k, v in tags.items()],
+                )
         except MlflowException as exc:
             raise _translate(exc, "log bundle event") from None
 

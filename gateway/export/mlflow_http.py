@@ -90,11 +90,11 @@ class HttpMlflowWriter:
             cached = self._experiments.get(name)
         if cached:
             return cached
-        resp = self._call("GET", "/api/2.0/mlflow/experiments/get-by-name", "get experiment",
-                          params={"experiment_name": name})
+        resp = self._call(
+            "GET", "/api/2.0/mlflow/experiments/get-by-name", "get experiment", params={"experiment_name": name}
+        )
         if resp.status_code == 404:
-            resp = self._call("POST", "/api/2.0/mlflow/experiments/create", "create experiment",
-                              json={"name": name})
+            resp = self._call("POST", "/api/2.0/mlflow/experiments/create", "create experiment", json={"name": name})
             if resp.status_code == 400 and "RESOURCE_ALREADY_EXISTS" in resp.text:
                 return self.experiment_id(name)  # created concurrently by another gateway
             classify(resp, "create experiment")
@@ -108,8 +108,13 @@ class HttpMlflowWriter:
         return exp_id
 
     def write_spans(self, experiment_id: str, payload: bytes, span_count: int) -> None:
-        resp = self._call("POST", OTLP_PATH, "write spans", data=payload, headers={
-            "Content-Type": "application/x-protobuf", EXPERIMENT_HEADER: experiment_id})
+        resp = self._call(
+            "POST",
+            OTLP_PATH,
+            "write spans",
+            data=payload,
+            headers={"Content-Type": "application/x-protobuf", EXPERIMENT_HEADER: experiment_id},
+        )
         classify(resp, f"write {span_count} spans")
 
     def write_feedback(self, record: FeedbackRecord, check_existing: bool = False) -> None:
@@ -118,16 +123,21 @@ class HttpMlflowWriter:
             body = {"assessment": feedback_assessment(record)}
             resp = self._call("POST", f"/api/3.0/mlflow/traces/{trace_id}/assessments", "log feedback", json=body)
             classify(resp, "log feedback")
-        resp = self._call("PATCH", f"/api/2.0/mlflow/traces/{trace_id}/tags", "tag feedback",
-                          json={"key": "user_feedback", "value": record.value.value})
+        resp = self._call(
+            "PATCH",
+            f"/api/2.0/mlflow/traces/{trace_id}/tags",
+            "tag feedback",
+            json={"key": "user_feedback", "value": record.value.value},
+        )
         classify(resp, "tag feedback")
 
     def _has_feedback(self, trace_id: str, event_id: str) -> bool:
         resp = self._call("GET", f"/api/3.0/mlflow/traces/{trace_id}", "read trace")
         classify(resp, "read trace")
         info = resp.json().get("trace", {}).get("trace_info", {})
-        return any((a.get("metadata") or {}).get("feedback_event_id") == event_id
-                   for a in info.get("assessments") or [])
+        return any(
+            (a.get("metadata") or {}).get("feedback_event_id") == event_id for a in info.get("assessments") or []
+        )
 
     def write_bundle_event(self, record: BundleRecord, experiment_name: str) -> None:
         exp_id = self.experiment_id(experiment_name)
@@ -135,23 +145,41 @@ class HttpMlflowWriter:
         metrics, tags = bundle_ledger.updates(record)
         with self._bundle_lock:
             flt = " and ".join(f"tags.`{k}` = '{v}'" for k, v in identity.items())
-            resp = self._call("POST", "/api/2.0/mlflow/runs/search", "find bundle run",
-                              json={"experiment_ids": [exp_id], "filter": flt, "max_results": 1})
+            resp = self._call(
+                "POST",
+                "/api/2.0/mlflow/runs/search",
+                "find bundle run",
+                json={"experiment_ids": [exp_id], "filter": flt, "max_results": 1},
+            )
             classify(resp, "find bundle run")
             runs = resp.json().get("runs") or []
             if runs:
                 run_id = runs[0]["info"]["run_id"]
             else:
-                resp = self._call("POST", "/api/2.0/mlflow/runs/create", "create bundle run", json={
-                    "experiment_id": exp_id, "run_name": run_name, "start_time": record.time_ns // 1_000_000,
-                    "tags": [{"key": k, "value": v} for k, v in identity.items()]})
+                resp = self._call(
+                    "POST",
+                    "/api/2.0/mlflow/runs/create",
+                    "create bundle run",
+                    json={
+                        "experiment_id": exp_id,
+                        "run_name": run_name,
+                        "start_time": record.time_ns // 1_000_000,
+                        "tags": [{"key": k, "value": v} for k, v in identity.items()],
+                    },
+                )
                 classify(resp, "create bundle run")
                 run_id = resp.json()["run"]["info"]["run_id"]
         ts = record.time_ns // 1_000_000
-        resp = self._call("POST", "/api/2.0/mlflow/runs/log-batch", "log bundle event", json={
-            "run_id": run_id,
-            "metrics": [{"key": k, "value": v, "timestamp": ts, "step": 0} for k, v in metrics.items()],
-            "tags": [{"key": k, "value": v} for k, v in tags.items()]})
+        resp = self._call(
+            "POST",
+            "/api/2.0/mlflow/runs/log-batch",
+            "log bundle event",
+            json={
+                "run_id": run_id,
+                "metrics": [{"key": k, "value": v, "timestamp": ts, "step": 0} for k, v in metrics.items()],
+                "tags": [{"key": k, "value": v} for k, v in tags.items()],
+            },
+        )
         classify(resp, "log bundle event")
 
     def close(self) -> None:

@@ -78,7 +78,8 @@ _EVENT_ATTRIBUTE: Final = b"\x1a"
 _KIND_INTERNAL: Final = b"\x30\x01"
 _STATUS_CODE: Final = {SpanStatus.UNSET: 0, SpanStatus.OK: 1, SpanStatus.ERROR: 2}
 _STATUS: Final = {  # Span.status with its code alone (an UNSET status is still sent, empty)
-    status: b"\x7a\x02\x18" + bytes((code,)) if code else b"\x7a\x00" for status, code in _STATUS_CODE.items()}
+    status: b"\x7a\x02\x18" + bytes((code,)) if code else b"\x7a\x00" for status, code in _STATUS_CODE.items()
+}
 # Span fields 1, 2 (tag and length each) then 4, or without it: trace id, span id, parent span id.
 _IDS_ROOT: Final = struct.Struct("<2s16s2s8s").pack
 _IDS_CHILD: Final = struct.Struct("<2s16s2s8s2s8s").pack
@@ -156,8 +157,11 @@ def _llm_conventions(attrs: dict[str, Any]) -> dict[str, Any]:
         extra[LLM_PROVIDER] = provider
     in_cost, out_cost = attrs.get("input_cost_usd"), attrs.get("output_cost_usd")
     if isinstance(in_cost, (int, float)) and isinstance(out_cost, (int, float)):
-        extra[LLM_COST] = {"input_cost": float(in_cost), "output_cost": float(out_cost),
-                           "total_cost": float(in_cost) + float(out_cost)}
+        extra[LLM_COST] = {
+            "input_cost": float(in_cost),
+            "output_cost": float(out_cost),
+            "total_cost": float(in_cost) + float(out_cost),
+        }
     return extra
 
 
@@ -167,8 +171,16 @@ def encode_span(record: SpanRecord, trace_tags: dict[str, str] | None, trace_id:
     attrs = record.attributes
     tid = trace_id if trace_id is not None else bytes.fromhex(record.trace_id)
     if record.parent_span_id:
-        parts = [_IDS_CHILD(b"\x0a\x10", tid, b"\x12\x08", bytes.fromhex(record.span_id),
-                            b"\x22\x08", bytes.fromhex(record.parent_span_id))]
+        parts = [
+            _IDS_CHILD(
+                b"\x0a\x10",
+                tid,
+                b"\x12\x08",
+                bytes.fromhex(record.span_id),
+                b"\x22\x08",
+                bytes.fromhex(record.parent_span_id),
+            )
+        ]
     else:
         parts = [_IDS_ROOT(b"\x0a\x10", tid, b"\x12\x08", bytes.fromhex(record.span_id))]
     name = record.name
@@ -194,8 +206,13 @@ def encode_span(record: SpanRecord, trace_tags: dict[str, str] | None, trace_id:
         parts.append(_key_value(_SPAN_ATTRIBUTE, SPAN_OUTPUTS, record.outputs))
     for key, value in attrs.items():
         parts.append(_attribute(key, value))
-    if "input_tokens" in attrs or "bedrock_model_id" in attrs or "model_id" in attrs or "provider" in attrs \
-            or "input_cost_usd" in attrs:
+    if (
+        "input_tokens" in attrs
+        or "bedrock_model_id" in attrs
+        or "model_id" in attrs
+        or "provider" in attrs
+        or "input_cost_usd" in attrs
+    ):
         for key, value in _llm_conventions(attrs).items():
             if key not in attrs:
                 parts.append(_attribute(key, value))  # the model and provider repeat: cached
@@ -232,8 +249,11 @@ def encode_traces(traces: Iterable[TraceRecord]) -> bytes:
         tags = trace.tags
         trace_id = bytes.fromhex(trace.trace_id)
         for record in trace.spans:
-            span = encode_span(record, tags if record.parent_span_id is None else None,
-                               trace_id if record.trace_id == trace.trace_id else None)
+            span = encode_span(
+                record,
+                tags if record.parent_span_id is None else None,
+                trace_id if record.trace_id == trace.trace_id else None,
+            )
             parts.append(b"\x12" + _varint(len(span)) + span)
     scope_spans = b"".join(parts)
     resource_spans = b"\x12" + _varint(len(scope_spans)) + scope_spans  # ResourceSpans.scope_spans
@@ -251,7 +271,7 @@ def split_spans(payload: bytes) -> list[tuple[bytes, int, int]]:
     if len(by_trace) < 2:
         return []
     ids = list(by_trace)
-    halves = [ids[: len(ids) // 2], ids[len(ids) // 2:]]
+    halves = [ids[: len(ids) // 2], ids[len(ids) // 2 :]]
     out = []
     for half in halves:
         part = ExportTraceServiceRequest()

@@ -25,8 +25,13 @@ CLOSED, HALF_OPEN, OPEN = 0, 1, 2
 STATE_NAMES = {CLOSED: "closed", HALF_OPEN: "half_open", OPEN: "open"}
 
 
-def backoff_s(attempt: int, initial_s: float, max_s: float, retry_after_s: float | None = None,
-              rng: Callable[[], float] = random.random) -> float:
+def backoff_s(
+    attempt: int,
+    initial_s: float,
+    max_s: float,
+    retry_after_s: float | None = None,
+    rng: Callable[[], float] = random.random,
+) -> float:
     """Delay before retry number ``attempt`` (1-based): full jitter over initial·2^(attempt-1), capped."""
     ceiling = min(max_s, initial_s * (2 ** max(0, attempt - 1)))
     delay = ceiling * (0.5 + rng() / 2)  # jitter in [ceiling/2, ceiling): spread, but never ~0
@@ -75,9 +80,14 @@ class Permit:
 
 
 class CircuitBreaker:
-    def __init__(self, failures_to_open: int, cooldown_s: float, max_cooldown_s: float,
-                 on_change: Callable[[int], None] = lambda _s: None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        failures_to_open: int,
+        cooldown_s: float,
+        max_cooldown_s: float,
+        on_change: Callable[[int], None] = lambda _s: None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._threshold = failures_to_open
         self._base_cooldown = cooldown_s
         self._max_cooldown = max(cooldown_s, max_cooldown_s)

@@ -43,7 +43,6 @@ class TornSegment(Exception):
     """A segment file that cannot be trusted (truncated, bad magic, bad CRC)."""
 
 
-
 def encode(seg: Segment) -> bytes:
     assert seg.payload is not None
     header = json.dumps(seg.header, separators=(",", ":")).encode()
@@ -69,10 +68,10 @@ def decode(data: bytes) -> tuple[dict[str, Any], bytes]:
     if zlib.crc32(data[:end]) != crc:
         raise TornSegment("checksum mismatch")
     try:
-        header = json.loads(data[_HEAD.size:off])
+        header = json.loads(data[_HEAD.size : off])
     except ValueError:
         raise TornSegment("header is not JSON") from None
-    return header, data[off + _PLEN.size:end]
+    return header, data[off + _PLEN.size : end]
 
 
 class Spool:
@@ -188,9 +187,18 @@ class Spool:
                 target_dir.mkdir(parents=True, exist_ok=True)
                 stored = target_dir / f"{seg.seq:016d}-{seg.kind}{SUFFIX}"
                 stored.write_bytes(encode(Segment(seg.seq, seg.kind, seg.header, payload)))
-                (target_dir / (stored.name + ".reason.json")).write_text(json.dumps({
-                    "reason": reason, "kind": seg.kind, "seq": seg.seq, "span_count": seg.span_count,
-                    "attempts": seg.attempts, "dead_lettered_at": time.time()}))
+                (target_dir / (stored.name + ".reason.json")).write_text(
+                    json.dumps(
+                        {
+                            "reason": reason,
+                            "kind": seg.kind,
+                            "seq": seg.seq,
+                            "span_count": seg.span_count,
+                            "attempts": seg.attempts,
+                            "dead_lettered_at": time.time(),
+                        }
+                    )
+                )
             except OSError as exc:
                 log.warning("dead-letter write failed for segment %d: %s", seg.seq, exc.strerror or exc)
                 stored = None

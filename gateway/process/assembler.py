@@ -42,8 +42,9 @@ class _Pending:
 
 
 class Assembler:
-    def __init__(self, config: AssemblyConfig, metrics: GatewayMetrics,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, config: AssemblyConfig, metrics: GatewayMetrics, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._cfg = config
         self._metrics = metrics
         self._clock = clock
@@ -143,8 +144,10 @@ class Assembler:
 
     def drain(self) -> list[TraceRecord]:
         """Decide everything held (shutdown): complete traces as they are, others incomplete."""
-        ready = [self._finish(tid, "root" if p.root_done_at is not None else "timeout")
-                 for tid, p in list(self._pending.items())]
+        ready = [
+            self._finish(tid, "root" if p.root_done_at is not None else "timeout")
+            for tid, p in list(self._pending.items())
+        ]
         self._root_deadlines.clear()
         self._timeout_deadlines.clear()
         ready.extend(self._take_late())
@@ -162,8 +165,10 @@ class Assembler:
         if not self._late:
             return []
         now = self._clock()
-        late = [TraceRecord(tid, self._decided.get(tid, ""), spans, {}, late=True, first_seen=now)
-                for tid, spans in self._late.items()]
+        late = [
+            TraceRecord(tid, self._decided.get(tid, ""), spans, {}, late=True, first_seen=now)
+            for tid, spans in self._late.items()
+        ]
         self._late.clear()
         self._outcome("late").inc(len(late))
         return late
@@ -173,9 +178,15 @@ class Assembler:
         self._span_count -= len(pending.spans)
         self._bytes -= pending.approx_bytes
         self._decided[trace_id] = pending.experiment
-        trace = TraceRecord(trace_id, pending.experiment, pending.spans, pending.tags,
-                            first_seen=pending.first_seen, approx_bytes=pending.approx_bytes,
-                            first_root=pending.root)
+        trace = TraceRecord(
+            trace_id,
+            pending.experiment,
+            pending.spans,
+            pending.tags,
+            first_seen=pending.first_seen,
+            approx_bytes=pending.approx_bytes,
+            first_root=pending.root,
+        )
         if pending.root_done_at is None:
             trace.complete = False
             trace.tags[INCOMPLETE_TAG] = "true"
@@ -196,8 +207,9 @@ def synthesize_root(trace: TraceRecord) -> SpanRecord:
     and spans their time range. It is marked so nobody mistakes it for a real span.
     """
     present = {s.span_id for s in trace.spans}
-    missing = Counter(s.parent_span_id for s in trace.spans
-                      if s.parent_span_id is not None and s.parent_span_id not in present)
+    missing = Counter(
+        s.parent_span_id for s in trace.spans if s.parent_span_id is not None and s.parent_span_id not in present
+    )
     span_id = missing.most_common(1)[0][0] if missing else _fresh_span_id(present)
     return SpanRecord(
         trace_id=trace.trace_id,

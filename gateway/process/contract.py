@@ -28,8 +28,18 @@ VIOLATIONS_TAG = "contract.violations"
 ROOT_NAME = "handle_message"
 REQUIRED_TAGS = ("session_id", "request_id", "intent", "page_type", "release_bundle", "cache_hit")
 STANDARD_CHILDREN = {
-    "handle_message": frozenset({"load_context", "intent_classification", "route_intent", "retrieve_chunks",
-                                 "build_prompt", "bedrock_generate", "apply_guardrails", "persist_response"}),
+    "handle_message": frozenset(
+        {
+            "load_context",
+            "intent_classification",
+            "route_intent",
+            "retrieve_chunks",
+            "build_prompt",
+            "bedrock_generate",
+            "apply_guardrails",
+            "persist_response",
+        }
+    ),
     "retrieve_chunks": frozenset({"embed_query", "vector_search", "keyword_search", "rerank_chunks"}),
     "apply_guardrails": frozenset({"prompt_injection", "pii_detection", "grounding_check", "format_validation"}),
 }

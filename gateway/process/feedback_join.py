@@ -52,13 +52,18 @@ class TraceContext:
 
 def context_of(trace: TraceRecord) -> TraceContext:
     tags = trace.tags
-    return TraceContext(sys.intern(tags.get("intent") or ""), sys.intern(tags.get("prompt_version") or ""),
-                        sys.intern(tags.get("release_bundle") or ""), sys.intern(tags.get("bedrock_model_id") or ""),
-                        tags.get("session_id") or "")
+    return TraceContext(
+        sys.intern(tags.get("intent") or ""),
+        sys.intern(tags.get("prompt_version") or ""),
+        sys.intern(tags.get("release_bundle") or ""),
+        sys.intern(tags.get("bedrock_model_id") or ""),
+        tags.get("session_id") or "",
+    )
 
 
-def stream_event(record: FeedbackRecord, outcome: str, ctx: TraceContext | None,
-                 environment: str, region: str) -> tuple[str, bytes]:
+def stream_event(
+    record: FeedbackRecord, outcome: str, ctx: TraceContext | None, environment: str, region: str
+) -> tuple[str, bytes]:
     """(partition key, JSON record) for the event stream. ``record`` is already redacted."""
     session = record.session_id or (ctx.session_id if ctx else "")
     when = datetime.fromtimestamp(record.time_ns / 1e9, UTC) if record.time_ns else datetime.now(UTC)
@@ -86,9 +91,17 @@ class FeedbackJoin:
     name = "feedback_context"
     drop_reason = None
 
-    def __init__(self, metrics: GatewayMetrics, max_traces: int, max_label_values: int, hold_s: float,
-                 publish: Callable[[str, bytes], bool] | None = None, environment: str = "", region: str = "",
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        metrics: GatewayMetrics,
+        max_traces: int,
+        max_label_values: int,
+        hold_s: float,
+        publish: Callable[[str, bytes], bool] | None = None,
+        environment: str = "",
+        region: str = "",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._m = metrics
         self._max = max_traces
         self._cap = LabelCap(max_label_values, metrics)

@@ -63,9 +63,27 @@ class _Children:
     increment with an exemplar costs ~1.6 µs, and a tick brings ~100 traces with a few label sets).
     """
 
-    __slots__ = ("cost", "errors", "ex_errors", "ex_fallbacks", "ex_grounding", "ex_requests", "fallbacks",
-                 "grounding", "in_tok", "latency", "n_errors", "n_fallbacks", "n_grounding", "n_requests",
-                 "out_tok", "requests", "sum_cost", "sum_in", "sum_out")
+    __slots__ = (
+        "cost",
+        "errors",
+        "ex_errors",
+        "ex_fallbacks",
+        "ex_grounding",
+        "ex_requests",
+        "fallbacks",
+        "grounding",
+        "in_tok",
+        "latency",
+        "n_errors",
+        "n_fallbacks",
+        "n_grounding",
+        "n_requests",
+        "out_tok",
+        "requests",
+        "sum_cost",
+        "sum_in",
+        "sum_out",
+    )
 
     def __init__(self, m: GatewayMetrics, labels: tuple[str, ...]) -> None:
         self.requests = m.requests.labels(*labels)

@@ -53,8 +53,9 @@ for _dash in (0x2010, 0x2011, 0x2012, 0x2013, 0x2014, 0x2015, 0x2212, 0x30FC, 0x
 _FULLWIDTH_ALNUM = re.compile("[\uff0b\uff10-\uff19\uff20-\uff3a\uff41-\uff5a]")
 # Written "[x][x]*", not "[x]+": only a pattern that starts with a plain character class lets the
 # regex engine skip in C to the next candidate (3.4 µs instead of 6 µs over 500 characters).
-_FOLDABLE = re.compile("[\uff01-\uff5e\u3000\u2010-\u2015\u2212\u30fc\uff70]"
-                       "[\uff01-\uff5e\u3000\u2010-\u2015\u2212\u30fc\uff70]*")
+_FOLDABLE = re.compile(
+    "[\uff01-\uff5e\u3000\u2010-\u2015\u2212\u30fc\uff70][\uff01-\uff5e\u3000\u2010-\u2015\u2212\u30fc\uff70]*"
+)
 
 _W = "0-9A-Za-z_"  # ASCII word characters: Japanese text around a number counts as a boundary
 _E = rf"(?![{_W}])"
@@ -100,8 +101,10 @@ _DIGITS = re.compile(
     re.VERBOSE,
 )
 _ORDER_LABEL = re.compile(r"(?:order|注文)\s*(?:id|no\.?|number|番号)?\s*[#:：]?\s*$", re.IGNORECASE)
-_EMAIL_DOMAIN = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?)*"
-                           r"\.[A-Za-z]{2,24}(?![A-Za-z0-9\-])")
+_EMAIL_DOMAIN = re.compile(
+    r"[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?)*"
+    r"\.[A-Za-z]{2,24}(?![A-Za-z0-9\-])"
+)
 _EMAIL_LOCAL_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._%+-"
 _IPV6_GATE = re.compile(r":[0-9A-Fa-f]{0,4}:")  # starts with a literal: found in C
 _IPV6_CHARS = frozenset("0123456789abcdefABCDEF:.")
@@ -113,8 +116,9 @@ _SECRETS = re.compile(
     r"|(?<![0-9A-Za-z_\-])eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}"
 )
 _VERSION_LABEL = re.compile(r"(?:version|ver\.?|バージョン|build|firmware)\s*[:：]?\s*$", re.IGNORECASE)
-_CODE_LABEL = re.compile(r"(?:ISBN(?:-1[03])?|JAN|EAN(?:-13)?|GTIN|ASIN|UPC|ISSN)\s*(?:code|コード)?\s*[:：#]?\s*$",
-                         re.IGNORECASE)
+_CODE_LABEL = re.compile(
+    r"(?:ISBN(?:-1[03])?|JAN|EAN(?:-13)?|GTIN|ASIN|UPC|ISSN)\s*(?:code|コード)?\s*[:：#]?\s*$", re.IGNORECASE
+)
 # The last character of each label above, both cases (a cheap test run before the label regex):
 # ORDER, 注文, ID, NO, NO., NUMBER, 番号 / VERSION, VER, VER., バージョン, BUILD, FIRMWARE /
 # ISBN, ISBN-10, ISBN-13, JAN, EAN, GTIN, ASIN, UPC, ISSN, CODE, コード.
@@ -192,7 +196,8 @@ def _classify(m: re.Match[str], norm: str, out: list[Match]) -> None:
             out.append(Match(start, end, CARD, digits))
     elif kind == "ipv4":
         if all(len(p) == 1 or (p[0] != "0" and int(p) <= 255) for p in value.split(".")) and (
-                not _after_label(_VERSION_LABEL, _VERSION_LABEL_ENDS, norm, start, 16)):
+            not _after_label(_VERSION_LABEL, _VERSION_LABEL_ENDS, norm, start, 16)
+        ):
             out.append(Match(start, end, IP, value))
     elif kind is not None:  # intl, jp, us
         digits = _only_digits(value)
@@ -217,11 +222,11 @@ def _scan_emails(norm: str, out: list[Match]) -> None:
     while at != -1:
         # the local part: the run of (at most 64) local-part characters before "@", found in C
         # by rstrip, without the dots or hyphens it may not start with
-        before = norm[max(0, at - 64):at]
-        start = at - len(before[len(before.rstrip(_EMAIL_LOCAL_CHARS)):].lstrip(".-"))
+        before = norm[max(0, at - 64) : at]
+        start = at - len(before[len(before.rstrip(_EMAIL_LOCAL_CHARS)) :].lstrip(".-"))
         dm = _EMAIL_DOMAIN.match(norm, at + 1) if start < at else None
         if dm is not None:
-            out.append(Match(start, dm.end(), EMAIL, norm[start:dm.end()].lower()))
+            out.append(Match(start, dm.end(), EMAIL, norm[start : dm.end()].lower()))
             at = norm.find("@", dm.end())
         else:
             at = norm.find("@", at + 1)
@@ -303,6 +308,14 @@ def may_hold_pii(text: str) -> bool:
         return False
     if not text.isascii() and _FULLWIDTH_ALNUM.search(text) is not None:
         return True
-    return ("@" in text or ":" in text or _DIGIT_RUN.search(text) is not None
-            or "AKIA" in text or "ASIA" in text or "earer" in text or "eyJ" in text
-            or "ecret" in text or "ECRET" in text)
+    return (
+        "@" in text
+        or ":" in text
+        or _DIGIT_RUN.search(text) is not None
+        or "AKIA" in text
+        or "ASIA" in text
+        or "earer" in text
+        or "eyJ" in text
+        or "ecret" in text
+        or "ECRET" in text
+    )

@@ -150,7 +150,7 @@ class TextRedactor:
         parts = []
         last = 0
         for m in found:
-            parts.append(value[last:m.start])
+            parts.append(value[last : m.start])
             parts.append(self.token(m.entity, m.canonical))
             hits.append(m.entity)
             last = m.end

@@ -59,13 +59,34 @@ def pack_trace(trace: TraceRecord) -> bytes:
     cannot write (a value some future stage puts there) falls back to ``pickle``.
     """
     spans = [
-        (s.span_id, s.parent_span_id, s.name, s.span_type, s.start_time_ns, s.end_time_ns,
-         _STATUS_INDEX[s.status], s.status_message, s.attributes,
-         [(e.name, e.time_ns, e.attributes) for e in s.events] if s.events else (),
-         s.inputs, s.outputs, s.trace_tags)
-        for s in trace.spans]
-    state = (trace.trace_id, trace.experiment_name, trace.tags, trace.complete, trace.reasons, trace.late,
-             trace.first_seen, trace.approx_bytes, spans)
+        (
+            s.span_id,
+            s.parent_span_id,
+            s.name,
+            s.span_type,
+            s.start_time_ns,
+            s.end_time_ns,
+            _STATUS_INDEX[s.status],
+            s.status_message,
+            s.attributes,
+            [(e.name, e.time_ns, e.attributes) for e in s.events] if s.events else (),
+            s.inputs,
+            s.outputs,
+            s.trace_tags,
+        )
+        for s in trace.spans
+    ]
+    state = (
+        trace.trace_id,
+        trace.experiment_name,
+        trace.tags,
+        trace.complete,
+        trace.reasons,
+        trace.late,
+        trace.first_seen,
+        trace.approx_bytes,
+        spans,
+    )
     try:
         return _MARSHAL + marshal.dumps(state, _MARSHAL_VERSION)
     except ValueError:
@@ -76,10 +97,37 @@ def unpack_trace(blob: bytes) -> TraceRecord:
     state = marshal.loads(blob[1:]) if blob[:1] == _MARSHAL else pickle.loads(blob[1:])
     trace_id, experiment, tags, complete, reasons, late, first_seen, approx, spans = state
     records = [
-        SpanRecord(trace_id, span_id, parent, name, span_type, start, end, _STATUSES[status], message, attributes,
-                   [SpanEvent(*e) for e in events] if events else (), inputs, outputs, trace_tags)
-        for (span_id, parent, name, span_type, start, end, status, message, attributes, events, inputs, outputs,
-             trace_tags) in spans
+        SpanRecord(
+            trace_id,
+            span_id,
+            parent,
+            name,
+            span_type,
+            start,
+            end,
+            _STATUSES[status],
+            message,
+            attributes,
+            [SpanEvent(*e) for e in events] if events else (),
+            inputs,
+            outputs,
+            trace_tags,
+        )
+        for (
+            span_id,
+            parent,
+            name,
+            span_type,
+            start,
+            end,
+            status,
+            message,
+            attributes,
+            events,
+            inputs,
+            outputs,
+            trace_tags,
+        ) in spans
     ]
     return TraceRecord(trace_id, experiment, records, tags, complete, list(reasons), late, first_seen, approx)
 
@@ -108,8 +156,9 @@ def _blob_bytes(blob: bytes) -> int:
 
 
 class RescueBuffer:
-    def __init__(self, window_s: float, max_bytes: int, metrics: GatewayMetrics,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, window_s: float, max_bytes: int, metrics: GatewayMetrics, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._window_s = window_s
         self._max_bytes = max_bytes
         self._clock = clock

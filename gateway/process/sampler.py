@@ -57,10 +57,14 @@ class Sampler:
     name = "sample"
     drop_reason = "sampled_out"
 
-    def __init__(self, config: SamplingConfig, metrics: GatewayMetrics,
-                 on_dropped: Callable[[TraceRecord], None] = lambda _t: None,
-                 forced: Callable[[str], bool] = lambda _id: False,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        config: SamplingConfig,
+        metrics: GatewayMetrics,
+        on_dropped: Callable[[TraceRecord], None] = lambda _t: None,
+        forced: Callable[[str], bool] = lambda _id: False,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._cfg = config
         self._bound = ratio_bound(config.ratio)
         self._metrics = metrics

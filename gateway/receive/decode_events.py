@@ -16,11 +16,25 @@ from gateway.receive.decode_spans import Rejection
 _FEEDBACK = {1: FeedbackValue.THUMBS_UP, 2: FeedbackValue.THUMBS_DOWN}
 _HEX = frozenset("0123456789abcdef")
 # The reason codes the MangaAssist UI offers (spec §10); empty means the customer gave none.
-FEEDBACK_REASON_CODES = frozenset({
-    "", "helpful", "accurate", "wrong_recommendation", "wrong_answer", "not_grounded", "irrelevant",
-    "incomplete", "outdated", "wrong_price_or_stock", "wrong_language", "too_slow", "unsafe", "offensive",
-    "other",
-})
+FEEDBACK_REASON_CODES = frozenset(
+    {
+        "",
+        "helpful",
+        "accurate",
+        "wrong_recommendation",
+        "wrong_answer",
+        "not_grounded",
+        "irrelevant",
+        "incomplete",
+        "outdated",
+        "wrong_price_or_stock",
+        "wrong_language",
+        "too_slow",
+        "unsafe",
+        "offensive",
+        "other",
+    }
+)
 MAX_FEEDBACK_ID_CHARS = 128
 MAX_FEEDBACK_COMMENT_CHARS = 2000
 MAX_FEEDBACK_FUTURE_NS = 24 * 3600 * 10**9
@@ -66,12 +80,20 @@ def decode_feedback(events: Any) -> tuple[list[FeedbackRecord], list[Rejection]]
         if problem is not None:
             rejections.append(Rejection(i, *problem))
             continue
-        records.append(FeedbackRecord(
-            event_id=e.event_id, response_id=e.response_id, trace_id=trace_id,
-            value=_FEEDBACK[e.feedback], time_ns=e.time.ToNanoseconds() if e.HasField("time") else now_ns,
-            reason_code=e.reason_code, comment=e.comment, session_id=e.session_id,
-            prompt_version=e.prompt_version, release_bundle=e.release_bundle,
-        ))
+        records.append(
+            FeedbackRecord(
+                event_id=e.event_id,
+                response_id=e.response_id,
+                trace_id=trace_id,
+                value=_FEEDBACK[e.feedback],
+                time_ns=e.time.ToNanoseconds() if e.HasField("time") else now_ns,
+                reason_code=e.reason_code,
+                comment=e.comment,
+                session_id=e.session_id,
+                prompt_version=e.prompt_version,
+                release_bundle=e.release_bundle,
+            )
+        )
     return records, rejections
 
 
@@ -88,13 +110,23 @@ def decode_bundle_events(events: Any) -> tuple[list[BundleRecord], list[Rejectio
         elif not e.bundle_name or not e.bundle_version:
             rejections.append(Rejection(i, f"{where}.bundle_name", "bundle_name and bundle_version are required"))
         elif kind is None:
-            rejections.append(Rejection(i, f"{where}.kind", "one of registered, evaluated, signed_off, "
-                                                            "promoted, rolled_back must be set"))
+            rejections.append(
+                Rejection(
+                    i, f"{where}.kind", "one of registered, evaluated, signed_off, promoted, rolled_back must be set"
+                )
+            )
         else:
             details = MessageToDict(getattr(e, kind), preserving_proto_field_name=True)
-            records.append(BundleRecord(
-                event_id=e.event_id, bundle_name=e.bundle_name, bundle_version=e.bundle_version,
-                kind=kind, time_ns=e.time.ToNanoseconds() if e.HasField("time") else 0,
-                actor_id=e.actor_id, note=e.note, details=details,
-            ))
+            records.append(
+                BundleRecord(
+                    event_id=e.event_id,
+                    bundle_name=e.bundle_name,
+                    bundle_version=e.bundle_version,
+                    kind=kind,
+                    time_ns=e.time.ToNanoseconds() if e.HasField("time") else 0,
+                    actor_id=e.actor_id,
+                    note=e.note,
+                    details=details,
+                )
+            )
     return records, rejections

@@ -35,10 +35,16 @@ MAX_TAG_VALUE_CHARS = 8000
 
 # MLflow span attributes (mlflow/tracing/constant.py, SpanAttributeKey) that OTLP senders such
 # as MLflow's own SDK may set and that the gateway passes through unchanged.
-_OTLP_PASSTHROUGH = frozenset({
-    "mlflow.chat.tokenUsage", "mlflow.llm.cost", "mlflow.llm.model", "mlflow.llm.provider",
-    "mlflow.message.format", "mlflow.spanFunctionName",
-})
+_OTLP_PASSTHROUGH = frozenset(
+    {
+        "mlflow.chat.tokenUsage",
+        "mlflow.llm.cost",
+        "mlflow.llm.model",
+        "mlflow.llm.provider",
+        "mlflow.message.format",
+        "mlflow.spanFunctionName",
+    }
+)
 _TRACE_TAG_PREFIX = "mlflow.traceTag."
 # Span status codes: the native enum and OTLP's StatusCode share their numbers.
 _STATUS = {0: SpanStatus.UNSET, 1: SpanStatus.OK, 2: SpanStatus.ERROR}
@@ -182,9 +188,18 @@ def _native_span(s: Any, trace_ids: dict[bytes, str]) -> tuple[SpanRecord, int]:
     start = s.start_time_unix_nano
     end = s.end_time_unix_nano
     status = _STATUS.get(s.status_code)
-    if (len(trace_id) != 16 or trace_id == _ZERO_TRACE_ID or len(span_id) != 8 or span_id == _ZERO_SPAN_ID
-            or (parent_id and (len(parent_id) != 8 or parent_id == _ZERO_SPAN_ID))
-            or not name or len(name) > MAX_NAME_CHARS or start <= 0 or end < start or status is None):
+    if (
+        len(trace_id) != 16
+        or trace_id == _ZERO_TRACE_ID
+        or len(span_id) != 8
+        or span_id == _ZERO_SPAN_ID
+        or (parent_id and (len(parent_id) != 8 or parent_id == _ZERO_SPAN_ID))
+        or not name
+        or len(name) > MAX_NAME_CHARS
+        or start <= 0
+        or end < start
+        or status is None
+    ):
         raise _native_problem(s)
     attributes: dict[str, Any] = {}
     status_message = s.status_message
@@ -229,9 +244,22 @@ def _native_span(s: Any, trace_ids: dict[bytes, str]) -> tuple[SpanRecord, int]:
     if trace_hex is None:
         trace_hex = trace_ids[trace_id] = trace_id.hex()
     # Positional on purpose (once per span, the hot path): the order is SpanRecord's fields in gateway/model.py.
-    record = SpanRecord(trace_hex, span_id.hex(), parent_id.hex() if parent_id else None, name,
-                        s.span_type or "UNKNOWN", start, end, status, status_message, attributes, events,
-                        inputs, outputs, tags)
+    record = SpanRecord(
+        trace_hex,
+        span_id.hex(),
+        parent_id.hex() if parent_id else None,
+        name,
+        s.span_type or "UNKNOWN",
+        start,
+        end,
+        status,
+        status_message,
+        attributes,
+        events,
+        inputs,
+        outputs,
+        tags,
+    )
     if events or inputs is not None or outputs is not None or tags:
         record.approx_bytes = size + rest_of_span_bytes(record)
     else:
@@ -325,17 +353,25 @@ def _otlp_span(s: Any, where: str) -> tuple[SpanRecord, int]:
         elif key == "mlflow.spanOutputs":
             outputs = _maybe_json(value)
         elif key.startswith(_TRACE_TAG_PREFIX):
-            stripped += _clean_tags({key[len(_TRACE_TAG_PREFIX):]: str(_maybe_json(value))},
-                                    f"{where}.attributes", tags)
+            stripped += _clean_tags(
+                {key[len(_TRACE_TAG_PREFIX) :]: str(_maybe_json(value))}, f"{where}.attributes", tags
+            )
         elif key in _OTLP_PASSTHROUGH:
             attributes[key] = _maybe_json(value)
         else:
             stripped += 1
-    events = [
-        SpanEvent(e.name or "event", e.time_unix_nano,
-                  {kv.key: _any_value(kv.value) for kv in e.attributes if not kv.key.startswith(RESERVED_PREFIX)})
-        for e in s.events
-    ] if s.events else ()
+    events = (
+        [
+            SpanEvent(
+                e.name or "event",
+                e.time_unix_nano,
+                {kv.key: _any_value(kv.value) for kv in e.attributes if not kv.key.startswith(RESERVED_PREFIX)},
+            )
+            for e in s.events
+        ]
+        if s.events
+        else ()
+    )
     record = SpanRecord(
         trace_id=trace_id or "",
         span_id=span_id or "",

@@ -58,8 +58,11 @@ async def _refuse_if_full(gateway: Gateway, context: grpc.aio.ServicerContext, r
     if gateway.refusing:
         gateway.metrics.refused.labels(receiver).inc()
         gateway.metrics.refused_spans.labels(receiver).inc(spans)
-        await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, _FULL_MESSAGE,
-                            trailing_metadata=(("grpc-status-details-bin", _RETRY_DETAILS),))
+        await context.abort(
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            _FULL_MESSAGE,
+            trailing_metadata=(("grpc-status-details-bin", _RETRY_DETAILS),),
+        )
 
 
 class NativeReceiver(trace_gateway_service_pb2_grpc.TraceGatewayServiceServicer):
@@ -113,8 +116,9 @@ class OtlpReceiver(trace_service_pb2_grpc.TraceServiceServicer):
 
     async def Export(self, request, context):
         await _refuse_if_closed(self._gw, context)
-        await _refuse_if_full(self._gw, context, "otlp",
-                              sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans))
+        await _refuse_if_full(
+            self._gw, context, "otlp", sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)
+        )
         decoded = decode_spans.decode_otlp_spans(request.resource_spans)
         total = len(decoded.spans) + len(decoded.rejections)
         self._m.spans_received.labels("otlp").inc(total)

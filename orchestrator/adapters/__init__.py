@@ -28,9 +28,14 @@ def offline_providers(config: OrchestratorConfig | None = None) -> Providers:
     from orchestrator.routes import StaticRoutes
 
     config = config or load({})
-    return Providers(generator=ExtractiveGenerator(), embedder=HashingEmbedder(config.aws.embedding_dimensions),
-                     classifier=KeywordIntentClassifier(), reranker=OverlapReranker(),
-                     routes=StaticRoutes.default(config.aws.bedrock_model_id, config.release_bundle), kind="offline")
+    return Providers(
+        generator=ExtractiveGenerator(),
+        embedder=HashingEmbedder(config.aws.embedding_dimensions),
+        classifier=KeywordIntentClassifier(),
+        reranker=OverlapReranker(),
+        routes=StaticRoutes.default(config.aws.bedrock_model_id, config.release_bundle),
+        kind="offline",
+    )
 
 
 def aws_providers(config: OrchestratorConfig) -> Providers:
@@ -45,9 +50,16 @@ def aws_providers(config: OrchestratorConfig) -> Providers:
         embedder=BedrockEmbedder.create(*common, aws.embedding_model_id, aws.embedding_dimensions),
         classifier=SageMakerIntentClassifier.create(*common, aws.intent_endpoint),
         reranker=SageMakerReranker.create(*common, aws.reranker_endpoint),
-        routes=AppConfigRoutes.create(*common, aws.appconfig_application, aws.appconfig_environment,
-                                      aws.appconfig_profile, aws.bedrock_model_id, config.release_bundle),
-        kind="aws")
+        routes=AppConfigRoutes.create(
+            *common,
+            aws.appconfig_application,
+            aws.appconfig_environment,
+            aws.appconfig_profile,
+            aws.bedrock_model_id,
+            config.release_bundle,
+        ),
+        kind="aws",
+    )
 
 
 def build_providers(config: OrchestratorConfig) -> Providers:

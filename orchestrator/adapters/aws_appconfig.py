@@ -23,12 +23,24 @@ _log = logging.getLogger(__name__)
 
 
 class AppConfigRoutes:
-    def __init__(self, client: Any, application: str, environment: str, profile: str, default_model_id: str,
-                 default_bundle: str, retry: RetryPolicy | None = None,
-                 clock: Callable[[], float] = time.monotonic, min_poll_interval_s: int = 15) -> None:
+    def __init__(
+        self,
+        client: Any,
+        application: str,
+        environment: str,
+        profile: str,
+        default_model_id: str,
+        default_bundle: str,
+        retry: RetryPolicy | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        min_poll_interval_s: int = 15,
+    ) -> None:
         self._client = client
-        self._ids = {"ApplicationIdentifier": application, "EnvironmentIdentifier": environment,
-                     "ConfigurationProfileIdentifier": profile}
+        self._ids = {
+            "ApplicationIdentifier": application,
+            "EnvironmentIdentifier": environment,
+            "ConfigurationProfileIdentifier": profile,
+        }
         self._defaults = (default_model_id, default_bundle)
         self._retry = retry or RetryPolicy()
         self._clock = clock
@@ -39,10 +51,26 @@ class AppConfigRoutes:
         self._table: RouteTable | None = None
 
     @classmethod
-    def create(cls, region: str, timeout_s: float, max_attempts: int, application: str, environment: str,
-               profile: str, default_model_id: str, default_bundle: str) -> AppConfigRoutes:
-        return cls(make_client("appconfigdata", region, timeout_s), application, environment, profile,
-                   default_model_id, default_bundle, RetryPolicy(max_attempts))
+    def create(
+        cls,
+        region: str,
+        timeout_s: float,
+        max_attempts: int,
+        application: str,
+        environment: str,
+        profile: str,
+        default_model_id: str,
+        default_bundle: str,
+    ) -> AppConfigRoutes:
+        return cls(
+            make_client("appconfigdata", region, timeout_s),
+            application,
+            environment,
+            profile,
+            default_model_id,
+            default_bundle,
+            RetryPolicy(max_attempts),
+        )
 
     def current(self) -> RouteTable:
         with self._lock:
@@ -52,21 +80,27 @@ class AppConfigRoutes:
                 except ProviderError:
                     if self._table is None:
                         raise
-                    _log.warning("AppConfig poll failed; serving route config %s", self._table.config_version,
-                                 exc_info=True)
+                    _log.warning(
+                        "AppConfig poll failed; serving route config %s", self._table.config_version, exc_info=True
+                    )
                     self._next_poll_at = self._clock() + self._min_poll_s
             assert self._table is not None
             return self._table
 
     def _poll(self) -> None:
         if self._token is None:
-            session = self._retry.call("appconfig start_configuration_session",
-                                       lambda: self._client.start_configuration_session(
-                                           **self._ids, RequiredMinimumPollIntervalInSeconds=self._min_poll_s))
+            session = self._retry.call(
+                "appconfig start_configuration_session",
+                lambda: self._client.start_configuration_session(
+                    **self._ids, RequiredMinimumPollIntervalInSeconds=self._min_poll_s
+                ),
+            )
             self._token = str(session["InitialConfigurationToken"])
         token = self._token
-        response = self._retry.call("appconfig get_latest_configuration",
-                                    lambda: self._client.get_latest_configuration(ConfigurationToken=token))
+        response = self._retry.call(
+            "appconfig get_latest_configuration",
+            lambda: self._client.get_latest_configuration(ConfigurationToken=token),
+        )
         self._token = str(response["NextPollConfigurationToken"])
         self._next_poll_at = self._clock() + float(response.get("NextPollIntervalInSeconds", self._min_poll_s))
         data = response["Configuration"].read()

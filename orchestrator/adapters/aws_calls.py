@@ -23,24 +23,44 @@ from orchestrator.adapters.base import ProviderError, ProviderThrottled
 _log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-RETRYABLE_CODES = frozenset({
-    "ThrottlingException", "Throttling", "TooManyRequestsException", "ServiceUnavailableException",
-    "ServiceUnavailable", "ModelNotReadyException", "InternalServerException", "InternalFailure",
-})
+RETRYABLE_CODES = frozenset(
+    {
+        "ThrottlingException",
+        "Throttling",
+        "TooManyRequestsException",
+        "ServiceUnavailableException",
+        "ServiceUnavailable",
+        "ModelNotReadyException",
+        "InternalServerException",
+        "InternalFailure",
+    }
+)
 
 
 def make_client(service: str, region: str, timeout_s: float) -> Any:
     """A boto3 client with botocore retries off (the adapters retry) and bounded timeouts."""
-    return boto3.client(service, region_name=region, config=Config(
-        retries={"total_max_attempts": 1, "mode": "standard"}, read_timeout=timeout_s,
-        connect_timeout=min(timeout_s, 5.0)))
+    return boto3.client(
+        service,
+        region_name=region,
+        config=Config(
+            retries={"total_max_attempts": 1, "mode": "standard"},
+            read_timeout=timeout_s,
+            connect_timeout=min(timeout_s, 5.0),
+        ),
+    )
 
 
 class RetryPolicy:
     """``max_attempts`` tries; pauses double from ``initial_s`` up to ``max_s``, with jitter."""
 
-    def __init__(self, max_attempts: int = 3, initial_s: float = 0.2, max_s: float = 2.0,
-                 sleep: Callable[[float], None] = time.sleep, rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        max_attempts: int = 3,
+        initial_s: float = 0.2,
+        max_s: float = 2.0,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
         self.max_attempts = max_attempts
         self.initial_s = initial_s
         self.max_s = max_s
@@ -67,7 +87,13 @@ class RetryPolicy:
             if attempt == self.max_attempts:
                 raise last from cause
             delay = min(self.max_s, self.initial_s * 2 ** (attempt - 1)) * (0.5 + self._rng.random() / 2)
-            _log.warning("%s failed (%s), attempt %d of %d, retrying in %.2fs",
-                         what, last.code, attempt, self.max_attempts, delay)
+            _log.warning(
+                "%s failed (%s), attempt %d of %d, retrying in %.2fs",
+                what,
+                last.code,
+                attempt,
+                self.max_attempts,
+                delay,
+            )
             self._sleep(delay)
         raise AssertionError("unreachable")

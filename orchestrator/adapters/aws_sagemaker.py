@@ -18,9 +18,15 @@ from orchestrator.routes import INTENTS
 
 
 def _invoke(client: Any, retry: RetryPolicy, endpoint: str, payload: dict[str, Any]) -> tuple[Any, str]:
-    response = retry.call(f"sagemaker {endpoint}", lambda: client.invoke_endpoint(
-        EndpointName=endpoint, ContentType="application/json", Accept="application/json",
-        Body=json.dumps(payload, ensure_ascii=False).encode()))
+    response = retry.call(
+        f"sagemaker {endpoint}",
+        lambda: client.invoke_endpoint(
+            EndpointName=endpoint,
+            ContentType="application/json",
+            Accept="application/json",
+            Body=json.dumps(payload, ensure_ascii=False).encode(),
+        ),
+    )
     try:
         body = json.loads(response["Body"].read())
     except (KeyError, ValueError) as exc:
@@ -29,8 +35,9 @@ def _invoke(client: Any, retry: RetryPolicy, endpoint: str, payload: dict[str, A
 
 
 class SageMakerIntentClassifier:
-    def __init__(self, client: Any, endpoint: str = "manga-intent-classifier",
-                 retry: RetryPolicy | None = None) -> None:
+    def __init__(
+        self, client: Any, endpoint: str = "manga-intent-classifier", retry: RetryPolicy | None = None
+    ) -> None:
         self._client = client
         self._endpoint = endpoint
         self._retry = retry or RetryPolicy()
@@ -41,14 +48,16 @@ class SageMakerIntentClassifier:
         return cls(make_client("sagemaker-runtime", region, timeout_s), endpoint, RetryPolicy(max_attempts))
 
     def classify(self, message: str, page_type: str, locale: str) -> IntentPrediction:
-        body, variant = _invoke(self._client, self._retry, self._endpoint,
-                                {"inputs": message, "parameters": {"top_k": 1}})
+        body, variant = _invoke(
+            self._client, self._retry, self._endpoint, {"inputs": message, "parameters": {"top_k": 1}}
+        )
         best = body[0] if isinstance(body, list) and body else body
         try:
             label, score = str(best["label"]), float(best["score"])
         except (KeyError, TypeError, ValueError) as exc:
-            raise ProviderError(f"sagemaker {self._endpoint}: unexpected response shape ({exc!r})",
-                                "BadResponse") from exc
+            raise ProviderError(
+                f"sagemaker {self._endpoint}: unexpected response shape ({exc!r})", "BadResponse"
+            ) from exc
         if label not in INTENTS:
             raise ProviderError(f"sagemaker {self._endpoint}: unknown intent label {label!r}", "UnknownLabel")
         return IntentPrediction(label, score, variant or "unknown")
@@ -79,9 +88,11 @@ class SageMakerReranker:
                 for item in body["results"]:
                     scores[int(item["index"])] = float(item["relevance_score"])
         except (KeyError, TypeError, ValueError, IndexError) as exc:
-            raise ProviderError(f"sagemaker {self._endpoint}: unexpected response shape ({exc!r})",
-                                "BadResponse") from exc
+            raise ProviderError(
+                f"sagemaker {self._endpoint}: unexpected response shape ({exc!r})", "BadResponse"
+            ) from exc
         if len(scores) != len(documents):
-            raise ProviderError(f"sagemaker {self._endpoint}: {len(scores)} scores for {len(documents)} documents",
-                                "BadResponse")
+            raise ProviderError(
+                f"sagemaker {self._endpoint}: {len(scores)} scores for {len(documents)} documents", "BadResponse"
+            )
         return scores

@@ -37,8 +37,7 @@ def sentences(text: str) -> list[str]:
 
 
 def _best_sentences(chunk: _Chunk, question: set[str], limit: int) -> list[str]:
-    ranked = sorted(enumerate(sentences(chunk.text)),
-                    key=lambda p: (-len(question & set(tokens(p[1]))), p[0]))
+    ranked = sorted(enumerate(sentences(chunk.text)), key=lambda p: (-len(question & set(tokens(p[1]))), p[0]))
     picked = [(i, s) for i, s in ranked[:limit] if question & set(tokens(s))]
     return [s for _, s in sorted(picked)]
 
@@ -46,8 +45,9 @@ def _best_sentences(chunk: _Chunk, question: set[str], limit: int) -> list[str]:
 def _named_in(title: str, lowered_question: str) -> bool:
     """Whether the question names the series of ``title`` (its longest leading words, 4+ chars)."""
     words = re.split(r"[,:]", title)[0].split()
-    return any(len(p) >= 4 and p.lower() in lowered_question
-               for p in (" ".join(words[:n]) for n in range(len(words), 0, -1)))
+    return any(
+        len(p) >= 4 and p.lower() in lowered_question for p in (" ".join(words[:n]) for n in range(len(words), 0, -1))
+    )
 
 
 class ExtractiveGenerator:
@@ -87,5 +87,9 @@ class ExtractiveGenerator:
         stop_reason = "end_turn"
         if len(text) > limit:
             text, stop_reason = text[:limit], "max_tokens"
-        return Generation(text=text, input_tokens=max(1, (len(request.system) + len(prompt)) // 4),
-                          output_tokens=max(1, len(text) // 4), stop_reason=stop_reason)
+        return Generation(
+            text=text,
+            input_tokens=max(1, (len(request.system) + len(prompt)) // 4),
+            output_tokens=max(1, len(text) // 4),
+            stop_reason=stop_reason,
+        )

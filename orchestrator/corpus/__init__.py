@@ -26,8 +26,13 @@ class Document:
 
     def payload(self) -> dict[str, Any]:
         """What a chunk snapshot stores for this document."""
-        return {"chunk_id": self.doc_id, "source_type": self.source_type, "lang": self.lang,
-                "title": self.title, "text": self.text}
+        return {
+            "chunk_id": self.doc_id,
+            "source_type": self.source_type,
+            "lang": self.lang,
+            "title": self.title,
+            "text": self.text,
+        }
 
 
 @cache
@@ -37,6 +42,14 @@ def load_documents(path: Path = PATH) -> tuple[Document, ...]:
         for line in f:
             if line.strip():
                 raw = json.loads(line)
-                docs.append(Document(raw["doc_id"], raw["source_type"], raw["lang"], raw["title"], raw["text"],
-                                     raw.get("series_id", "")))
+                docs.append(
+                    Document(
+                        raw["doc_id"],
+                        raw["source_type"],
+                        raw["lang"],
+                        raw["title"],
+                        raw["text"],
+                        raw.get("series_id", ""),
+                    )
+                )
     return tuple(docs)

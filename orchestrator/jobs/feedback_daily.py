@@ -90,8 +90,15 @@ def table(facts: Iterable[FeedbackFact]) -> list[dict[str, Any]]:
     rows = []
     for pivots in sorted({p for p, _ in counts}):
         down, up = counts[(pivots, "thumbs_down")], counts[(pivots, "thumbs_up")]
-        rows.append({**dict(zip(PIVOTS, pivots, strict=True)), "thumbs_up": up, "thumbs_down": down,
-                     "feedback": up + down, "thumbs_down_rate": round(down / (up + down), 6)})
+        rows.append(
+            {
+                **dict(zip(PIVOTS, pivots, strict=True)),
+                "thumbs_up": up,
+                "thumbs_down": down,
+                "feedback": up + down,
+                "thumbs_down_rate": round(down / (up + down), 6),
+            }
+        )
     return rows
 
 
@@ -120,8 +127,9 @@ def metrics(rows: list[dict[str, Any]]) -> dict[str, float]:
 
 def to_csv(rows: list[dict[str, Any]]) -> str:
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=[*PIVOTS, "thumbs_up", "thumbs_down", "feedback", "thumbs_down_rate"],
-                            lineterminator="\n")
+    writer = csv.DictWriter(
+        buf, fieldnames=[*PIVOTS, "thumbs_up", "thumbs_down", "feedback", "thumbs_down_rate"], lineterminator="\n"
+    )
     writer.writeheader()
     writer.writerows(rows)
     return buf.getvalue()
@@ -137,21 +145,26 @@ def _experiment_ids(client: Any, names: list[str], exclude: str) -> list[str]:
 def read_traces(client: Any, experiment_ids: list[str], since_ms: int, until_ms: int) -> Iterator[Any]:
     """Traces with a ``user_feedback`` tag started in [since_ms, until_ms), without their spans."""
     for value in VALUES:
-        flt = (f"tags.user_feedback = '{value}' and trace.timestamp_ms >= {since_ms} "
-               f"and trace.timestamp_ms < {until_ms}")
+        flt = f"tags.user_feedback = '{value}' and trace.timestamp_ms >= {since_ms} and trace.timestamp_ms < {until_ms}"
         for exp_id in experiment_ids:  # one experiment per call: the SQL store handles it best
             token = None
             while True:
-                page = client.search_traces(locations=[exp_id], filter_string=flt, max_results=500,
-                                            page_token=token, include_spans=False)
+                page = client.search_traces(
+                    locations=[exp_id], filter_string=flt, max_results=500, page_token=token, include_spans=False
+                )
                 yield from page
                 token = page.token
                 if not token:
                     break
 
 
-def run_daily(client: Any, day: date, experiment: str = DEFAULT_EXPERIMENT,
-              source_experiments: list[str] | None = None, lookback_days: int = 2) -> tuple[str, list[dict[str, Any]]]:
+def run_daily(
+    client: Any,
+    day: date,
+    experiment: str = DEFAULT_EXPERIMENT,
+    source_experiments: list[str] | None = None,
+    lookback_days: int = 2,
+) -> tuple[str, list[dict[str, Any]]]:
     """Aggregate ``day`` into its run (created, or updated when it exists). Returns (run_id, table)."""
     start_ms, end_ms = day_bounds_ms(day)
     exp_ids = _experiment_ids(client, source_experiments or [], experiment)
@@ -163,14 +176,20 @@ def run_daily(client: Any, day: date, experiment: str = DEFAULT_EXPERIMENT,
     if found:
         run_id = found[0].info.run_id
     else:
-        run_id = client.create_run(exp_id, start_time=start_ms, tags={DATE_TAG: day.isoformat()},
-                                   run_name=f"feedback-{day.isoformat()}").info.run_id
+        run_id = client.create_run(
+            exp_id, start_time=start_ms, tags={DATE_TAG: day.isoformat()}, run_name=f"feedback-{day.isoformat()}"
+        ).info.run_id
     from mlflow.entities import Metric, RunTag
 
     now_ms = int(time.time() * 1000)
-    client.log_batch(run_id, metrics=[Metric(k, float(v), now_ms, 0) for k, v in metrics(rows).items()],
-                     tags=[RunTag("feedback_daily.source_experiments", ",".join(exp_ids)[:5000]),
-                           RunTag("feedback_daily.generated_at", datetime.now(UTC).isoformat(timespec="seconds"))])
+    client.log_batch(
+        run_id,
+        metrics=[Metric(k, float(v), now_ms, 0) for k, v in metrics(rows).items()],
+        tags=[
+            RunTag("feedback_daily.source_experiments", ",".join(exp_ids)[:5000]),
+            RunTag("feedback_daily.generated_at", datetime.now(UTC).isoformat(timespec="seconds")),
+        ],
+    )
     client.log_text(run_id, to_csv(rows), "feedback_daily.csv")
     client.log_text(run_id, json.dumps(rows, indent=1, ensure_ascii=False), "feedback_daily.json")
     client.set_terminated(run_id, "FINISHED")
@@ -182,10 +201,15 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--date", required=True, type=date.fromisoformat, help="UTC day, YYYY-MM-DD")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI)")
     parser.add_argument("--experiment", default=DEFAULT_EXPERIMENT, help="experiment of the daily runs")
-    parser.add_argument("--source-experiments", default="",
-                        help="comma list of experiments holding the traces (default: all others)")
-    parser.add_argument("--lookback-days", type=int, default=2,
-                        help="consider traces started this many days before the day (default %(default)s)")
+    parser.add_argument(
+        "--source-experiments", default="", help="comma list of experiments holding the traces (default: all others)"
+    )
+    parser.add_argument(
+        "--lookback-days",
+        type=int,
+        default=2,
+        help="consider traces started this many days before the day (default %(default)s)",
+    )
     return parser
 
 
@@ -204,8 +228,10 @@ def main(argv: list[str] | None = None) -> int:
     run_id, rows = run_daily(client, args.date, args.experiment, sources, args.lookback_days)
     total = sum(r["feedback"] for r in rows)
     down = sum(r["thumbs_down"] for r in rows)
-    print(f"{args.date.isoformat()}: {total} feedback events, {down} thumbs-down, {len(rows)} groups "
-          f"-> run {run_id} in experiment {args.experiment!r}")
+    print(
+        f"{args.date.isoformat()}: {total} feedback events, {down} thumbs-down, {len(rows)} groups "
+        f"-> run {run_id} in experiment {args.experiment!r}"
+    )
     return 0
 
 

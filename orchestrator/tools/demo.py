@@ -126,8 +126,9 @@ class DriveResult:
 
 
 def _post(url: str, body: dict[str, Any]) -> dict[str, Any]:
-    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"},
-                                 method="POST")
+    req = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"
+    )
     with urllib.request.urlopen(req, timeout=30) as resp:
         return dict(json.loads(resp.read()))
 
@@ -145,9 +146,15 @@ def drive(api_url: str, plans: list[ChatPlan], rate_per_s: float) -> DriveResult
         out.cache_hits += bool(resp["cache_hit"])
         out.blocked += resp["guardrail_action"] == "block"
         if plan.feedback:
-            _post(api_url + "/v1/feedback", {
-                "response_id": resp["response_id"], "trace_id": resp["trace_id"], "feedback": plan.feedback,
-                "reason_code": "wrong_recommendation" if plan.feedback == "thumbs_down" else "helpful"})
+            _post(
+                api_url + "/v1/feedback",
+                {
+                    "response_id": resp["response_id"],
+                    "trace_id": resp["trace_id"],
+                    "feedback": plan.feedback,
+                    "reason_code": "wrong_recommendation" if plan.feedback == "thumbs_down" else "helpful",
+                },
+            )
             out.feedback_sent += 1
         next_at += interval
         delay = next_at - time.monotonic()
@@ -158,19 +165,25 @@ def drive(api_url: str, plans: list[ChatPlan], rate_per_s: float) -> DriveResult
 
 def _cost_line(label: str, result: DriveResult) -> str:
     c = result.latencies_ms
-    return (f"  {label:<28} {len(c):>5} requests   latency p50 {statistics.median(c):6.1f} ms"
-            f"   p99 {percentile(c, 0.99):6.1f} ms   ({result.cache_hits} cache hits, {result.blocked} blocked)")
+    return (
+        f"  {label:<28} {len(c):>5} requests   latency p50 {statistics.median(c):6.1f} ms"
+        f"   p99 {percentile(c, 0.99):6.1f} ms   ({result.cache_hits} cache hits, {result.blocked} blocked)"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="mangaassist-demo", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="\n\n".join(__doc__.split("\n\n")[1:]))
+    parser = argparse.ArgumentParser(
+        prog="mangaassist-demo",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="\n\n".join(__doc__.split("\n\n")[1:]),
+    )
     parser.add_argument("--requests", type=int, default=400, help="requests while MLflow is up (default %(default)s)")
     parser.add_argument("--rate", type=float, default=100.0, help="requests per second (default %(default)s)")
     parser.add_argument("--workdir", default=".", help="where mlflow.db and logs go (default: current directory)")
-    parser.add_argument("--mlflow-server", action="store_true",
-                        help="write through a local `mlflow server` and stop it mid-run")
+    parser.add_argument(
+        "--mlflow-server", action="store_true", help="write through a local `mlflow server` and stop it mid-run"
+    )
     args = parser.parse_args(argv)
     if args.requests <= 0 or args.rate <= 0:
         parser.error("--requests and --rate must be positive")
@@ -190,25 +203,51 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[1/5] starting mlflow server on {tracking_uri} (SQLite {workdir / 'mlflow.db'}) ...")
             mlflow_log = open(workdir / "mlflow-server.log", "ab")  # noqa: SIM115
             mlflow_proc = subprocess.Popen(
-                [shutil.which("mlflow", path=str(bin_dir)) or "mlflow", "server", "--backend-store-uri", db_uri,
-                 "--default-artifact-root", (workdir / "mlartifacts").as_uri(), "--host", "127.0.0.1",
-                 "--port", str(port), "--workers", "1"],
-                stdout=mlflow_log, stderr=subprocess.STDOUT, start_new_session=True,
-                env=dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false"))
+                [
+                    shutil.which("mlflow", path=str(bin_dir)) or "mlflow",
+                    "server",
+                    "--backend-store-uri",
+                    db_uri,
+                    "--default-artifact-root",
+                    (workdir / "mlartifacts").as_uri(),
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                    "--workers",
+                    "1",
+                ],
+                stdout=mlflow_log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env=dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false"),
+            )
             procs.append(mlflow_proc)
             _wait(lambda: _http_ok(tracking_uri + "/health"), 120, "mlflow server")
         grpc_port, metrics_port = _free_port(), _free_port()
         target = f"127.0.0.1:{grpc_port}"
         metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
-        env = dict(os.environ, TRACEGW_LISTEN_ADDRESS=target, TRACEGW_METRICS_ADDRESS=f"127.0.0.1:{metrics_port}",
-                   MLFLOW_TRACKING_URI=tracking_uri, MLFLOW_EXPERIMENT_NAME=EXPERIMENT,
-                   TRACEGW_ARTIFACT_ROOT=str(workdir / "mlartifacts"))
+        env = dict(
+            os.environ,
+            TRACEGW_LISTEN_ADDRESS=target,
+            TRACEGW_METRICS_ADDRESS=f"127.0.0.1:{metrics_port}",
+            MLFLOW_TRACKING_URI=tracking_uri,
+            MLFLOW_EXPERIMENT_NAME=EXPERIMENT,
+            TRACEGW_ARTIFACT_ROOT=str(workdir / "mlartifacts"),
+        )
         gw_log_path = workdir / "tracegw.log"
-        print(f"[{'2' if args.mlflow_server else '1'}/5] starting the gateway sidecar on {target} "
-              f"(metrics {metrics_url}, log {gw_log_path.name}) ...")
+        print(
+            f"[{'2' if args.mlflow_server else '1'}/5] starting the gateway sidecar on {target} "
+            f"(metrics {metrics_url}, log {gw_log_path.name}) ..."
+        )
         gw_log = open(gw_log_path, "ab")  # noqa: SIM115
-        gateway = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve"], env=env, cwd=workdir,
-                                   stdout=gw_log, stderr=subprocess.STDOUT)
+        gateway = subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli", "serve"],
+            env=env,
+            cwd=workdir,
+            stdout=gw_log,
+            stderr=subprocess.STDOUT,
+        )
         procs.append(gateway)
         _wait(lambda: _grpc_serving(target), 60, "gateway health SERVING")
 
@@ -220,14 +259,36 @@ def main(argv: list[str] | None = None) -> int:
         print(f"      sending {args.requests} chat requests at {args.rate:.0f}/s ...")
         plans = plan_chats(args.requests + args.requests // 2 + 100, seed=11)
         up = drive(api.url, plans[: args.requests], args.rate)
-        tracer.record_bundle_event(BundleEvent("mangaassist-chatbot-prod", RELEASE_BUNDLE, BundleRegistered(
-            BundleComponents("7", "manga-reranker-4", "recommendation-2.4",
-                             "anthropic.claude-3-5-haiku-20241022-v1:0", "rag-v5", "guardrails-12")),
-            actor_id="release-pipeline"))
-        tracer.record_bundle_event(BundleEvent("mangaassist-chatbot-prod", RELEASE_BUNDLE, BundleEvaluated(
-            EvaluationStage.OFFLINE, EvaluationVerdict.PASS,
-            {"intent_accuracy": 0.94, "grounded_answer_rate": 0.97, "p95_latency_ms": 1830.0},
-            dataset_version="golden-v12"), actor_id="release-pipeline"))
+        tracer.record_bundle_event(
+            BundleEvent(
+                "mangaassist-chatbot-prod",
+                RELEASE_BUNDLE,
+                BundleRegistered(
+                    BundleComponents(
+                        "7",
+                        "manga-reranker-4",
+                        "recommendation-2.4",
+                        "anthropic.claude-3-5-haiku-20241022-v1:0",
+                        "rag-v5",
+                        "guardrails-12",
+                    )
+                ),
+                actor_id="release-pipeline",
+            )
+        )
+        tracer.record_bundle_event(
+            BundleEvent(
+                "mangaassist-chatbot-prod",
+                RELEASE_BUNDLE,
+                BundleEvaluated(
+                    EvaluationStage.OFFLINE,
+                    EvaluationVerdict.PASS,
+                    {"intent_accuracy": 0.94, "grounded_answer_rate": 0.97, "p95_latency_ms": 1830.0},
+                    dataset_version="golden-v12",
+                ),
+                actor_id="release-pipeline",
+            )
+        )
         tracer.flush(timeout_s=10)
         cost_lines = [_cost_line("gateway up, MLflow up", up)]
         caught_up_s = _wait_written(metrics_url, timeout_s=120)
@@ -237,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
             print("[3/5] stopping the MLflow server while traffic keeps flowing ...")
             os.killpg(mlflow_proc.pid, signal.SIGTERM)
             mlflow_proc.wait(timeout=30)
-            down = drive(api.url, plans[args.requests: args.requests + args.requests // 2], args.rate)
+            down = drive(api.url, plans[args.requests : args.requests + args.requests // 2], args.rate)
             tracer.flush(timeout_s=10)
             cost_lines.append(_cost_line("gateway up, MLflow DOWN", down))
 
@@ -268,8 +329,9 @@ def main(argv: list[str] | None = None) -> int:
                     proc.kill()
 
 
-def _report(db_uri: str, workdir: Path, cost_lines: list[str], metrics: dict[str, float],
-            stats: ClientStats, feedback_sent: int) -> None:
+def _report(
+    db_uri: str, workdir: Path, cost_lines: list[str], metrics: dict[str, float], stats: ClientStats, feedback_sent: int
+) -> None:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     import mlflow
 
@@ -292,28 +354,45 @@ def _report(db_uri: str, workdir: Path, cost_lines: list[str], metrics: dict[str
     print("What a chat request took, end to end over HTTP (the request path never waits on MLflow):")
     for line in cost_lines:
         print(line)
-    print(f"  client counters: {stats.spans_enqueued} spans enqueued, {stats.spans_sent} sent, "
-          f"dropped {dict((k, v) for k, v in stats.spans_dropped.items() if v) or 0}")
+    print(
+        f"  client counters: {stats.spans_enqueued} spans enqueued, {stats.spans_sent} sent, "
+        f"dropped {dict((k, v) for k, v in stats.spans_dropped.items() if v) or 0}"
+    )
     print("\nWhat the gateway did (scraped from /metrics before shutdown):")
     print(f"  spans received {received:.0f}, written to MLflow {written:.0f}; drops: {dropped or 'none'}")
     print(f"\nWhat landed in MLflow (experiment '{EXPERIMENT}', {db_uri}):")
-    print(f"  {len(traces)} traces, {spans} spans; {errors} with ERROR status; {with_feedback} with user_feedback "
-          f"(of {feedback_sent} feedback events sent)")
+    print(
+        f"  {len(traces)} traces, {spans} spans; {errors} with ERROR status; {with_feedback} with user_feedback "
+        f"(of {feedback_sent} feedback events sent)"
+    )
     print("  by intent: " + ", ".join(f"{k} {v}" for k, v in intents.most_common()))
     if traces:
-        print(f"  model cost (price table × tokens; offline tokens are estimates): {len(gens)} generations, "
-              f"{tokens_in} input / {tokens_out} output tokens, ${model_cost:.4f} total, "
-              f"${model_cost / len(traces):.6f} per request")
+        print(
+            f"  model cost (price table × tokens; offline tokens are estimates): {len(gens)} generations, "
+            f"{tokens_in} input / {tokens_out} output tokens, ${model_cost:.4f} total, "
+            f"${model_cost / len(traces):.6f} per request"
+        )
     print(f"  trace contract violations counted by the gateway: {violations:.0f}")
     if traces:
         sample = traces[0]
-        snap = next((s.attributes.get("retrieval.snapshot") for t in traces for s in t.data.spans
-                     if s.name == "retrieve_chunks"), None)
-        print(f"  e.g. {sample.info.trace_id}: {len(sample.data.spans)} spans, tags "
-              f"intent={sample.info.tags.get('intent')} release_bundle={sample.info.tags.get('release_bundle')}")
+        snap = next(
+            (
+                s.attributes.get("retrieval.snapshot")
+                for t in traces
+                for s in t.data.spans
+                if s.name == "retrieve_chunks"
+            ),
+            None,
+        )
+        print(
+            f"  e.g. {sample.info.trace_id}: {len(sample.data.spans)} spans, tags "
+            f"intent={sample.info.tags.get('intent')} release_bundle={sample.info.tags.get('release_bundle')}"
+        )
         if isinstance(snap, dict):
-            print(f"  chunk snapshot on retrieve_chunks (attribute retrieval.snapshot), e.g. trace {snap['trace_id']}: "
-                  f"{', '.join(snap['chunk_ids'])}")
+            print(
+                f"  chunk snapshot on retrieve_chunks (attribute retrieval.snapshot), e.g. trace {snap['trace_id']}: "
+                f"{', '.join(snap['chunk_ids'])}"
+            )
     print("\nOpen it in the MLflow UI:")
     mlflow_bin = Path(sys.executable).parent / "mlflow"
     print(f"  {mlflow_bin} ui --backend-store-uri {db_uri} --port 5000   # then http://127.0.0.1:5000")

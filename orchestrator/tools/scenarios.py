@@ -58,10 +58,20 @@ def locale_of(message: str) -> str:
     return "ja-JP" if any(ord(c) > 0x3000 for c in message) else "en-US"
 
 
-def chat_body(message: str, page_type: str, session_id: str, product_id: str | None = None,
-              user_type: str = "guest", request_id: str | None = None) -> dict[str, Any]:
-    body: dict[str, Any] = {"session_id": session_id, "message": message, "user_type": user_type,
-                            "page_context": {"page_type": page_type, "locale": locale_of(message)}}
+def chat_body(
+    message: str,
+    page_type: str,
+    session_id: str,
+    product_id: str | None = None,
+    user_type: str = "guest",
+    request_id: str | None = None,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "session_id": session_id,
+        "message": message,
+        "user_type": user_type,
+        "page_context": {"page_type": page_type, "locale": locale_of(message)},
+    }
     if page_type == "product" and product_id:
         body["page_context"]["product_id"] = product_id
     if request_id:
@@ -83,13 +93,15 @@ def every_intent_and_page() -> list[ChatPlan]:
     for i, (intent, messages) in enumerate(MESSAGES.items()):
         for j, page in enumerate(PAGE_TYPES):
             message, product = messages[(i + j) % len(messages)]
-            plans.append(ChatPlan(chat_body(message, page, f"sess-e2e-{i}{j}", product, USER_TYPES[j % 3]),
-                                  intent, None))
+            plans.append(
+                ChatPlan(chat_body(message, page, f"sess-e2e-{i}{j}", product, USER_TYPES[j % 3]), intent, None)
+            )
     return plans
 
 
-def plan_chats(count: int, seed: int, injection_rate: float = 0.02, repeat_rate: float = 0.15,
-               feedback_rate: float = 0.1) -> list[ChatPlan]:
+def plan_chats(
+    count: int, seed: int, injection_rate: float = 0.02, repeat_rate: float = 0.15, feedback_rate: float = 0.1
+) -> list[ChatPlan]:
     rng = random.Random(seed)
     sessions = [f"sess-{rng.getrandbits(48):012x}" for _ in range(max(1, count // 4))]
     plans: list[ChatPlan] = []
@@ -107,6 +119,7 @@ def plan_chats(count: int, seed: int, injection_rate: float = 0.02, repeat_rate:
             intent = rng.choice(list(MESSAGES))
             message, product = rng.choice(MESSAGES[intent])
         feedback = rng.choice(("thumbs_up", "thumbs_down")) if rng.random() < feedback_rate else None
-        plans.append(ChatPlan(chat_body(message, page, rng.choice(sessions), product, rng.choice(USER_TYPES)),
-                              intent, feedback))
+        plans.append(
+            ChatPlan(chat_body(message, page, rng.choice(sessions), product, rng.choice(USER_TYPES)), intent, feedback)
+        )
     return plans

@@ -58,6 +58,7 @@ def no_leaked_sender_threads() -> Iterator[None]:
     before = set(threading.enumerate())
     yield
 
-    leaked = [t.name for t in threading.enumerate()
-              if t.name == "tracegw-client-sender" and t.is_alive() and t not in before]
+    leaked = [
+        t.name for t in threading.enumerate() if t.name == "tracegw-client-sender" and t.is_alive() and t not in before
+    ]
     assert not leaked, f"sender threads still running: {leaked}"

@@ -32,7 +32,10 @@ def test_alert_rules_reference_metrics_the_gateway_exports() -> None:
     names = {m.name for m in GatewayMetrics(CollectorRegistry()).registry.collect()}
     rules = yaml.safe_load((DEPLOY / "prometheus" / "alerts.yaml").read_text())
     exprs = " ".join(r["expr"] for g in rules["groups"] for r in g["rules"])
-    used = {tok.split("{")[0].split("[")[0] for tok in exprs.replace("(", " ").replace(")", " ").split()
-            if tok.startswith(("tracegw_", "mangaassist_"))}
+    used = {
+        tok.split("{")[0].split("[")[0]
+        for tok in exprs.replace("(", " ").replace(")", " ").split()
+        if tok.startswith(("tracegw_", "mangaassist_"))
+    }
     known = names | {n + suffix for n in names for suffix in ("_total", "_bucket", "_count", "_sum")}
     assert used and used <= known, used - known

@@ -32,13 +32,19 @@ def modules(folder: str) -> dict[str, set[str]]:
 
 
 def offenders(found: dict[str, set[str]], prefixes: tuple[str, ...]) -> list[str]:
-    return sorted(f"{where}: {name}" for where, names in found.items() for name in names
-                  if name.split(".")[0] in prefixes or name.startswith(prefixes))
+    return sorted(
+        f"{where}: {name}"
+        for where, names in found.items()
+        for name in names
+        if name.split(".")[0] in prefixes or name.startswith(prefixes)
+    )
 
 
 def test_process_imports_neither_receive_nor_export() -> None:
-    bad = offenders(modules("gateway/process"), ("gateway.receive", "gateway.export", "gateway.core",
-                                                 "gateway.server", "clients.pb", *NETWORK_CLIENTS))
+    bad = offenders(
+        modules("gateway/process"),
+        ("gateway.receive", "gateway.export", "gateway.core", "gateway.server", "clients.pb", *NETWORK_CLIENTS),
+    )
     assert bad == []
 
 
@@ -58,8 +64,11 @@ def test_only_receive_and_server_import_the_generated_stubs() -> None:
 
 
 def test_the_orchestrator_request_path_imports_no_mlflow() -> None:
-    found = {k: v for k, v in modules("orchestrator").items()
-             if not k.startswith(("orchestrator/jobs/", "orchestrator/tools/"))}
+    found = {
+        k: v
+        for k, v in modules("orchestrator").items()
+        if not k.startswith(("orchestrator/jobs/", "orchestrator/tools/"))
+    }
     assert offenders(found, ("mlflow", "gateway")) == []
 
 

@@ -154,8 +154,9 @@ class GatewayProcess:
         self.grpc_port, self.metrics_port = free_port(), free_port()
         self.target = f"127.0.0.1:{self.grpc_port}"
         self.metrics_url = f"http://127.0.0.1:{self.metrics_port}/metrics"
-        self.env = clean_env(TRACEGW_LISTEN_ADDRESS=self.target,
-                             TRACEGW_METRICS_ADDRESS=f"127.0.0.1:{self.metrics_port}", **env)
+        self.env = clean_env(
+            TRACEGW_LISTEN_ADDRESS=self.target, TRACEGW_METRICS_ADDRESS=f"127.0.0.1:{self.metrics_port}", **env
+        )
         self.log_path = workdir / f"tracegw-{self.grpc_port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
@@ -175,9 +176,14 @@ class GatewayProcess:
         with open(self.log_path, "ab") as log:
             log.write(f"--- start #{self.starts} ---\n".encode())
             log.flush()
-            self.proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve"], stdout=log,
-                                         stderr=subprocess.STDOUT, env=self.env, cwd=self.workdir,
-                                         start_new_session=True)
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "gateway.cli", "serve"],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                cwd=self.workdir,
+                start_new_session=True,
+            )
         wait_for(self._serving, timeout_s=timeout_s, interval_s=0.1, what=f"tracegw on {self.target} SERVING")
         return self
 
@@ -293,9 +299,16 @@ class Load:
     """``handle_message`` at ``rate_per_s`` (None: as fast as possible) in a thread, until
     ``stop()``, ``max_requests`` or ``max_seconds``, whichever comes first."""
 
-    def __init__(self, tracer: Tracer, rate_per_s: float | None = 50.0, seed: int = 7,
-                 max_requests: int = 100_000, max_seconds: float = 300.0, distinct_plans: int = 2000,
-                 on_sent: Callable[[int, Sent], None] | None = None) -> None:
+    def __init__(
+        self,
+        tracer: Tracer,
+        rate_per_s: float | None = 50.0,
+        seed: int = 7,
+        max_requests: int = 100_000,
+        max_seconds: float = 300.0,
+        distinct_plans: int = 2000,
+        on_sent: Callable[[int, Sent], None] | None = None,
+    ) -> None:
         self.tracer = tracer
         self._on_sent = on_sent
         self.rate_per_s = rate_per_s
@@ -388,11 +401,13 @@ class MlflowStore:
         conn = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=10)
         try:
             for i in range(0, len(wanted), 500):
-                chunk = wanted[i:i + 500]
+                chunk = wanted[i : i + 500]
                 marks = ",".join("?" * len(chunk))
                 rows = conn.execute(
                     f"SELECT trace_id, COUNT(DISTINCT CASE WHEN content NOT LIKE ? THEN span_id END) FROM spans "
-                    f"WHERE trace_id IN ({marks}) GROUP BY trace_id", [SYNTHESIZED_LIKE, *chunk]).fetchall()
+                    f"WHERE trace_id IN ({marks}) GROUP BY trace_id",
+                    [SYNTHESIZED_LIKE, *chunk],
+                ).fetchall()
                 out.update({tid[3:]: n for tid, n in rows})
         finally:
             conn.close()
@@ -404,10 +419,12 @@ class MlflowStore:
         conn = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=10)
         try:
             for i in range(0, len(wanted), 500):
-                chunk = wanted[i:i + 500]
+                chunk = wanted[i : i + 500]
                 marks = ",".join("?" * len(chunk))
-                found.update(r[0][3:] for r in conn.execute(
-                    f"SELECT request_id FROM trace_info WHERE request_id IN ({marks})", chunk))
+                found.update(
+                    r[0][3:]
+                    for r in conn.execute(f"SELECT request_id FROM trace_info WHERE request_id IN ({marks})", chunk)
+                )
         finally:
             conn.close()
         return found
@@ -467,14 +484,18 @@ class Figures:
         return self.client_sent - self.landed - self.gateway_dropped_total
 
     def line(self) -> str:
-        drops = {**{f"client:{k}": v for k, v in self.client_dropped.items() if v},
-                 **{f"gw:{k}": int(v) for k, v in self.gateway_dropped.items() if v}}
+        drops = {
+            **{f"client:{k}": v for k, v in self.client_dropped.items() if v},
+            **{f"gw:{k}": int(v) for k, v in self.gateway_dropped.items() if v},
+        }
         rss = f" peak_rss={self.peak_rss_bytes / 2**20:.0f}MiB" if self.peak_rss_bytes else ""
         drain = f"{self.drain_s:.1f}s" if self.drain_s is not None else "n/a"
         extra = "".join(f" {k}={v}" for k, v in self.extra.items())
-        return (f"[fault-matrix] {self.scenario}: traces={self.traces} sent={self.client_sent} "
-                f"landed={self.landed} ({self.traces_landed} traces) dropped={drops or '{}'} "
-                f"lost={self.lost_text()} drain={drain}{rss}{extra}")
+        return (
+            f"[fault-matrix] {self.scenario}: traces={self.traces} sent={self.client_sent} "
+            f"landed={self.landed} ({self.traces_landed} traces) dropped={drops or '{}'} "
+            f"lost={self.lost_text()} drain={drain}{rss}{extra}"
+        )
 
     def lost_text(self) -> str:
         if not self.settled:
@@ -482,8 +503,16 @@ class Figures:
         return f"{self.lost} spans/{len(self.incomplete)} incomplete traces"
 
 
-def account(scenario: str, sent: list[Sent], tracer: Tracer, store: MlflowStore, metrics: Metrics | None,
-            drain_s: float | None, peak_rss_bytes: int = 0, **extra: Any) -> Figures:
+def account(
+    scenario: str,
+    sent: list[Sent],
+    tracer: Tracer,
+    store: MlflowStore,
+    metrics: Metrics | None,
+    drain_s: float | None,
+    peak_rss_bytes: int = 0,
+    **extra: Any,
+) -> Figures:
     """The scenario's figures: what the client produced and sent, what landed, what was dropped."""
     stats = tracer.stats()
     expected = {s.trace_id: s.spans for s in sent}
@@ -491,10 +520,19 @@ def account(scenario: str, sent: list[Sent], tracer: Tracer, store: MlflowStore,
     gateway_dropped = metrics.by_label("tracegw_spans_dropped_total", "stage", "reason") if metrics else {}
     incomplete = {t: landed.get(t, 0) for t, n in expected.items() if landed.get(t, 0) != n}
     return Figures(
-        scenario=scenario, traces=len(expected), produced=sum(expected.values()), client_sent=stats.spans_sent,
-        client_dropped={k: v for k, v in stats.spans_dropped.items() if v}, landed=sum(landed.values()),
-        gateway_dropped=gateway_dropped, traces_landed=len(expected) - len(incomplete), incomplete=incomplete,
-        drain_s=drain_s, peak_rss_bytes=peak_rss_bytes, extra=dict(extra))
+        scenario=scenario,
+        traces=len(expected),
+        produced=sum(expected.values()),
+        client_sent=stats.spans_sent,
+        client_dropped={k: v for k, v in stats.spans_dropped.items() if v},
+        landed=sum(landed.values()),
+        gateway_dropped=gateway_dropped,
+        traces_landed=len(expected) - len(incomplete),
+        incomplete=incomplete,
+        drain_s=drain_s,
+        peak_rss_bytes=peak_rss_bytes,
+        extra=dict(extra),
+    )
 
 
 REPORTED: list[str] = []
@@ -526,8 +564,14 @@ class Rig:
         self._tracers: list[Tracer] = []
 
     def gateway_env(self, **env: str) -> dict[str, str]:
-        return {**FAST_GATEWAY_ENV, "MLFLOW_TRACKING_URI": self.proxy.url, "MLFLOW_EXPERIMENT_NAME": self.experiment,
-                "TRACEGW_SPOOL_DIR": str(self.spool_dir), "TRACEGW_ARTIFACT_ROOT": str(self.workdir / "art"), **env}
+        return {
+            **FAST_GATEWAY_ENV,
+            "MLFLOW_TRACKING_URI": self.proxy.url,
+            "MLFLOW_EXPERIMENT_NAME": self.experiment,
+            "TRACEGW_SPOOL_DIR": str(self.spool_dir),
+            "TRACEGW_ARTIFACT_ROOT": str(self.workdir / "art"),
+            **env,
+        }
 
     def start_gateway(self, **env: str) -> GatewayProcess:
         """Start the gateway (a second call restarts the same one: same ports, same spool)."""
@@ -549,12 +593,14 @@ class Rig:
         with Tracer(ClientConfig(target=self.gateway.target, flush_interval_s=0.05)) as tracer:
             ids = {handle_message(tracer, p): p.span_count for p in plans}
             tracer.flush(timeout_s=10)
-        wait_for(lambda: self.store.landed(ids) == ids, timeout_s=timeout_s, interval_s=0.2,
-                 what="warm-up traces in MLflow")
+        wait_for(
+            lambda: self.store.landed(ids) == ids, timeout_s=timeout_s, interval_s=0.2, what="warm-up traces in MLflow"
+        )
         return list(ids)
 
-    def settle(self, sent: list[Sent], tracer: Tracer, timeout_s: float = 60.0,
-               stall_s: float = 5.0) -> tuple[Metrics | None, float]:
+    def settle(
+        self, sent: list[Sent], tracer: Tracer, timeout_s: float = 60.0, stall_s: float = 5.0
+    ) -> tuple[Metrics | None, float]:
         """Flush the client, then poll until every span the gateway acknowledged is in MLflow or
         counted as dropped — or, when some were lost, until the gateway is idle (nothing in
         assembly or the spool) and nothing changed for ``stall_s`` — or ``timeout_s`` passed.
@@ -579,12 +625,17 @@ class Rig:
                 # Idle means nothing held anywhere on the way to MLflow. It must last ``stall_s``
                 # on its own: a trace that has just left assembly is in an open batch for up to
                 # the batch delay, visible in no gauge, and then still has to be written.
-                idle = (metrics.value("tracegw_spool_segments") == 0
-                        and metrics.value("tracegw_writer_queue_batches") == 0
-                        and metrics.value("tracegw_assembly_traces_in_flight") == 0)
+                idle = (
+                    metrics.value("tracegw_spool_segments") == 0
+                    and metrics.value("tracegw_writer_queue_batches") == 0
+                    and metrics.value("tracegw_assembly_traces_in_flight") == 0
+                )
                 idle_since = (idle_since or time.monotonic()) if idle else None
-                if (idle_since is not None and time.monotonic() - idle_since >= stall_s
-                        and time.monotonic() - changed_at >= stall_s):
+                if (
+                    idle_since is not None
+                    and time.monotonic() - idle_since >= stall_s
+                    and time.monotonic() - changed_at >= stall_s
+                ):
                     break
             tick.wait(0.25)
         return metrics, time.monotonic()
@@ -599,8 +650,9 @@ class Rig:
     def __enter__(self) -> Rig:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
 
@@ -643,8 +695,15 @@ class Outcome:
     poll: Poll | None = None
 
 
-def run_outage(rig: Rig, name: str, outage_s: float, rate_per_s: float, before_s: float = 3.0,
-               after_s: float = 2.0, settle_timeout_s: float = 90.0) -> Outcome:
+def run_outage(
+    rig: Rig,
+    name: str,
+    outage_s: float,
+    rate_per_s: float,
+    before_s: float = 3.0,
+    after_s: float = 2.0,
+    settle_timeout_s: float = 90.0,
+) -> Outcome:
     """MLflow unreachable (proxy down) for ``outage_s`` under steady load, then back."""
     gw = rig.start_gateway()
     rig.warm_up()
@@ -662,14 +721,25 @@ def run_outage(rig: Rig, name: str, outage_s: float, rate_per_s: float, before_s
     metrics, settled_at = rig.settle(load.sent, tracer, timeout_s=settle_timeout_s)
     before, during = load.costs(until=t_down), load.costs(since=t_down, until=t_up)
     after = load.costs(since=t_up)
-    f = account(name, load.sent, tracer, rig.store, metrics, settled_at - t_up, gw.peak_rss_bytes(),
-                cost_before=f"'{cost_summary(before)}'", cost_during=f"'{cost_summary(during)}'",
-                cost_after=f"'{cost_summary(after)}'", max_spool_segments=int(poll.max_spool_segments))
+    f = account(
+        name,
+        load.sent,
+        tracer,
+        rig.store,
+        metrics,
+        settled_at - t_up,
+        gw.peak_rss_bytes(),
+        cost_before=f"'{cost_summary(before)}'",
+        cost_during=f"'{cost_summary(during)}'",
+        cost_after=f"'{cost_summary(after)}'",
+        max_spool_segments=int(poll.max_spool_segments),
+    )
     return Outcome(f, load, {"down": t_down, "up": t_up, "settled": settled_at}, metrics, poll)
 
 
-def run_sigkill(rig: Rig, name: str, rate_per_s: float, before_s: float = 3.0, after_s: float = 2.0,
-                settle_timeout_s: float = 60.0) -> Outcome:
+def run_sigkill(
+    rig: Rig, name: str, rate_per_s: float, before_s: float = 3.0, after_s: float = 2.0, settle_timeout_s: float = 60.0
+) -> Outcome:
     """SIGKILL the gateway under steady load (spool fsync ``always``), restart it on the same spool."""
     gw = rig.start_gateway(TRACEGW_SPOOL_FSYNC="always")
     rig.warm_up()
@@ -688,15 +758,31 @@ def run_sigkill(rig: Rig, name: str, rate_per_s: float, before_s: float = 3.0, a
     env = rig.gateway_env()
     window_s = float(env["TRACEGW_ROOT_GRACE_S"]) + float(env["TRACEGW_BATCH_MAX_DELAY_S"]) + 1.0
     at_risk = [s for s in load.sent if t_kill - window_s <= s.ended <= t_kill]
-    f = account(name, load.sent, tracer, rig.store, metrics, settled_at - t_ready, fsync="always",
-                window_s=window_s, at_risk_traces=len(at_risk))
+    f = account(
+        name,
+        load.sent,
+        tracer,
+        rig.store,
+        metrics,
+        settled_at - t_ready,
+        fsync="always",
+        window_s=window_s,
+        at_risk_traces=len(at_risk),
+    )
     f.extra["lost_traces"] = len([s for s in load.sent if s.ended <= t_kill and s.trace_id in f.incomplete])
     f.extra["replayed"] = int(metrics.value("tracegw_spool_replayed_total")) if metrics else 0
     return Outcome(f, load, {"kill": t_kill, "ready": t_ready, "window_s": window_s}, metrics)
 
 
-def run_sigterm(rig: Rig, name: str, rate_per_s: float, before_s: float = 2.0, down_s: float = 2.0,
-                after_s: float = 2.0, settle_timeout_s: float = 90.0) -> Outcome:
+def run_sigterm(
+    rig: Rig,
+    name: str,
+    rate_per_s: float,
+    before_s: float = 2.0,
+    down_s: float = 2.0,
+    after_s: float = 2.0,
+    settle_timeout_s: float = 90.0,
+) -> Outcome:
     """SIGTERM the gateway under steady load while MLflow is unreachable (so the drain must leave a
     backlog in the spool), restart it on the same spool with MLflow back, let it replay.
 
@@ -723,23 +809,42 @@ def run_sigterm(rig: Rig, name: str, rate_per_s: float, before_s: float = 2.0, d
     load.stop()
     metrics, settled_at = rig.settle(load.sent, tracer, timeout_s=settle_timeout_s)
     assert metrics is not None and first is not None, "no metrics from the gateways"
-    received = (first.value("tracegw_spans_received_total") - warm.value("tracegw_spans_received_total")
-                + metrics.value("tracegw_spans_received_total"))
-    f = account(name, load.sent, tracer, rig.store, metrics, settled_at - t_ready, exit_code=returncode,
-                term_to_exit_s=f"{t_exit - t_term:.1f}", spooled_at_exit=len(spooled),
-                replayed=int(metrics.value("tracegw_spool_replayed_total")), received_by_gateways=int(received),
-                first_gateway_dropped=first.by_label("tracegw_spans_dropped_total", "stage", "reason") or {})
+    received = (
+        first.value("tracegw_spans_received_total")
+        - warm.value("tracegw_spans_received_total")
+        + metrics.value("tracegw_spans_received_total")
+    )
+    f = account(
+        name,
+        load.sent,
+        tracer,
+        rig.store,
+        metrics,
+        settled_at - t_ready,
+        exit_code=returncode,
+        term_to_exit_s=f"{t_exit - t_term:.1f}",
+        spooled_at_exit=len(spooled),
+        replayed=int(metrics.value("tracegw_spool_replayed_total")),
+        received_by_gateways=int(received),
+        first_gateway_dropped=first.by_label("tracegw_spans_dropped_total", "stage", "reason") or {},
+    )
     return Outcome(f, load, {"term": t_term, "exit": t_exit, "ready": t_ready}, metrics)
 
 
-def run_overload(rig: Rig, name: str, soft_bytes: int, hard_bytes: int, rate_per_s: float,
-                 sustain_s: float, max_s: float = 60.0) -> Outcome:
+def run_overload(
+    rig: Rig, name: str, soft_bytes: int, hard_bytes: int, rate_per_s: float, sustain_s: float, max_s: float = 60.0
+) -> Outcome:
     """Traces wait 30 s in assembly and MLflow is slow, so the gateway's memory only grows: load
     it until the guard refuses, keep the load on for ``sustain_s``, sample RSS throughout."""
     gw = rig.start_gateway(
-        TRACEGW_MEMORY_SOFT_LIMIT_BYTES=str(soft_bytes), TRACEGW_MEMORY_HARD_LIMIT_BYTES=str(hard_bytes),
-        TRACEGW_ROOT_GRACE_S="30", TRACEGW_DECISION_TIMEOUT_S="60", TRACEGW_MAX_ASSEMBLY_BYTES=str(2**31),
-        TRACEGW_MAX_TRACES_IN_FLIGHT="1000000", TRACEGW_SHUTDOWN_GRACE_S="10")
+        TRACEGW_MEMORY_SOFT_LIMIT_BYTES=str(soft_bytes),
+        TRACEGW_MEMORY_HARD_LIMIT_BYTES=str(hard_bytes),
+        TRACEGW_ROOT_GRACE_S="30",
+        TRACEGW_DECISION_TIMEOUT_S="60",
+        TRACEGW_MAX_ASSEMBLY_BYTES=str(2**31),
+        TRACEGW_MAX_TRACES_IN_FLIGHT="1000000",
+        TRACEGW_SHUTDOWN_GRACE_S="10",
+    )
     baseline = gw.rss_bytes()
     rss = PeakRss(gw.pid).start()
     tracer = rig.tracer()
@@ -747,8 +852,12 @@ def run_overload(rig: Rig, name: str, soft_bytes: int, hard_bytes: int, rate_per
     load = Load(tracer, rate_per_s=rate_per_s, max_seconds=max_s).start()
     t_refused = time.monotonic() + max_s
     with contextlib.suppress(AssertionError):  # the test asserts on the refusal count instead
-        wait_for(lambda: (m := gw.try_metrics()) is not None and m.value("tracegw_refused_total") > 0,
-                 timeout_s=max_s - 5, interval_s=0.2, what="the gateway refusing new spans")
+        wait_for(
+            lambda: (m := gw.try_metrics()) is not None and m.value("tracegw_refused_total") > 0,
+            timeout_s=max_s - 5,
+            interval_s=0.2,
+            what="the gateway refusing new spans",
+        )
         t_refused = time.monotonic()
         hold(sustain_s)
     load.stop()
@@ -756,9 +865,20 @@ def run_overload(rig: Rig, name: str, soft_bytes: int, hard_bytes: int, rate_per
     peak = max(rss.stop(), gw.peak_rss_bytes())
     metrics = gw.metrics()
     costs = load.costs()
-    f = account(name, load.sent, tracer, rig.store, metrics, None, peak,
-                baseline_rss_mib=round(baseline / 2**20), soft_mib=soft_bytes // 2**20, hard_mib=hard_bytes // 2**20,
-                refused_requests=int(metrics.value("tracegw_refused_total")),
-                refused_spans=int(metrics.value("tracegw_refused_spans_total")), cost=f"'{cost_summary(costs)}'")
+    f = account(
+        name,
+        load.sent,
+        tracer,
+        rig.store,
+        metrics,
+        None,
+        peak,
+        baseline_rss_mib=round(baseline / 2**20),
+        soft_mib=soft_bytes // 2**20,
+        hard_mib=hard_bytes // 2**20,
+        refused_requests=int(metrics.value("tracegw_refused_total")),
+        refused_spans=int(metrics.value("tracegw_refused_spans_total")),
+        cost=f"'{cost_summary(costs)}'",
+    )
     f.settled = False  # traces wait 30 s in assembly: this scenario measures memory, not delivery
     return Outcome(f, load, {"refused": t_refused, "baseline_rss": baseline}, metrics)

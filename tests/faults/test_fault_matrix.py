@@ -71,8 +71,10 @@ def test_mlflow_down_under_steady_load_all_traces_land_and_the_app_pays_nothing(
     assert out.poll.max_spool_segments >= 1, "nothing was spooled during the outage"
     assert len(during) >= 0.8 * RATE * 15, f"only {len(during)} requests during the outage"
     # The application's tracing cost does not depend on MLflow: no waiting, no blocking.
-    assert statistics.median(during) <= 3 * statistics.median(before) + 200, (cost_summary(before),
-                                                                             cost_summary(during))
+    assert statistics.median(during) <= 3 * statistics.median(before) + 200, (
+        cost_summary(before),
+        cost_summary(during),
+    )
     assert max(during) < 500_000, f"a request waited {max(during) / 1000:.0f} ms on tracing"
 
 
@@ -96,10 +98,21 @@ def test_mlflow_503_retries_open_the_circuit_and_everything_lands(rig: Rig) -> N
 
     assert metrics is not None
     retries = metrics.value("tracegw_write_retries_total")
-    f = report(account("mlflow 503 10s", load.sent, tracer, rig.store, metrics, settled_at - t_clear,
-                       gw.peak_rss_bytes(), answered_503=rig.proxy.answered(503), write_retries=int(retries),
-                       circuit_states=sorted(poll.circuit_states),
-                       circuit_opened=int(metrics.value("tracegw_circuit_transitions_total", to="open"))))
+    f = report(
+        account(
+            "mlflow 503 10s",
+            load.sent,
+            tracer,
+            rig.store,
+            metrics,
+            settled_at - t_clear,
+            gw.peak_rss_bytes(),
+            answered_503=rig.proxy.answered(503),
+            write_retries=int(retries),
+            circuit_states=sorted(poll.circuit_states),
+            circuit_opened=int(metrics.value("tracegw_circuit_transitions_total", to="open")),
+        )
+    )
     assert rig.proxy.answered(503) > 0
     assert_nothing_lost(f)
     assert retries > 0
@@ -121,14 +134,23 @@ def test_one_400_answer_is_isolated_and_nothing_is_lost(rig: Rig) -> None:
 
     assert metrics is not None
     dead = DeadLetters.read(rig.spool_dir, [s.trace_id for s in load.sent])
-    f = report(account("mlflow 400 once", load.sent, tracer, rig.store, metrics, settled_at - t_end,
-                       dead_lettered_traces=len(dead.trace_ids),
-                       dead_letter_total=int(metrics.value("tracegw_dead_letter_total")),
-                       batch_splits=int(metrics.value("tracegw_batch_splits_total"))))
+    f = report(
+        account(
+            "mlflow 400 once",
+            load.sent,
+            tracer,
+            rig.store,
+            metrics,
+            settled_at - t_end,
+            dead_lettered_traces=len(dead.trace_ids),
+            dead_letter_total=int(metrics.value("tracegw_dead_letter_total")),
+            batch_splits=int(metrics.value("tracegw_batch_splits_total")),
+        )
+    )
     assert rig.proxy.faulted("respond") == 1, "the 400 was never answered"
     assert f.produced == f.client_sent and f.lost == 0, f.line()
     # Every trace is whole in MLflow or dead-lettered (with its reason, counted).
-    assert set(f.incomplete) <= dead.trace_ids, (set(f.incomplete) - dead.trace_ids)
+    assert set(f.incomplete) <= dead.trace_ids, set(f.incomplete) - dead.trace_ids
     dead_spans = sum(s.spans for s in load.sent if s.trace_id in dead.trace_ids)
     assert f.client_sent == f.landed + dead_spans
     assert dropped_by_reason(f, "dead_letter") == dead_spans
@@ -147,8 +169,12 @@ def test_a_poison_trace_is_dead_lettered_alone_and_all_others_land(rig: Rig) -> 
         if i == 20:  # its spans are still in the client or in assembly: no request carries them yet
             poison.append(bytes.fromhex(sent.trace_id))
 
-    rig.proxy.respond(400, match=lambda method, path, body: (
-        method == "POST" and path.startswith("/v1/traces") and bool(poison) and poison[0] in body))
+    rig.proxy.respond(
+        400,
+        match=lambda method, path, body: (
+            method == "POST" and path.startswith("/v1/traces") and bool(poison) and poison[0] in body
+        ),
+    )
     load = Load(tracer, rate_per_s=RATE, max_requests=41 + 40, on_sent=pick).start().wait_done(timeout_s=30)
     t_end = time.monotonic()
     metrics, settled_at = rig.settle(load.sent, tracer, timeout_s=60)
@@ -156,10 +182,20 @@ def test_a_poison_trace_is_dead_lettered_alone_and_all_others_land(rig: Rig) -> 
     assert metrics is not None
     victim = poison[0].hex()
     dead = DeadLetters.read(rig.spool_dir, [s.trace_id for s in load.sent])
-    f = report(account("mlflow 400 poison trace", load.sent, tracer, rig.store, metrics, settled_at - t_end,
-                       rejected_400=rig.proxy.answered(400), dead_lettered_traces=len(dead.trace_ids),
-                       dead_letter_total=int(metrics.value("tracegw_dead_letter_total")),
-                       batch_splits=int(metrics.value("tracegw_batch_splits_total"))))
+    f = report(
+        account(
+            "mlflow 400 poison trace",
+            load.sent,
+            tracer,
+            rig.store,
+            metrics,
+            settled_at - t_end,
+            rejected_400=rig.proxy.answered(400),
+            dead_lettered_traces=len(dead.trace_ids),
+            dead_letter_total=int(metrics.value("tracegw_dead_letter_total")),
+            batch_splits=int(metrics.value("tracegw_batch_splits_total")),
+        )
+    )
     assert rig.proxy.answered(400) >= 1
     assert dead.trace_ids == {victim}, f"dead-lettered {sorted(dead.trace_ids)}, expected only {victim}"
     assert set(f.incomplete) == {victim}, f"not whole in MLflow: {sorted(f.incomplete)}"
@@ -183,8 +219,18 @@ def test_mlflow_slow_2s_per_request_everything_lands(rig: Rig) -> None:
     t_end = time.monotonic()
     metrics, settled_at = rig.settle(load.sent, tracer, timeout_s=90)
 
-    f = report(account("mlflow slow 2s/request", load.sent, tracer, rig.store, metrics, settled_at - t_end,
-                       gw.peak_rss_bytes(), delayed_requests=rig.proxy.faulted("delay")))
+    f = report(
+        account(
+            "mlflow slow 2s/request",
+            load.sent,
+            tracer,
+            rig.store,
+            metrics,
+            settled_at - t_end,
+            gw.peak_rss_bytes(),
+            delayed_requests=rig.proxy.faulted("delay"),
+        )
+    )
     assert rig.proxy.faulted("delay") >= 1
     assert_nothing_lost(f)
 
@@ -203,10 +249,16 @@ def test_gateway_sigterm_mid_load_then_restart_replays_the_spool(rig: Rig) -> No
     first_dropped = f.extra["first_gateway_dropped"]
     assert not first_dropped, f"the draining gateway dropped spans: {first_dropped}"
     by_id = {x.trace_id: x for x in load.sent}
-    short = sorted((round(by_id[t].ended - t_term, 2), got - by_id[t].spans) for t, got in f.incomplete.items()
-                   if 0 < got < by_id[t].spans)
-    extra = sorted((round(by_id[t].ended - t_term, 2), got - by_id[t].spans) for t, got in f.incomplete.items()
-                   if got > by_id[t].spans)
+    short = sorted(
+        (round(by_id[t].ended - t_term, 2), got - by_id[t].spans)
+        for t, got in f.incomplete.items()
+        if 0 < got < by_id[t].spans
+    )
+    extra = sorted(
+        (round(by_id[t].ended - t_term, 2), got - by_id[t].spans)
+        for t, got in f.incomplete.items()
+        if got > by_id[t].spans
+    )
     detail = f"; short traces (ended-after-SIGTERM s, spans) {short[:20]}; with extra spans {extra[:10]}"
     assert f.gateway_dropped_total == 0, f.gateway_dropped
     assert f.produced == f.client_sent + sum(f.client_dropped.values())
@@ -257,9 +309,19 @@ def test_spool_full_the_policy_is_counted_and_everything_is_accounted(rig: Rig) 
 
     assert metrics is not None
     spool_full = metrics.value("tracegw_spool_writes_total", outcome="full")
-    f = report(account("spool full (64 KiB)", load.sent, tracer, rig.store, metrics, settled_at - t_up,
-                       gw.peak_rss_bytes(), spool_writes_full=int(spool_full),
-                       max_spool_bytes=int(poll.max_spool_bytes)))
+    f = report(
+        account(
+            "spool full (64 KiB)",
+            load.sent,
+            tracer,
+            rig.store,
+            metrics,
+            settled_at - t_up,
+            gw.peak_rss_bytes(),
+            spool_writes_full=int(spool_full),
+            max_spool_bytes=int(poll.max_spool_bytes),
+        )
+    )
     assert spool_full >= 1, "the spool never reported itself full"
     assert poll.max_spool_bytes <= max_bytes, f"spool held {poll.max_spool_bytes} bytes > {max_bytes}"
     assert f.produced == f.client_sent + sum(f.client_dropped.values())
@@ -281,8 +343,11 @@ def test_a_torn_spool_file_is_quarantined_and_the_rest_is_delivered(rig: Rig) ->
     load = Load(tracer, rate_per_s=RATE, max_seconds=3).start().wait_done(timeout_s=30)
     assert tracer.flush(timeout_s=10)
     sent_spans = tracer.stats().spans_sent
-    wait_for(lambda: (m := gw.try_metrics()) is not None and m.value("tracegw_spans_received_total") >= sent_spans,
-             timeout_s=20, what="the gateway received every span")
+    wait_for(
+        lambda: (m := gw.try_metrics()) is not None and m.value("tracegw_spans_received_total") >= sent_spans,
+        timeout_s=20,
+        what="the gateway received every span",
+    )
     assert gw.terminate(timeout_s=20) == 0, gw.log()[-3000:]
     real = segment_files(rig.spool_dir)
     assert real, "no segment spooled while MLflow was down"
@@ -300,9 +365,19 @@ def test_a_torn_spool_file_is_quarantined_and_the_rest_is_delivered(rig: Rig) ->
 
     assert metrics is not None
     quarantined = metrics.value("tracegw_spool_quarantined_total")
-    f = report(account("torn spool file", load.sent, tracer, rig.store, metrics, settled_at - t_start,
-                       real_segments=len(real), quarantined=int(quarantined),
-                       replayed=int(metrics.value("tracegw_spool_replayed_total"))))
+    f = report(
+        account(
+            "torn spool file",
+            load.sent,
+            tracer,
+            rig.store,
+            metrics,
+            settled_at - t_start,
+            real_segments=len(real),
+            quarantined=int(quarantined),
+            replayed=int(metrics.value("tracegw_spool_replayed_total")),
+        )
+    )
     assert quarantined >= 2
     for bad in (torn, garbage):
         assert not bad.exists(), f"{bad.name} still in the spool"
@@ -321,8 +396,7 @@ OVERLOAD_RATE = 250.0  # requests per second, ~4,200 spans per second: what one 
 
 
 def test_overload_keeps_rss_under_the_hard_limit_and_the_app_unaffected(rig: Rig) -> None:
-    out = run_overload(rig, "overload above memory limit", SOFT_LIMIT, HARD_LIMIT, OVERLOAD_RATE, sustain_s=4,
-                       max_s=40)
+    out = run_overload(rig, "overload above memory limit", SOFT_LIMIT, HARD_LIMIT, OVERLOAD_RATE, sustain_s=4, max_s=40)
     f = report(out.figures)
     assert out.marks["baseline_rss"] < SOFT_LIMIT, f"the idle gateway already uses {out.marks['baseline_rss']} B"
     assert out.metrics is not None

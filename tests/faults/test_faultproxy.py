@@ -24,8 +24,9 @@ class _Echo(BaseHTTPRequestHandler):
     def _answer(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         self.server.hits += 1  # type: ignore[attr-defined]
-        payload = json.dumps({"method": self.command, "path": self.path, "body_bytes": len(body),
-                              "body": body.decode("latin-1")}).encode()
+        payload = json.dumps(
+            {"method": self.command, "path": self.path, "body_bytes": len(body), "body": body.decode("latin-1")}
+        ).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
@@ -66,12 +67,17 @@ def session() -> Iterator[requests.Session]:
 
 
 def test_pass_through_relays_requests_on_one_keep_alive_connection(
-        proxy: FaultProxy, upstream: ThreadingHTTPServer, session: requests.Session) -> None:
+    proxy: FaultProxy, upstream: ThreadingHTTPServer, session: requests.Session
+) -> None:
     for i in range(5):
         resp = session.post(proxy.url + "/v1/traces?x=1", data=b"\x00\x01" * (1000 + i), timeout=5)
         assert resp.status_code == 200
-        assert resp.json() == {"method": "POST", "path": "/v1/traces?x=1", "body_bytes": 2 * (1000 + i),
-                               "body": ("\x00\x01" * (1000 + i))}
+        assert resp.json() == {
+            "method": "POST",
+            "path": "/v1/traces?x=1",
+            "body_bytes": 2 * (1000 + i),
+            "body": ("\x00\x01" * (1000 + i)),
+        }
     assert session.get(proxy.url + "/health", timeout=5).json()["method"] == "GET"
     # A chunked request body (a generator) is de-chunked and forwarded with a Content-Length.
     resp = session.post(proxy.url + "/chunked", data=iter([b"abc", b"defg"]), timeout=5)
@@ -100,7 +106,8 @@ def test_delay_forwards_each_request_late(proxy: FaultProxy, session: requests.S
 
 
 def test_respond_injects_a_status_for_the_next_n_requests(
-        proxy: FaultProxy, upstream: ThreadingHTTPServer, session: requests.Session) -> None:
+    proxy: FaultProxy, upstream: ThreadingHTTPServer, session: requests.Session
+) -> None:
     proxy.respond(503, times=2, retry_after=3)
     for _ in range(2):
         resp = session.post(proxy.url + "/v1/traces", data=b"x", timeout=5)
@@ -113,8 +120,7 @@ def test_respond_injects_a_status_for_the_next_n_requests(
     assert proxy.answered(503) == 2 and proxy.answered(200) == 1
 
 
-def test_respond_only_hits_matching_requests_until_changed(
-        proxy: FaultProxy, session: requests.Session) -> None:
+def test_respond_only_hits_matching_requests_until_changed(proxy: FaultProxy, session: requests.Session) -> None:
     proxy.respond(400, match=posts_to("/v1/traces"))
     assert session.get(proxy.url + "/v1/traces", timeout=5).status_code == 200
     assert session.post(proxy.url + "/api/2.0/mlflow/experiments/create", json={}, timeout=5).status_code == 200
@@ -158,7 +164,8 @@ def test_reset_closes_the_connection_abruptly(proxy: FaultProxy, session: reques
 
 
 def test_down_refuses_connections_and_up_listens_again_on_the_same_port(
-        proxy: FaultProxy, session: requests.Session) -> None:
+    proxy: FaultProxy, session: requests.Session
+) -> None:
     port = proxy.port
     assert session.get(proxy.url + "/warm", timeout=5).status_code == 200
     proxy.down()

@@ -25,27 +25,44 @@ class KinesisServer:
     def client(self) -> Any:
         import boto3
 
-        return boto3.client("kinesis", region_name=REGION, endpoint_url=self.url, aws_access_key_id="testing",
-                            aws_secret_access_key="testing")
+        return boto3.client(
+            "kinesis",
+            region_name=REGION,
+            endpoint_url=self.url,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
 
     def create_stream(self, name: str, shards: int = 2) -> None:
         client = self.client()
         client.create_stream(StreamName=name, ShardCount=shards)
-        wait_for(lambda: client.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]
-                 ["StreamStatus"] == "ACTIVE", timeout_s=10, what=f"stream {name} active")
+        wait_for(
+            lambda: (
+                client.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]["StreamStatus"] == "ACTIVE"
+            ),
+            timeout_s=10,
+            what=f"stream {name} active",
+        )
 
     def read_all(self, name: str) -> list[dict[str, Any]]:
         """Every record of every shard, each shard in sequence order: [{key, data, shard, seq}]."""
         client = self.client()
         out = []
         for shard in client.list_shards(StreamName=name)["Shards"]:
-            it = client.get_shard_iterator(StreamName=name, ShardId=shard["ShardId"],
-                                           ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+            it = client.get_shard_iterator(StreamName=name, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON")[
+                "ShardIterator"
+            ]
             while it:
                 resp = client.get_records(ShardIterator=it, Limit=10_000)
                 for r in resp["Records"]:
-                    out.append({"key": r["PartitionKey"], "data": r["Data"], "shard": shard["ShardId"],
-                                "seq": int(r["SequenceNumber"])})
+                    out.append(
+                        {
+                            "key": r["PartitionKey"],
+                            "data": r["Data"],
+                            "shard": shard["ShardId"],
+                            "seq": int(r["SequenceNumber"]),
+                        }
+                    )
                 if not resp["Records"]:
                     break
                 it = resp.get("NextShardIterator")

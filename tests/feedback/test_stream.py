@@ -54,14 +54,15 @@ def test_publisher_keeps_order_per_partition_key_on_moto(kinesis_server: Kinesis
 
 def test_missing_stream_is_a_counted_permanent_drop(kinesis_server: KinesisServer) -> None:
     metrics = GatewayMetrics(CollectorRegistry())
-    pub = FeedbackStreamPublisher(feedback_config(), KinesisSink("no-such-stream", REGION, kinesis_server.url),
-                                  metrics)
+    pub = FeedbackStreamPublisher(feedback_config(), KinesisSink("no-such-stream", REGION, kinesis_server.url), metrics)
     pub.start()
     pub.offer("s", b"{}")
     pub.shutdown(10)
     reg = metrics.registry
-    assert reg.get_sample_value("tracegw_events_dropped_total",
-                                {"kind": "feedback_stream", "reason": "stream_rejected"}) == 1
+    assert (
+        reg.get_sample_value("tracegw_events_dropped_total", {"kind": "feedback_stream", "reason": "stream_rejected"})
+        == 1
+    )
     assert reg.get_sample_value("tracegw_feedback_stream_requests_total", {"outcome": "permanent_error"}) == 1
 
 
@@ -107,48 +108,77 @@ def test_throttling_and_failed_records_are_resent_in_order() -> None:
     assert reg.get_sample_value("tracegw_feedback_stream_requests_total", {"outcome": "throttled"}) == 2
     assert reg.get_sample_value("tracegw_feedback_stream_requests_total", {"outcome": "partial"}) == 3
     assert reg.get_sample_value("tracegw_feedback_stream_records_total", {"outcome": "retried"}) == (
-        len(sink.requests[0]) + len(sink.requests[1]) + 3)
+        len(sink.requests[0]) + len(sink.requests[1]) + 3
+    )
     assert reg.get_sample_value("tracegw_feedback_stream_records_total", {"outcome": "ok"}) == 30
 
 
 def test_queue_bound_and_retry_deadline_are_counted() -> None:
     metrics = GatewayMetrics(CollectorRegistry())
     sink = FlakySink(fail_requests=10**6)
-    pub = FeedbackStreamPublisher(feedback_config(TRACEGW_FEEDBACK_STREAM_QUEUE_EVENTS="3",
-                                                  TRACEGW_FEEDBACK_STREAM_MAX_ELAPSED_S="0.3"), sink, metrics)
+    pub = FeedbackStreamPublisher(
+        feedback_config(TRACEGW_FEEDBACK_STREAM_QUEUE_EVENTS="3", TRACEGW_FEEDBACK_STREAM_MAX_ELAPSED_S="0.3"),
+        sink,
+        metrics,
+    )
     assert [pub.offer("k", b"x") for _ in range(4)] == [True, True, True, False]
     pub.start()
     reg = metrics.registry
-    wait_for(lambda: reg.get_sample_value("tracegw_events_dropped_total",
-                                          {"kind": "feedback_stream", "reason": "retry_exhausted"}) == 3,
-             timeout_s=10, what="records given up after the deadline")
+    wait_for(
+        lambda: (
+            reg.get_sample_value(
+                "tracegw_events_dropped_total", {"kind": "feedback_stream", "reason": "retry_exhausted"}
+            )
+            == 3
+        ),
+        timeout_s=10,
+        what="records given up after the deadline",
+    )
     pub.shutdown(1)
-    assert reg.get_sample_value("tracegw_events_dropped_total",
-                                {"kind": "feedback_stream", "reason": "writer_queue_full"}) == 1
+    assert (
+        reg.get_sample_value("tracegw_events_dropped_total", {"kind": "feedback_stream", "reason": "writer_queue_full"})
+        == 1
+    )
 
 
-def test_gateway_streams_enriched_feedback_in_session_order(kinesis_server: KinesisServer, gateway_factory: Any,
-                                                           tmp_path: Any) -> None:
+def test_gateway_streams_enriched_feedback_in_session_order(
+    kinesis_server: KinesisServer, gateway_factory: Any, tmp_path: Any
+) -> None:
     stream = f"gw-{uuid.uuid4().hex[:8]}"
     kinesis_server.create_stream(stream, shards=2)
-    gw = gateway_factory(MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'stream.db'}",
-                         TRACEGW_FEEDBACK_STREAM=stream, TRACEGW_KINESIS_ENDPOINT_URL=kinesis_server.url,
-                         TRACEGW_FEEDBACK_STREAM_MAX_DELAY_S="0.05")
+    gw = gateway_factory(
+        MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'stream.db'}",
+        TRACEGW_FEEDBACK_STREAM=stream,
+        TRACEGW_KINESIS_ENDPOINT_URL=kinesis_server.url,
+        TRACEGW_FEEDBACK_STREAM_MAX_DELAY_S="0.05",
+    )
     tracer = Tracer(ClientConfig(target=gw.target, flush_interval_s=0.05))
     plans = [replace(p, session_id=f"sess-{i % 3}") for i, p in enumerate(plan_requests(12, seed=21))]
     trace_ids = [handle_message(tracer, p) for p in plans]
     assert tracer.flush(timeout_s=10)
     reg = gw.metrics.registry
-    wait_for(lambda: reg.get_sample_value("tracegw_stage_traces_out_total", {"stage": "feedback_context"}) == 12,
-             timeout_s=10, what="12 traces decided")
+    wait_for(
+        lambda: reg.get_sample_value("tracegw_stage_traces_out_total", {"stage": "feedback_context"}) == 12,
+        timeout_s=10,
+        what="12 traces decided",
+    )
     for i, (p, tid) in enumerate(zip(plans, trace_ids, strict=True)):
-        tracer.record_feedback(FeedbackEvent(response_id=f"resp_{i}", trace_id=tid,
-                                             feedback=Feedback.THUMBS_DOWN if i % 2 else Feedback.THUMBS_UP,
-                                             reason_code="wrong_recommendation" if i % 2 else "helpful",
-                                             session_id=p.session_id, comment=f"#{i} mail me at a{i}@example.com"))
+        tracer.record_feedback(
+            FeedbackEvent(
+                response_id=f"resp_{i}",
+                trace_id=tid,
+                feedback=Feedback.THUMBS_DOWN if i % 2 else Feedback.THUMBS_UP,
+                reason_code="wrong_recommendation" if i % 2 else "helpful",
+                session_id=p.session_id,
+                comment=f"#{i} mail me at a{i}@example.com",
+            )
+        )
     assert tracer.flush(timeout_s=10)
-    wait_for(lambda: reg.get_sample_value("tracegw_feedback_stream_records_total", {"outcome": "ok"}) == 12,
-             timeout_s=20, what="12 records on the stream")
+    wait_for(
+        lambda: reg.get_sample_value("tracegw_feedback_stream_records_total", {"outcome": "ok"}) == 12,
+        timeout_s=20,
+        what="12 records on the stream",
+    )
     records = kinesis_server.read_all(stream)
     assert len(records) == 12
     events = {json.loads(r["data"])["trace_id"]: (r, json.loads(r["data"])) for r in records}
@@ -156,11 +186,16 @@ def test_gateway_streams_enriched_feedback_in_session_order(kinesis_server: Kine
         rec, ev = events[tid]
         assert rec["key"] == p.session_id
         assert (ev["intent"], ev["prompt_version"], ev["release_bundle"], ev["bedrock_model_id"]) == (
-            p.intent, p.prompt_version, "2026.11.20-rc1", p.model_id)
+            p.intent,
+            p.prompt_version,
+            "2026.11.20-rc1",
+            p.model_id,
+        )
         assert ev["response_id"] == f"resp_{i}" and ev["join"] == "sampled_in"
         assert "@example.com" not in ev["comment"]  # redacted before it leaves the gateway
     for s in ("sess-0", "sess-1", "sess-2"):
         mine = sorted((r for r in records if r["key"] == s), key=lambda r: r["seq"])
         assert [json.loads(r["data"])["response_id"] for r in mine] == [
-            f"resp_{i}" for i, p in enumerate(plans) if p.session_id == s]
+            f"resp_{i}" for i, p in enumerate(plans) if p.session_id == s
+        ]
     tracer.shutdown()

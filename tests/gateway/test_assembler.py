@@ -15,16 +15,26 @@ class FakeClock:
 
 
 def mk(trace: str, span: str, parent: str | None, tags: dict[str, str] | None = None) -> SpanRecord:
-    return SpanRecord(trace_id=trace * 32, span_id=span * 16, parent_span_id=parent * 16 if parent else None,
-                      name=f"s{span}", span_type="CHAIN", start_time_ns=10, end_time_ns=20,
-                      trace_tags=tags or {})
+    return SpanRecord(
+        trace_id=trace * 32,
+        span_id=span * 16,
+        parent_span_id=parent * 16 if parent else None,
+        name=f"s{span}",
+        span_type="CHAIN",
+        start_time_ns=10,
+        end_time_ns=20,
+        trace_tags=tags or {},
+    )
 
 
 def make(**kw: float) -> tuple[Assembler, FakeClock, GatewayMetrics]:
-    cfg = AssemblyConfig(root_grace_s=kw.get("grace", 0.5), decision_timeout_s=kw.get("timeout", 30),
-                         max_traces_in_flight=int(kw.get("max_traces", 100)),
-                         max_spans_per_trace=int(kw.get("max_spans", 100)),
-                         max_bytes_in_flight=int(kw.get("max_bytes", 10**9)))
+    cfg = AssemblyConfig(
+        root_grace_s=kw.get("grace", 0.5),
+        decision_timeout_s=kw.get("timeout", 30),
+        max_traces_in_flight=int(kw.get("max_traces", 100)),
+        max_spans_per_trace=int(kw.get("max_spans", 100)),
+        max_bytes_in_flight=int(kw.get("max_bytes", 10**9)),
+    )
     clock = FakeClock()
     metrics = GatewayMetrics(CollectorRegistry())
     return Assembler(cfg, metrics, clock), clock, metrics
@@ -121,8 +131,17 @@ def test_interleaved_runs_of_traces_in_one_call_are_each_assembled_and_counted()
     asm.add([mk("z", "1", None)], "exp")
     clock.now += 1
     assert len(asm.poll()) == 1  # z decided; its further spans are late
-    batch = [mk("a", "2", "1"), mk("a", "1", None), mk("b", "2", "1"), mk("z", "5", "1"), mk("z", "6", "1"),
-             mk("a", "3", "1"), mk("a", "4", "1"), mk("b", "1", None), mk("a", "5", "1")]
+    batch = [
+        mk("a", "2", "1"),
+        mk("a", "1", None),
+        mk("b", "2", "1"),
+        mk("z", "5", "1"),
+        mk("z", "6", "1"),
+        mk("a", "3", "1"),
+        mk("a", "4", "1"),
+        mk("b", "1", None),
+        mk("a", "5", "1"),
+    ]
     asm.add(batch, "exp")
     assert asm.traces_in_flight == 2 and asm.spans_in_flight == 5  # a: 3 (limit), b: 2
     assert sample(metrics, "tracegw_spans_dropped_total", {"stage": "assemble", "reason": "span_limit"}) == 2  # a4, a5

@@ -14,15 +14,17 @@ def test_defaults_listen_on_loopback_and_write_to_local_sqlite() -> None:
 
 
 def test_spec_variables_keep_their_names_and_meanings() -> None:
-    cfg = config.load({
-        "MLFLOW_TRACKING_URI": "http://mlflow.internal:5000",
-        "MLFLOW_EXPERIMENT_NAME": "mangaassist-prod",
-        "MLFLOW_ENABLE_ASYNC_LOGGING": "true",
-        "MLFLOW_TRACE_SAMPLING_RATIO": "0.10",
-        "MLFLOW_ARTIFACT_MAX_PREVIEW_CHARS": "500",
-        "MANGAASSIST_ENV": "prod",
-        "MANGAASSIST_REGION": "us-east-1",
-    })
+    cfg = config.load(
+        {
+            "MLFLOW_TRACKING_URI": "http://mlflow.internal:5000",
+            "MLFLOW_EXPERIMENT_NAME": "mangaassist-prod",
+            "MLFLOW_ENABLE_ASYNC_LOGGING": "true",
+            "MLFLOW_TRACE_SAMPLING_RATIO": "0.10",
+            "MLFLOW_ARTIFACT_MAX_PREVIEW_CHARS": "500",
+            "MANGAASSIST_ENV": "prod",
+            "MANGAASSIST_REGION": "us-east-1",
+        }
+    )
     assert not cfg.mlflow.embedded
     assert cfg.mlflow.experiment_name == "mangaassist-prod"
     assert cfg.sampling.ratio == pytest.approx(0.1)
@@ -31,18 +33,25 @@ def test_spec_variables_keep_their_names_and_meanings() -> None:
 
 def test_every_problem_is_reported_at_once() -> None:
     with pytest.raises(config.ConfigError) as err:
-        config.load({
-            "MLFLOW_TRACE_SAMPLING_RATIO": "1.5",
-            "TRACEGW_LISTEN_ADDRESS": "localhost",
-            "MLFLOW_TRACKING_URI": "file:///tmp/mlruns",
-            "TRACEGW_BATCH_MAX_SPANS": "many",
-            "MLFLOW_ENABLE_ASYNC_LOGGING": "sometimes",
-        })
+        config.load(
+            {
+                "MLFLOW_TRACE_SAMPLING_RATIO": "1.5",
+                "TRACEGW_LISTEN_ADDRESS": "localhost",
+                "MLFLOW_TRACKING_URI": "file:///tmp/mlruns",
+                "TRACEGW_BATCH_MAX_SPANS": "many",
+                "MLFLOW_ENABLE_ASYNC_LOGGING": "sometimes",
+            }
+        )
     problems = err.value.problems
     assert len(problems) == 5
     text = str(err.value)
-    for name in ("MLFLOW_TRACE_SAMPLING_RATIO", "TRACEGW_LISTEN_ADDRESS", "MLFLOW_TRACKING_URI",
-                 "TRACEGW_BATCH_MAX_SPANS", "MLFLOW_ENABLE_ASYNC_LOGGING"):
+    for name in (
+        "MLFLOW_TRACE_SAMPLING_RATIO",
+        "TRACEGW_LISTEN_ADDRESS",
+        "MLFLOW_TRACKING_URI",
+        "TRACEGW_BATCH_MAX_SPANS",
+        "MLFLOW_ENABLE_ASYNC_LOGGING",
+    ):
         assert name in text
 
 

@@ -5,9 +5,16 @@ from gateway.metrics import GatewayMetrics
 from gateway.model import SpanRecord, TraceRecord
 from gateway.process.contract import VIOLATIONS_TAG, ContractChecker
 
-TAGS = {"session_id": "s", "request_id": "r1", "intent": "faq", "page_type": "product",
-        "release_bundle": "b1", "cache_hit": "false", "prompt_version": "faq-2.0",
-        "bedrock_model_id": "anthropic.claude-3-5-haiku-20241022-v1:0"}
+TAGS = {
+    "session_id": "s",
+    "request_id": "r1",
+    "intent": "faq",
+    "page_type": "product",
+    "release_bundle": "b1",
+    "cache_hit": "false",
+    "prompt_version": "faq-2.0",
+    "bedrock_model_id": "anthropic.claude-3-5-haiku-20241022-v1:0",
+}
 
 
 def span(sid: str, parent: str | None, name: str, span_type: str = "CHAIN") -> SpanRecord:
@@ -15,10 +22,15 @@ def span(sid: str, parent: str | None, name: str, span_type: str = "CHAIN") -> S
 
 
 def good_trace(tid: str = "ab" * 16, **tags: str) -> TraceRecord:
-    spans = [span("1", None, "handle_message"), span("2", "1", "intent_classification"),
-             span("3", "1", "retrieve_chunks"), span("4", "3", "vector_search"),
-             span("5", "1", "bedrock_generate", "LLM"), span("6", "1", "apply_guardrails"),
-             span("7", "6", "grounding_check")]
+    spans = [
+        span("1", None, "handle_message"),
+        span("2", "1", "intent_classification"),
+        span("3", "1", "retrieve_chunks"),
+        span("4", "3", "vector_search"),
+        span("5", "1", "bedrock_generate", "LLM"),
+        span("6", "1", "apply_guardrails"),
+        span("7", "6", "grounding_check"),
+    ]
     merged = {**TAGS, **tags}
     return TraceRecord(tid, "e", spans, {k: v for k, v in merged.items() if v != "<absent>"})
 
@@ -36,8 +48,12 @@ def test_a_conforming_trace_has_no_violations() -> None:
 def test_required_and_conditional_tags() -> None:
     c, _ = checker()
     t = good_trace(intent="<absent>", cache_hit="<absent>", prompt_version="none", bedrock_model_id="<absent>")
-    assert c.check(t) == ["missing_tag.intent", "missing_tag.cache_hit", "missing_tag.prompt_version",
-                          "missing_tag.bedrock_model_id"]
+    assert c.check(t) == [
+        "missing_tag.intent",
+        "missing_tag.cache_hit",
+        "missing_tag.prompt_version",
+        "missing_tag.bedrock_model_id",
+    ]
     no_llm = good_trace("cd" * 16, request_id="r2", prompt_version="none", bedrock_model_id="none")
     no_llm.spans = [s for s in no_llm.spans if s.name != "bedrock_generate"]
     assert c.check(no_llm) == []
@@ -62,8 +78,7 @@ def test_violations_are_counted_tagged_and_strict_mode_rejects() -> None:
     t = good_trace(intent="<absent>")
     assert c.process([t]) == [t]
     assert t.tags[VIOLATIONS_TAG] == "missing_tag.intent"
-    assert metrics.registry.get_sample_value("tracegw_contract_violations_total",
-                                             {"rule": "missing_tag.intent"}) == 1
+    assert metrics.registry.get_sample_value("tracegw_contract_violations_total", {"rule": "missing_tag.intent"}) == 1
     strict, _ = checker("strict")
     assert strict.process([good_trace(intent="<absent>")]) == []
     off, _ = checker("off")

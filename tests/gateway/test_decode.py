@@ -10,8 +10,15 @@ S2 = bytes(range(2, 10))
 
 
 def span(**kw: object) -> spans_pb2.Span:
-    base = dict(trace_id=T, span_id=S1, name="handle_message", span_type="CHAIN",
-                start_time_unix_nano=1_000, end_time_unix_nano=2_000, status_code=1)
+    base = dict(
+        trace_id=T,
+        span_id=S1,
+        name="handle_message",
+        span_type="CHAIN",
+        start_time_unix_nano=1_000,
+        end_time_unix_nano=2_000,
+        status_code=1,
+    )
     base.update(kw)
     return spans_pb2.Span(**base)  # type: ignore[arg-type]
 
@@ -46,8 +53,13 @@ def test_bad_spans_are_rejected_by_field_and_the_rest_accepted() -> None:
     out = decode_spans.decode_native_spans(spans)
     assert [s.span_id for s in out.spans] == [S1.hex(), S2.hex()]
     fields = [(r.index, r.field) for r in out.rejections]
-    assert fields == [(1, "spans[1].trace_id"), (2, "spans[2].span_id"), (3, "spans[3].name"),
-                      (4, "spans[4].end_time_unix_nano"), (5, "spans[5].inputs_json")]
+    assert fields == [
+        (1, "spans[1].trace_id"),
+        (2, "spans[2].span_id"),
+        (3, "spans[3].name"),
+        (4, "spans[4].end_time_unix_nano"),
+        (5, "spans[5].inputs_json"),
+    ]
     assert "all zero" in out.rejections[0].reason
     assert "valid JSON" in out.rejections[4].reason
 
@@ -71,8 +83,13 @@ def test_otlp_spans_map_mlflow_conventions() -> None:
     otlp.start_time_unix_nano, otlp.end_time_unix_nano = 5, 9
     otlp.status.code = 2
     otlp.status.message = "boom"
-    for key, value in (("mlflow.spanType", '"LLM"'), ("mlflow.spanInputs", '{"q": 1}'),
-                       ("mlflow.traceTag.intent", "faq"), ("mlflow.traceRequestId", "tr-spoof"), ("app", "x")):
+    for key, value in (
+        ("mlflow.spanType", '"LLM"'),
+        ("mlflow.spanInputs", '{"q": 1}'),
+        ("mlflow.traceTag.intent", "faq"),
+        ("mlflow.traceRequestId", "tr-spoof"),
+        ("app", "x"),
+    ):
         kv = otlp.attributes.add()
         kv.key = key
         kv.value.string_value = value
@@ -109,14 +126,26 @@ def test_rejections_name_the_field_inside_attributes_events_and_tags() -> None:
     bad_event = span()
     bad_event.events.add(name="exception", time_unix_nano=5).attributes["x"].SetInParent()
     long_tag = span(trace_tags={"intent": "x" * (decode_spans.MAX_TAG_VALUE_CHARS + 1)})
-    spans = [no_value, bad_json, bad_event, long_tag, span(status_code=7), span(parent_span_id=b"\x00" * 8),
-             span(start_time_unix_nano=0), span(name="n" * 300)]
+    spans = [
+        no_value,
+        bad_json,
+        bad_event,
+        long_tag,
+        span(status_code=7),
+        span(parent_span_id=b"\x00" * 8),
+        span(start_time_unix_nano=0),
+        span(name="n" * 300),
+    ]
     out = decode_spans.decode_native_spans(spans)
     assert not out.spans
     assert [(r.index, r.field) for r in out.rejections] == [
-        (0, "spans[0].attributes['empty']"), (1, "spans[1].attributes['filters']"),
-        (2, "spans[2].events[0].attributes['x']"), (3, "spans[3].trace_tags['intent']"),
-        (4, "spans[4].status_code"), (5, "spans[5].parent_span_id"), (6, "spans[6].start_time_unix_nano"),
+        (0, "spans[0].attributes['empty']"),
+        (1, "spans[1].attributes['filters']"),
+        (2, "spans[2].events[0].attributes['x']"),
+        (3, "spans[3].trace_tags['intent']"),
+        (4, "spans[4].status_code"),
+        (5, "spans[5].parent_span_id"),
+        (6, "spans[6].start_time_unix_nano"),
         (7, "spans[7].name"),
     ]
     assert out.rejections[0].reason == "attribute value has no value set"

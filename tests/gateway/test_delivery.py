@@ -37,8 +37,12 @@ class FlakyWriter:
     def write_spans(self, experiment_id: str, payload: bytes, span_count: int) -> None:
         from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-        ids = {s.trace_id.hex() for rs in ExportTraceServiceRequest.FromString(payload).resource_spans
-               for ss in rs.scope_spans for s in ss.spans}
+        ids = {
+            s.trace_id.hex()
+            for rs in ExportTraceServiceRequest.FromString(payload).resource_spans
+            for ss in rs.scope_spans
+            for s in ss.spans
+        }
         with self.lock:
             if self.fail_times > 0:
                 self.fail_times -= 1
@@ -59,13 +63,15 @@ class FlakyWriter:
 
 
 def cfg(**env: str) -> config.Config:
-    return config.load({"TRACEGW_RETRY_INITIAL_S": "0.01", "TRACEGW_RETRY_MAX_S": "0.05",
-                        "TRACEGW_BREAKER_COOLDOWN_S": "0.02", **env})
+    return config.load(
+        {"TRACEGW_RETRY_INITIAL_S": "0.01", "TRACEGW_RETRY_MAX_S": "0.05", "TRACEGW_BREAKER_COOLDOWN_S": "0.02", **env}
+    )
 
 
 def batch(*trace_ids: str) -> SpanBatch:
-    traces = [TraceRecord(t, "e", [SpanRecord(t, "1" * 16, None, "handle_message", "CHAIN", 1, 2)], {})
-              for t in trace_ids]
+    traces = [
+        TraceRecord(t, "e", [SpanRecord(t, "1" * 16, None, "handle_message", "CHAIN", 1, 2)], {}) for t in trace_ids
+    ]
     return SpanBatch("e", traces, len(traces))
 
 
@@ -99,8 +105,11 @@ def test_a_poison_trace_is_isolated_and_dead_lettered(tmp_path: Path) -> None:
     d.submit_batch(batch(*ids))
     wait_for(lambda: len(w.written) == 7, timeout_s=20, what="the seven good traces")
     assert sorted(w.written) == sorted(set(ids) - {ids[5]})
-    wait_for(lambda: value(m, "tracegw_spans_dropped_total", stage="write", reason="dead_letter") == 1,
-             timeout_s=5, what="the poison trace counted")
+    wait_for(
+        lambda: value(m, "tracegw_spans_dropped_total", stage="write", reason="dead_letter") == 1,
+        timeout_s=5,
+        what="the poison trace counted",
+    )
     dead = list((tmp_path / "spool" / "dead-letter").glob("*.seg"))
     assert len(dead) == 1 and value(m, "tracegw_batch_splits_total") >= 3
     d.shutdown(2)
@@ -335,8 +344,11 @@ def test_a_probe_whose_segment_is_unreadable_does_not_stall_delivery(tmp_path: P
     d = Delivery(w, RottingSpool(str(tmp_path / "spool"), 10**8, True, m), c.writer, c.retry, m, "bundles", 2)
     d.start()
     d.submit_batch(batch("f" * 32))
-    wait_for(lambda: value(m, "tracegw_spans_dropped_total", stage="write", reason="corrupt") == 1,
-             timeout_s=5, what="the torn segment counted")
+    wait_for(
+        lambda: value(m, "tracegw_spans_dropped_total", stage="write", reason="corrupt") == 1,
+        timeout_s=5,
+        what="the torn segment counted",
+    )
     d.submit_batch(batch("0" * 31 + "1"))
     wait_for(lambda: w.written == ["0" * 31 + "1"], timeout_s=5, what="the next batch after the torn probe")
     d.shutdown(2)

@@ -5,22 +5,55 @@ from gateway.metrics import GatewayMetrics
 from gateway.model import SpanRecord, SpanStatus, TraceRecord
 from gateway.process.measure import Measure
 
-TAGS = {"intent": "recommendation", "release_bundle": "b1", "prompt_version": "rec-2.4",
-        "bedrock_model_id": "m1", "deployment_stage": "prod"}
+TAGS = {
+    "intent": "recommendation",
+    "release_bundle": "b1",
+    "prompt_version": "rec-2.4",
+    "bedrock_model_id": "m1",
+    "deployment_stage": "prod",
+}
 
 
 def request(tid: str, *, error: bool = False, blocked: bool = False, intent: str = "recommendation") -> TraceRecord:
     t0 = 1_000_000_000
     spans = [
         SpanRecord(tid, "1" * 16, None, "handle_message", "CHAIN", t0, t0 + 1_500_000_000),
-        SpanRecord(tid, "2" * 16, "1" * 16, "bedrock_generate", "LLM", t0, t0 + 1,
-                   status=SpanStatus.ERROR if error else SpanStatus.OK,
-                   attributes={"input_tokens": 1000, "output_tokens": 100, "input_cost_usd": 0.0008,
-                               "output_cost_usd": 0.0004}),
-        SpanRecord(tid, "3" * 16, "1" * 16, "apply_guardrails", "GUARDRAIL", t0, t0 + 1,
-                   attributes={"fallback_triggered": True} if blocked else {}),
-        SpanRecord(tid, "4" * 16, "3" * 16, "grounding_check", "GUARDRAIL", t0, t0 + 1,
-                   attributes={"passed": not blocked, **({"action": "block"} if blocked else {})}),
+        SpanRecord(
+            tid,
+            "2" * 16,
+            "1" * 16,
+            "bedrock_generate",
+            "LLM",
+            t0,
+            t0 + 1,
+            status=SpanStatus.ERROR if error else SpanStatus.OK,
+            attributes={
+                "input_tokens": 1000,
+                "output_tokens": 100,
+                "input_cost_usd": 0.0008,
+                "output_cost_usd": 0.0004,
+            },
+        ),
+        SpanRecord(
+            tid,
+            "3" * 16,
+            "1" * 16,
+            "apply_guardrails",
+            "GUARDRAIL",
+            t0,
+            t0 + 1,
+            attributes={"fallback_triggered": True} if blocked else {},
+        ),
+        SpanRecord(
+            tid,
+            "4" * 16,
+            "3" * 16,
+            "grounding_check",
+            "GUARDRAIL",
+            t0,
+            t0 + 1,
+            attributes={"passed": not blocked, **({"action": "block"} if blocked else {})},
+        ),
     ]
     return TraceRecord(tid, "e", spans, {**TAGS, "intent": intent})
 

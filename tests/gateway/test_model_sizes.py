@@ -17,13 +17,19 @@ def wire_spans(rng: random.Random, count: int) -> list[spans_pb2.Span]:
     for i in range(count):
         trace = realistic(rng, i)
         for s in trace.spans:
-            p = spans_pb2.Span(trace_id=bytes.fromhex(s.trace_id), span_id=bytes.fromhex(s.span_id),
-                               parent_span_id=bytes.fromhex(s.parent_span_id or ""), name=s.name,
-                               span_type=s.span_type, start_time_unix_nano=s.start_time_ns,
-                               end_time_unix_nano=s.end_time_ns, status_code=1,
-                               inputs_json=json.dumps(s.inputs) if s.inputs else "",
-                               outputs_json=json.dumps(s.outputs) if s.outputs else "",
-                               trace_tags=trace.tags if s.parent_span_id is None else {})
+            p = spans_pb2.Span(
+                trace_id=bytes.fromhex(s.trace_id),
+                span_id=bytes.fromhex(s.span_id),
+                parent_span_id=bytes.fromhex(s.parent_span_id or ""),
+                name=s.name,
+                span_type=s.span_type,
+                start_time_unix_nano=s.start_time_ns,
+                end_time_unix_nano=s.end_time_ns,
+                status_code=1,
+                inputs_json=json.dumps(s.inputs) if s.inputs else "",
+                outputs_json=json.dumps(s.outputs) if s.outputs else "",
+                trace_tags=trace.tags if s.parent_span_id is None else {},
+            )
             for key, value in s.attributes.items():
                 attr = p.attributes[key]
                 if isinstance(value, bool):

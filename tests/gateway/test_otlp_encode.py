@@ -42,8 +42,16 @@ def spans_of(payload: bytes) -> list[Span]:
 
 
 def record(span_id: str, parent: str | None, **kw: Any) -> SpanRecord:
-    return SpanRecord(TRACE, span_id, parent, kw.pop("name", "step"), kw.pop("span_type", "CHAIN"),
-                      1_700_000_000_000_000_000, 1_700_000_000_500_000_000, **kw)
+    return SpanRecord(
+        TRACE,
+        span_id,
+        parent,
+        kw.pop("name", "step"),
+        kw.pop("span_type", "CHAIN"),
+        1_700_000_000_000_000_000,
+        1_700_000_000_500_000_000,
+        **kw,
+    )
 
 
 def one_span_trace(attrs: dict[str, Any]) -> TraceRecord:
@@ -51,17 +59,35 @@ def one_span_trace(attrs: dict[str, Any]) -> TraceRecord:
 
 
 def test_every_value_type_round_trips() -> None:
-    values = {"s": "日本語", "empty": "", "t": True, "f": False, "zero": 0, "neg": -5, "max": 2**63 - 1,
-              "min": -(2**63), "half": 1.5, "negzero": -0.0, "list": [1, "a", None, [2.5]], "tuple": (True,),
-              "dict": {"a": {"b": [1, {"c": "d"}]}, "n": None}, "empty_list": [], "empty_dict": {}}
+    values = {
+        "s": "日本語",
+        "empty": "",
+        "t": True,
+        "f": False,
+        "zero": 0,
+        "neg": -5,
+        "max": 2**63 - 1,
+        "min": -(2**63),
+        "half": 1.5,
+        "negzero": -0.0,
+        "list": [1, "a", None, [2.5]],
+        "tuple": (True,),
+        "dict": {"a": {"b": [1, {"c": "d"}]}, "n": None},
+        "empty_list": [],
+        "empty_dict": {},
+    }
     (span,) = spans_of(encode_traces([one_span_trace(values)]))
     got = attributes(span)
     assert got.pop("mlflow.spanType") == "CHAIN"
     assert got == {**values, "tuple": [True]}
     assert math.copysign(1.0, got["negzero"]) == -1.0
     kinds = {kv.key: kv.value.WhichOneof("value") for kv in span.attributes}
-    assert (kinds["t"], kinds["zero"], kinds["half"], kinds["empty"]) == ("bool_value", "int_value", "double_value",
-                                                                          "string_value")
+    assert (kinds["t"], kinds["zero"], kinds["half"], kinds["empty"]) == (
+        "bool_value",
+        "int_value",
+        "double_value",
+        "string_value",
+    )
 
 
 def test_out_of_range_ints_and_unknown_types_become_text_and_none_is_sent_without_a_value() -> None:
@@ -73,21 +99,49 @@ def test_out_of_range_ints_and_unknown_types_become_text_and_none_is_sent_withou
 
 
 def test_the_cache_keeps_equal_values_of_different_types_apart() -> None:
-    spans = [record(f"{i + 1:016x}", None if i == 0 else "0000000000000001", attributes={"v": v})
-             for i, v in enumerate([True, 1, 1.0, "1", 1, True, 1.0])]
+    spans = [
+        record(f"{i + 1:016x}", None if i == 0 else "0000000000000001", attributes={"v": v})
+        for i, v in enumerate([True, 1, 1.0, "1", 1, True, 1.0])
+    ]
     got = [attributes(s)["v"] for s in spans_of(encode_traces([TraceRecord(TRACE, "e", spans, {})]))]
-    assert [(type(v), v) for v in got] == [(bool, True), (int, 1), (float, 1.0), (str, "1"), (int, 1), (bool, True),
-                                           (float, 1.0)]
+    assert [(type(v), v) for v in got] == [
+        (bool, True),
+        (int, 1),
+        (float, 1.0),
+        (str, "1"),
+        (int, 1),
+        (bool, True),
+        (float, 1.0),
+    ]
 
 
 def test_span_fields_status_events_and_root_conventions() -> None:
-    root = record("b7ad6b7169203331", None, name="handle_message", status=SpanStatus.OK, inputs={"message": "hi"},
-                  outputs="done", attributes={"k": 1})
-    llm = record("00f067aa0ba902b7", "b7ad6b7169203331", name="bedrock_generate", span_type="LLM",
-                 status=SpanStatus.ERROR, status_message="throttled",
-                 attributes={"input_tokens": 10, "output_tokens": 5, "bedrock_model_id": "m-1", "provider": "bedrock",
-                             "input_cost_usd": 0.5, "output_cost_usd": 0.25},
-                 events=[SpanEvent("exception", 1_700_000_000_100_000_000, {"exception.message": "boom"})])
+    root = record(
+        "b7ad6b7169203331",
+        None,
+        name="handle_message",
+        status=SpanStatus.OK,
+        inputs={"message": "hi"},
+        outputs="done",
+        attributes={"k": 1},
+    )
+    llm = record(
+        "00f067aa0ba902b7",
+        "b7ad6b7169203331",
+        name="bedrock_generate",
+        span_type="LLM",
+        status=SpanStatus.ERROR,
+        status_message="throttled",
+        attributes={
+            "input_tokens": 10,
+            "output_tokens": 5,
+            "bedrock_model_id": "m-1",
+            "provider": "bedrock",
+            "input_cost_usd": 0.5,
+            "output_cost_usd": 0.25,
+        },
+        events=[SpanEvent("exception", 1_700_000_000_100_000_000, {"exception.message": "boom"})],
+    )
     unset = record("1111111111111111", "b7ad6b7169203331", span_type="")
     tags = {"session_id": "sess-1", "intent": "recommendation"}
     got_root, got_llm, got_unset = spans_of(encode_traces([TraceRecord(TRACE, "e", [root, llm, unset], tags)]))
@@ -97,9 +151,15 @@ def test_span_fields_status_events_and_root_conventions() -> None:
     assert (got_root.name, got_root.kind) == ("handle_message", Span.SPAN_KIND_INTERNAL)
     assert (got_root.start_time_unix_nano, got_root.end_time_unix_nano) == (root.start_time_ns, root.end_time_ns)
     assert got_root.status.code == Status.STATUS_CODE_OK
-    assert attributes(got_root) == {"mlflow.spanType": "CHAIN", "mlflow.spanInputs": {"message": "hi"},
-                                    "mlflow.spanOutputs": "done", "k": 1, "mlflow.traceTag.session_id": "sess-1",
-                                    "mlflow.traceTag.intent": "recommendation", "session.id": "sess-1"}
+    assert attributes(got_root) == {
+        "mlflow.spanType": "CHAIN",
+        "mlflow.spanInputs": {"message": "hi"},
+        "mlflow.spanOutputs": "done",
+        "k": 1,
+        "mlflow.traceTag.session_id": "sess-1",
+        "mlflow.traceTag.intent": "recommendation",
+        "session.id": "sess-1",
+    }
 
     assert (got_llm.status.code, got_llm.status.message) == (Status.STATUS_CODE_ERROR, "throttled")
     llm_attrs = attributes(got_llm)
@@ -121,9 +181,19 @@ def test_many_traces_in_one_request_keep_order_and_lengths() -> None:
     for t in range(40):
         tid = f"{t + 1:032x}"
         # Long values cross the one-byte length boundaries (127/128, 16,383/16,384).
-        spans = [SpanRecord(tid, f"{t * 100 + i + 1:016x}", None if i == 0 else f"{t * 100 + 1:016x}", f"s{i}",
-                            "CHAIN", 1 + i, 2 + i, attributes={"text": "x" * rng.choice([0, 127, 128, 16_383, 16_384])})
-                 for i in range(rng.randint(1, 20))]
+        spans = [
+            SpanRecord(
+                tid,
+                f"{t * 100 + i + 1:016x}",
+                None if i == 0 else f"{t * 100 + 1:016x}",
+                f"s{i}",
+                "CHAIN",
+                1 + i,
+                2 + i,
+                attributes={"text": "x" * rng.choice([0, 127, 128, 16_383, 16_384])},
+            )
+            for i in range(rng.randint(1, 20))
+        ]
         traces.append(TraceRecord(tid, "e", spans, {}))
     got = spans_of(encode_traces(traces))
     expected = [(s.trace_id, s.span_id, s.attributes["text"]) for t in traces for s in t.spans]

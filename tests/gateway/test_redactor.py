@@ -28,15 +28,21 @@ from tests.redaction.corpus import build
 
 CORPUS = [text for text, _gold in build()]
 # Characters the detectors care about, ASCII and full-width, plus ordinary text.
-ALPHABET = ("0123456789" * 3 + "+-.() :@#/_=\"'" + "ADEKIJSTRacerty" + "０１２３４５６７８９＋－（）＠：．"
-            + "\u3000\u2010\u2212\u30fc\uff70" + "注文番号 電話 abc xyz")
+ALPHABET = (
+    "0123456789" * 3
+    + "+-.() :@#/_=\"'"
+    + "ADEKIJSTRacerty"
+    + "０１２３４５６７８９＋－（）＠：．"
+    + "\u3000\u2010\u2212\u30fc\uff70"
+    + "注文番号 電話 abc xyz"
+)
 
 
 def cuts(text: str) -> list[str]:
     """Every window of a few lengths: entities cut in half, at the start and end of a string."""
     out = []
     for n in (6, 9, 13, 20, 32):
-        out.extend(text[i:i + n] for i in range(0, max(1, len(text) - n + 1)))
+        out.extend(text[i : i + n] for i in range(0, max(1, len(text) - n + 1)))
     return out
 
 
@@ -49,7 +55,7 @@ def reference_text(value: str, texts: TextRedactor, hits: list[str]) -> str:
     """The plain way: ``find_pii`` on every string, every match replaced."""
     parts, last = [], 0
     for m in find_pii(value):
-        parts += [value[last:m.start], texts.token(m.entity, m.canonical)]
+        parts += [value[last : m.start], texts.token(m.entity, m.canonical)]
         hits.append(m.entity)
         last = m.end
     return "".join(parts) + value[last:]
@@ -76,14 +82,25 @@ def test_may_hold_pii_is_true_wherever_find_pii_finds_something() -> None:
     assert checked > 100_000 and ruled_out > 10_000  # the test exercised both outcomes
 
 
-@pytest.mark.parametrize("value", ["manga-intent-classifier", "product_question", "sess-612ea6cecc1b",
-                                   "manga-reranker-4", "ワンピース 107巻は通常版ですか？", "end_turn", "dynamodb"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "manga-intent-classifier",
+        "product_question",
+        "sess-612ea6cecc1b",
+        "manga-reranker-4",
+        "ワンピース 107巻は通常版ですか？",
+        "end_turn",
+        "dynamodb",
+    ],
+)
 def test_common_clean_values_are_ruled_out_without_find_pii(value: str) -> None:
     assert not may_hold_pii(value)
 
 
-@pytest.mark.parametrize("value", ["a@b.jp", "req-100000000522-000059", "fe80::1", "Bearer x", "ＡＫＩＡ key",
-                                   "x ０９０ 12"])
+@pytest.mark.parametrize(
+    "value", ["a@b.jp", "req-100000000522-000059", "fe80::1", "Bearer x", "ＡＫＩＡ key", "x ０９０ 12"]
+)
 def test_what_could_be_pii_is_not_ruled_out(value: str) -> None:
     assert may_hold_pii(value)
 
@@ -118,22 +135,48 @@ def test_the_clean_cache_never_holds_a_string_with_pii_and_stays_bounded() -> No
 
 def make_trace(texts: list[str], i: int) -> TraceRecord:
     """A trace with corpus texts in every place the redactor looks (and a few it must not)."""
+
     def pick(k: int) -> str:
         return texts[(i * 7 + k) % len(texts)]
 
     tid = f"{i:032x}"
-    root = SpanRecord(tid, "1" * 16, None, "handle_message", "CHAIN", 1, 2,
-                      attributes={"s": pick(0), "n": 3, "f": 1.5, "b": True, "none": None, "short": "a@b",
-                                  "l": [pick(1), 2, [pick(2)]], "t": (pick(3), 1), "d": {"k": pick(4), "x": 1}},
-                      events=[SpanEvent("exception", 5, {"exception.message": pick(5),
-                                                          "exception.stacktrace": pick(6)})],
-                      inputs={"message": pick(7), "page_type": "product", "n": [1, 2.0, None]},
-                      outputs=pick(8) * (1 + i % 3),
-                      status_message=pick(9))
-    child = SpanRecord(tid, "2" * 16, "1" * 16, "bedrock_generate", "LLM", 1, 2,
-                       attributes={"model": "anthropic.claude-3-5-haiku-20241022-v1:0", "p": pick(10)},
-                       inputs=[pick(11), {"q": pick(12)}], outputs={"reply": pick(13)},
-                       trace_tags={"late_note": pick(14), "session_id": pick(15)})
+    root = SpanRecord(
+        tid,
+        "1" * 16,
+        None,
+        "handle_message",
+        "CHAIN",
+        1,
+        2,
+        attributes={
+            "s": pick(0),
+            "n": 3,
+            "f": 1.5,
+            "b": True,
+            "none": None,
+            "short": "a@b",
+            "l": [pick(1), 2, [pick(2)]],
+            "t": (pick(3), 1),
+            "d": {"k": pick(4), "x": 1},
+        },
+        events=[SpanEvent("exception", 5, {"exception.message": pick(5), "exception.stacktrace": pick(6)})],
+        inputs={"message": pick(7), "page_type": "product", "n": [1, 2.0, None]},
+        outputs=pick(8) * (1 + i % 3),
+        status_message=pick(9),
+    )
+    child = SpanRecord(
+        tid,
+        "2" * 16,
+        "1" * 16,
+        "bedrock_generate",
+        "LLM",
+        1,
+        2,
+        attributes={"model": "anthropic.claude-3-5-haiku-20241022-v1:0", "p": pick(10)},
+        inputs=[pick(11), {"q": pick(12)}],
+        outputs={"reply": pick(13)},
+        trace_tags={"late_note": pick(14), "session_id": pick(15)},
+    )
     tags = {"note": pick(16), "request_id": pick(17), "session_id": pick(18), "intent": "product_question"}
     spans = [child, root] if i % 2 else [child]  # odd: the root is there; even: tags' audit on the first span
     return TraceRecord(tid, "e", spans, tags)
@@ -156,8 +199,9 @@ def reference_process(traces: list[TraceRecord], redactor: Redactor) -> list[Tra
                 e.attributes = reference_value(e.attributes, texts, hits)
             span.status_message = reference_text(span.status_message, texts, hits)
             if span.trace_tags:
-                span.trace_tags = {k: v if k in keep else reference_text(v, texts, hits)
-                                   for k, v in span.trace_tags.items()}
+                span.trace_tags = {
+                    k: v if k in keep else reference_text(v, texts, hits) for k, v in span.trace_tags.items()
+                }
             if span.is_root and tag_hits:
                 hits += tag_hits
                 tag_hits = []
@@ -184,8 +228,25 @@ def test_the_stage_redacts_every_place_exactly_like_the_plain_walk() -> None:
 
 def test_json_length_is_that_of_json_dumps() -> None:
     rng = random.Random(3)
-    scalars: list[Any] = ["", "a", "日本語", "q\"\\\n\t\x01\x7f", 0, -12, 10**40, 1.5, -0.0, 1e-308, 1e300,
-                          float("nan"), float("inf"), float("-inf"), True, False, None]
+    scalars: list[Any] = [
+        "",
+        "a",
+        "日本語",
+        'q"\\\n\t\x01\x7f',
+        0,
+        -12,
+        10**40,
+        1.5,
+        -0.0,
+        1e-308,
+        1e300,
+        float("nan"),
+        float("inf"),
+        float("-inf"),
+        True,
+        False,
+        None,
+    ]
 
     def value(depth: int) -> Any:
         kind = rng.randrange(4 if depth < 3 else 1)
@@ -195,7 +256,7 @@ def test_json_length_is_that_of_json_dumps() -> None:
             return [value(depth + 1) for _ in range(rng.randrange(4))]
         if kind == 2:
             return tuple(value(depth + 1) for _ in range(rng.randrange(3)))
-        return {rng.choice(["k", "键", "a\"b", ""]) + str(j): value(depth + 1) for j in range(rng.randrange(4))}
+        return {rng.choice(["k", "键", 'a"b', ""]) + str(j): value(depth + 1) for j in range(rng.randrange(4))}
 
     for _ in range(3000):
         v = value(0)
@@ -205,8 +266,9 @@ def test_json_length_is_that_of_json_dumps() -> None:
     assert _json_len({1: "a"}, 100) > 100 and _json_len({"a": object()}, 100) > 100  # unknown: text built
 
 
-@pytest.mark.parametrize("value", [{"m": "x" * 490}, {"m": "x" * 600}, ["y" * 250, "z" * 250], {"k": object()},
-                                   {"m": "\n" * 300}, {"k": 1}])
+@pytest.mark.parametrize(
+    "value", [{"m": "x" * 490}, {"m": "x" * 600}, ["y" * 250, "z" * 250], {"k": object()}, {"m": "\n" * 300}, {"k": 1}]
+)
 def test_cap_preview_is_unchanged(value: Any) -> None:
     text = json.dumps(value, ensure_ascii=False, default=str)
     want = value if len(text) <= 500 else text[:500] + TRUNCATION_MARKER.format(n=len(text) - 500)

@@ -59,11 +59,25 @@ def test_late_spans_join_a_held_trace() -> None:
     assert got is not None and len(got.spans) == 2
 
 
-TREE = [("handle_message", None), ("load_context", 0), ("intent_classification", 0), ("route_intent", 0),
-        ("retrieve_chunks", 0), ("embed_query", 4), ("vector_search", 4), ("keyword_search", 4),
-        ("rerank_chunks", 4), ("build_prompt", 0), ("bedrock_generate", 0), ("apply_guardrails", 0),
-        ("prompt_injection", 11), ("pii_detection", 11), ("grounding_check", 11), ("format_validation", 11),
-        ("persist_response", 0)]
+TREE = [
+    ("handle_message", None),
+    ("load_context", 0),
+    ("intent_classification", 0),
+    ("route_intent", 0),
+    ("retrieve_chunks", 0),
+    ("embed_query", 4),
+    ("vector_search", 4),
+    ("keyword_search", 4),
+    ("rerank_chunks", 4),
+    ("build_prompt", 0),
+    ("bedrock_generate", 0),
+    ("apply_guardrails", 0),
+    ("prompt_injection", 11),
+    ("pii_detection", 11),
+    ("grounding_check", 11),
+    ("format_validation", 11),
+    ("persist_response", 0),
+]
 
 
 def realistic(rng: random.Random, i: int) -> TraceRecord:
@@ -73,22 +87,45 @@ def realistic(rng: random.Random, i: int) -> TraceRecord:
     spans = []
     for k, (name, parent) in enumerate(TREE):
         attrs: dict[str, object] = {"rule_id": f"{name}-v3", "latency_ms": rng.random() * 20, "passed": True}
-        span = SpanRecord(tid, ids[k], None if parent is None else ids[parent], name,
-                          "LLM" if name == "bedrock_generate" else "CHAIN", 10**18 + k, 10**18 + 10**7 - k,
-                          SpanStatus.OK, "", attrs)
+        span = SpanRecord(
+            tid,
+            ids[k],
+            None if parent is None else ids[parent],
+            name,
+            "LLM" if name == "bedrock_generate" else "CHAIN",
+            10**18 + k,
+            10**18 + 10**7 - k,
+            SpanStatus.OK,
+            "",
+            attrs,
+        )
         if k == 0:
-            span.inputs = {"message": f"Recommend a manga like Vinland Saga, order {rng.getrandbits(30)}",
-                           "page_type": "product"}
+            span.inputs = {
+                "message": f"Recommend a manga like Vinland Saga, order {rng.getrandbits(30)}",
+                "page_type": "product",
+            }
             span.outputs = {"reply": "You might enjoy Kingdom or Berserk.", "response_id": f"resp_{i:010d}"}
         if name == "retrieve_chunks":
             attrs["chunk_ids"] = [f"chunk-{rng.getrandbits(24):06x}" for _ in range(6)]
         if name == "bedrock_generate":
-            attrs.update({"provider": "bedrock", "input_tokens": rng.randrange(2000), "output_tokens": 150,
-                          "input_cost_usd": 0.00096, "output_cost_usd": 0.0006})
+            attrs.update(
+                {
+                    "provider": "bedrock",
+                    "input_tokens": rng.randrange(2000),
+                    "output_tokens": 150,
+                    "input_cost_usd": 0.00096,
+                    "output_cost_usd": 0.0006,
+                }
+            )
             span.events = [SpanEvent("retry", 10**18 + 5, {"attempt": 1})]
         spans.append(span)
-    tags = {"session_id": f"sess-{rng.getrandbits(48):012x}", "request_id": f"req-{i}", "intent": "recommendation",
-            "release_bundle": "2026.11.20-rc1", "tracegw.incomplete": "false"}
+    tags = {
+        "session_id": f"sess-{rng.getrandbits(48):012x}",
+        "request_id": f"req-{i}",
+        "intent": "recommendation",
+        "release_bundle": "2026.11.20-rc1",
+        "tracegw.incomplete": "false",
+    }
     return TraceRecord(tid, "exp", spans, tags, first_seen=float(i))
 
 

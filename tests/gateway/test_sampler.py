@@ -38,17 +38,34 @@ def cfg(**kw: str) -> config.SamplingConfig:
     return config.load(env).sampling
 
 
-def trace(tid: str = "ab" * 16, *, status: SpanStatus = SpanStatus.OK, attrs: dict | None = None,
-          tags: dict | None = None, duration_s: float = 0.1, late: bool = False) -> TraceRecord:
-    root = SpanRecord(tid, "1" * 16, None, "handle_message", "CHAIN", 1, 1 + int(duration_s * 1e9), status,
-                      attributes=dict(attrs or {}))
+def trace(
+    tid: str = "ab" * 16,
+    *,
+    status: SpanStatus = SpanStatus.OK,
+    attrs: dict | None = None,
+    tags: dict | None = None,
+    duration_s: float = 0.1,
+    late: bool = False,
+) -> TraceRecord:
+    root = SpanRecord(
+        tid,
+        "1" * 16,
+        None,
+        "handle_message",
+        "CHAIN",
+        1,
+        1 + int(duration_s * 1e9),
+        status,
+        attributes=dict(attrs or {}),
+    )
     return TraceRecord(tid, "e", [root], dict(tags or {}), late=late)
 
 
 def make(c: config.SamplingConfig, forced: set[str] | None = None) -> tuple[Sampler, list[TraceRecord]]:
     dropped: list[TraceRecord] = []
-    s = Sampler(c, GatewayMetrics(CollectorRegistry()), on_dropped=dropped.append,
-                forced=(forced or set()).__contains__)
+    s = Sampler(
+        c, GatewayMetrics(CollectorRegistry()), on_dropped=dropped.append, forced=(forced or set()).__contains__
+    )
     return s, dropped
 
 
@@ -73,11 +90,22 @@ def test_tail_policies_keep_whatever_the_ratio_and_say_why() -> None:
 
 
 def test_each_tail_policy_can_be_switched_off() -> None:
-    s, _ = make(cfg(TRACEGW_TAIL_KEEP_ERRORS="false", TRACEGW_TAIL_KEEP_GUARDRAIL="false",
-                    TRACEGW_TAIL_LATENCY_THRESHOLD_S="0", TRACEGW_TAIL_KEEP_STAGES="",
-                    TRACEGW_TAIL_KEEP_CONTRACT_VIOLATIONS="false", TRACEGW_TAIL_KEEP_FORCED="false"))
-    everything = trace(status=SpanStatus.ERROR, attrs={"action": "block"}, duration_s=9,
-                       tags={"deployment_stage": "canary", VIOLATIONS_TAG: "x", FORCE_TAG: "true"})
+    s, _ = make(
+        cfg(
+            TRACEGW_TAIL_KEEP_ERRORS="false",
+            TRACEGW_TAIL_KEEP_GUARDRAIL="false",
+            TRACEGW_TAIL_LATENCY_THRESHOLD_S="0",
+            TRACEGW_TAIL_KEEP_STAGES="",
+            TRACEGW_TAIL_KEEP_CONTRACT_VIOLATIONS="false",
+            TRACEGW_TAIL_KEEP_FORCED="false",
+        )
+    )
+    everything = trace(
+        status=SpanStatus.ERROR,
+        attrs={"action": "block"},
+        duration_s=9,
+        tags={"deployment_stage": "canary", VIOLATIONS_TAG: "x", FORCE_TAG: "true"},
+    )
     assert s.process([everything]) == []
 
 
@@ -108,8 +136,16 @@ def test_unhashable_action_values_do_not_break_the_guardrail_policy() -> None:
 
     cfg = config.load({"MLFLOW_TRACE_SAMPLING_RATIO": "0"})
     sampler = Sampler(cfg.sampling, GatewayMetrics(CollectorRegistry()))
-    odd = SpanRecord("1" * 32, "2" * 16, None, "handle_message", "CHAIN", 1, 2,
-                     attributes={"action": ["block"], "fallback_triggered": {"x": 1}})
+    odd = SpanRecord(
+        "1" * 32,
+        "2" * 16,
+        None,
+        "handle_message",
+        "CHAIN",
+        1,
+        2,
+        attributes={"action": ["block"], "fallback_triggered": {"x": 1}},
+    )
     acting = SpanRecord("3" * 32, "2" * 16, None, "handle_message", "CHAIN", 1, 2, attributes={"action": "redact"})
     assert sampler.tail_reasons(TraceRecord("1" * 32, "e", [odd], {})) == []
     assert sampler.tail_reasons(TraceRecord("3" * 32, "e", [acting], {})) == ["guardrail"]

@@ -100,8 +100,11 @@ def test_mlflow_down_then_back_nothing_lost(tmp_path: Path, gateway_factory: Any
         assert stats.errors == 0
 
         # The gateway keeps what it accepted (disk spool) and retries; nothing is dropped.
-        wait_for(lambda: _sample(gw, "tracegw_write_retries_total", {"kind": "spans"}) > 0, timeout_s=30,
-                 what="retries while MLflow is down")
+        wait_for(
+            lambda: _sample(gw, "tracegw_write_retries_total", {"kind": "spans"}) > 0,
+            timeout_s=30,
+            what="retries while MLflow is down",
+        )
         wait_for(lambda: _sample(gw, "tracegw_spool_segments") > 0, timeout_s=10, what="batches in the spool")
         assert _sample(gw, "tracegw_spans_written_total") == spans(FIRST_PLANS)
 
@@ -111,16 +114,22 @@ def test_mlflow_down_then_back_nothing_lost(tmp_path: Path, gateway_factory: Any
 
         def all_stored() -> bool:
             exp = client.get_experiment_by_name("availability")
-            return exp is not None and len(client.search_traces(locations=[exp.experiment_id],
-                                                                 max_results=200)) == len(FIRST_PLANS + SECOND_PLANS)
+            return exp is not None and len(client.search_traces(locations=[exp.experiment_id], max_results=200)) == len(
+                FIRST_PLANS + SECOND_PLANS
+            )
 
         wait_for(all_stored, timeout_s=90, interval_s=0.5, what="all 70 traces in MLflow after the outage")
-        assert everything <= {t.info.trace_id for t in client.search_traces(
-            locations=[client.get_experiment_by_name("availability").experiment_id], max_results=200)}
+        assert everything <= {
+            t.info.trace_id
+            for t in client.search_traces(
+                locations=[client.get_experiment_by_name("availability").experiment_id], max_results=200
+            )
+        }
         wait_for(lambda: _sample(gw, "tracegw_spool_segments") == 0, timeout_s=10, what="spool emptied")
         assert _sample(gw, "tracegw_spans_written_total") == spans(FIRST_PLANS) + spans(SECOND_PLANS)
-        dropped = sum(m.value for fam in gw.metrics.registry.collect() if fam.name == "tracegw_spans_dropped"
-                      for m in fam.samples)
+        dropped = sum(
+            m.value for fam in gw.metrics.registry.collect() if fam.name == "tracegw_spans_dropped" for m in fam.samples
+        )
         assert dropped == 0
     finally:
         if tracer is not None:
@@ -160,8 +169,11 @@ def test_prometheus_scrape_reports_received_and_written_spans(gateway_factory: A
 
     _, body = _get(url)
     assert _scraped(body, "tracegw_spans_received_total", {"receiver": "native"}) == sent
-    wait_for(lambda: _scraped(_get(url)[1], "tracegw_spans_written_total") == sent, timeout_s=30,
-             what="tracegw_spans_written_total to reach the spans sent")
+    wait_for(
+        lambda: _scraped(_get(url)[1], "tracegw_spans_written_total") == sent,
+        timeout_s=30,
+        what="tracegw_spans_written_total to reach the spans sent",
+    )
     _, body = _get(url)
     assert _scraped(body, "tracegw_traces_written_total") == 10
     assert not _scraped(body, "tracegw_spans_dropped_total")

@@ -41,8 +41,9 @@ print(json.dumps({{
 """
 
 
-def _run(args: list[str], timeout_s: float, env: dict[str, str] | None = None,
-         cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def _run(
+    args: list[str], timeout_s: float, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(args, capture_output=True, text=True, timeout=timeout_s, check=False, env=env, cwd=cwd)
 
 

@@ -55,17 +55,22 @@ class RecordingWriter:
 def running(tmp_path: Any, flush_when_idle: str) -> Iterator[tuple[RecordingWriter, ThreadedGateway, Tracer]]:
     """A gateway writing to a ``RecordingWriter`` (a 30 s batch delay), and a client sending to it."""
     writer = RecordingWriter()
-    gw = ThreadedGateway(config.load({
-        "TRACEGW_LISTEN_ADDRESS": "127.0.0.1:0",
-        "TRACEGW_METRICS_ADDRESS": "127.0.0.1:0",
-        "MLFLOW_TRACKING_URI": "http://127.0.0.1:9",  # never contacted: the writer is the fake above
-        "TRACEGW_SPOOL_DIR": str(tmp_path / f"spool-{flush_when_idle}"),
-        "TRACEGW_ROOT_GRACE_S": "0.05",
-        "TRACEGW_BATCH_MAX_DELAY_S": "30",
-        "TRACEGW_BATCH_FLUSH_WHEN_IDLE": flush_when_idle,
-        "TRACEGW_MEMORY_SOFT_LIMIT_BYTES": str(8 << 30),
-        "TRACEGW_MEMORY_HARD_LIMIT_BYTES": str(12 << 30),
-    }), writer=writer)
+    gw = ThreadedGateway(
+        config.load(
+            {
+                "TRACEGW_LISTEN_ADDRESS": "127.0.0.1:0",
+                "TRACEGW_METRICS_ADDRESS": "127.0.0.1:0",
+                "MLFLOW_TRACKING_URI": "http://127.0.0.1:9",  # never contacted: the writer is the fake above
+                "TRACEGW_SPOOL_DIR": str(tmp_path / f"spool-{flush_when_idle}"),
+                "TRACEGW_ROOT_GRACE_S": "0.05",
+                "TRACEGW_BATCH_MAX_DELAY_S": "30",
+                "TRACEGW_BATCH_FLUSH_WHEN_IDLE": flush_when_idle,
+                "TRACEGW_MEMORY_SOFT_LIMIT_BYTES": str(8 << 30),
+                "TRACEGW_MEMORY_HARD_LIMIT_BYTES": str(12 << 30),
+            }
+        ),
+        writer=writer,
+    )
     tracer = Tracer(ClientConfig(target=gw.target, flush_interval_s=0.02))
     try:
         yield writer, gw, tracer

@@ -31,8 +31,9 @@ def _send_otel_trace(target: str, headers: Sequence[tuple[str, str]] | None = No
         with tracer.start_as_current_span("otel_root", attributes={"request_id": "otel-req-1"}) as root:
             with tracer.start_as_current_span("otel_retrieve", attributes={"k": 5, "source": "faq"}) as retrieve:
                 pass
-            with tracer.start_as_current_span("otel_generate", record_exception=False,
-                                              set_status_on_exception=False) as generate:
+            with tracer.start_as_current_span(
+                "otel_generate", record_exception=False, set_status_on_exception=False
+            ) as generate:
                 generate.set_attribute("model", "claude-haiku")
                 generate.record_exception(RuntimeError("ThrottlingException"))
                 generate.set_status(Status(StatusCode.ERROR, "throttled"))
@@ -40,8 +41,10 @@ def _send_otel_trace(target: str, headers: Sequence[tuple[str, str]] | None = No
     finally:
         provider.shutdown()
     ctx = root.get_span_context()
-    ids = {name: format(s.get_span_context().span_id, "016x")
-           for name, s in (("otel_root", root), ("otel_retrieve", retrieve), ("otel_generate", generate))}
+    ids = {
+        name: format(s.get_span_context().span_id, "016x")
+        for name, s in (("otel_root", root), ("otel_retrieve", retrieve), ("otel_generate", generate))
+    }
     return "tr-" + format(ctx.trace_id, "032x"), ids
 
 
@@ -85,8 +88,7 @@ def test_otel_sdk_trace_reaches_mlflow(mlflow_server: MlflowServer, gateway_fact
 
 
 @pytest.mark.integration
-def test_otlp_metadata_routes_spans_to_the_named_experiment(mlflow_server: MlflowServer,
-                                                            gateway_factory: Any) -> None:
+def test_otlp_metadata_routes_spans_to_the_named_experiment(mlflow_server: MlflowServer, gateway_factory: Any) -> None:
     import mlflow
 
     gw = gateway_factory(MLFLOW_TRACKING_URI=mlflow_server.url, MLFLOW_EXPERIMENT_NAME="otel-default")

@@ -16,9 +16,17 @@ from clients.events import BundleComponents, BundleRegistered
 from tests.support import MlflowServer, wait_for
 
 PII_VALUES = [
-    "taro.yamada@example.co.jp", "090-1234-5678", "０９０－８７６５－４３２１", "+1 415-555-0132",
-    "503-1234567-7654321", "4111 1111 1111 1111", "203.0.113.77", "AKIAIOSFODNN7EXAMPLE",
-    "hanako_s+manga@gmail.com", "03-1234-5678", "2001:db8::8a2e:370:7334",
+    "taro.yamada@example.co.jp",
+    "090-1234-5678",
+    "０９０－８７６５－４３２１",
+    "+1 415-555-0132",
+    "503-1234567-7654321",
+    "4111 1111 1111 1111",
+    "203.0.113.77",
+    "AKIAIOSFODNN7EXAMPLE",
+    "hanako_s+manga@gmail.com",
+    "03-1234-5678",
+    "2001:db8::8a2e:370:7334",
 ]
 KEEP = ["Frieren Deluxe Edition", "978-4-09-850348-1", "¥1,980"]
 
@@ -49,23 +57,34 @@ def files_text(root: Path) -> str:
 
 
 @pytest.mark.integration
-def test_no_pii_reaches_mlflow_disk_or_logs(mlflow_server: MlflowServer, gateway_factory: Any,
-                                             caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:
+def test_no_pii_reaches_mlflow_disk_or_logs(
+    mlflow_server: MlflowServer, gateway_factory: Any, caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
     caplog.set_level(logging.DEBUG)
-    gw = gateway_factory(MLFLOW_TRACKING_URI=mlflow_server.url, MLFLOW_EXPERIMENT_NAME="redaction-e2e",
-                         TRACEGW_BUNDLE_EXPERIMENT="redaction-e2e-bundles")
+    gw = gateway_factory(
+        MLFLOW_TRACKING_URI=mlflow_server.url,
+        MLFLOW_EXPERIMENT_NAME="redaction-e2e",
+        TRACEGW_BUNDLE_EXPERIMENT="redaction-e2e-bundles",
+    )
     tracer = Tracer(ClientConfig(target=gw.target, flush_interval_s=0.05))
     email, phone, fw_phone, us_phone, order, card, ip, key, email2, landline, ip6 = PII_VALUES
     trace_ids = []
     for i in range(5):
-        with tracer.start_span("handle_message", span_type="CHAIN", attributes={
-                "request_id": f"req-e2e-{i}", "customer_contact": f"{email} / {phone}",
-                "addresses": [ip, ip6]}) as root:
-            root.set_inputs({"message": f"My order {order} for Frieren Deluxe Edition (ISBN 978-4-09-850348-1, "
-                                        f"¥1,980) has not arrived. Call {fw_phone} or {us_phone}.",
-                             "history": [{"role": "user", "content": f"mail {email2}"}]})
-            tracer.update_current_trace(tags={"request_id": f"req-e2e-{i}", "intent": "order_status",
-                                              "customer_note": f"prefers {landline}"})
+        with tracer.start_span(
+            "handle_message",
+            span_type="CHAIN",
+            attributes={"request_id": f"req-e2e-{i}", "customer_contact": f"{email} / {phone}", "addresses": [ip, ip6]},
+        ) as root:
+            root.set_inputs(
+                {
+                    "message": f"My order {order} for Frieren Deluxe Edition (ISBN 978-4-09-850348-1, "
+                    f"¥1,980) has not arrived. Call {fw_phone} or {us_phone}.",
+                    "history": [{"role": "user", "content": f"mail {email2}"}],
+                }
+            )
+            tracer.update_current_trace(
+                tags={"request_id": f"req-e2e-{i}", "intent": "order_status", "customer_note": f"prefers {landline}"}
+            )
             with tracer.start_span("bedrock_generate", span_type="LLM") as gen:
                 gen.add_event("retry", {"detail": f"card {card} declined"})
                 gen.set_status("ERROR", f"upstream rejected key {key}")
@@ -76,12 +95,27 @@ def test_no_pii_reaches_mlflow_disk_or_logs(mlflow_server: MlflowServer, gateway
                 gen.set_outputs({"text": f"Frieren Deluxe Edition is ¥1,980; we will email {email}."})
             root.set_outputs({"reply": f"Frieren Deluxe Edition ships soon; order {order}."})
             trace_ids.append(root.trace_id)
-        tracer.record_feedback(FeedbackEvent(response_id=f"resp_e2e{i}", trace_id=root.trace_id,
-                                             feedback="thumbs_down", reason_code="wrong_answer",
-                                             comment=f"wrong! call me on {phone} or {email}"))
-    tracer.record_bundle_event(BundleEvent("mangaassist-chatbot-prod", "2026.11.26-e2e", BundleRegistered(
-        BundleComponents("7", "rr-4", "recommendation-2.4", "anthropic.claude-3-5-haiku-20241022-v1:0", "rag-v5",
-                         "gr-12")), note=f"approved by {email2}, pager {us_phone}"))
+        tracer.record_feedback(
+            FeedbackEvent(
+                response_id=f"resp_e2e{i}",
+                trace_id=root.trace_id,
+                feedback="thumbs_down",
+                reason_code="wrong_answer",
+                comment=f"wrong! call me on {phone} or {email}",
+            )
+        )
+    tracer.record_bundle_event(
+        BundleEvent(
+            "mangaassist-chatbot-prod",
+            "2026.11.26-e2e",
+            BundleRegistered(
+                BundleComponents(
+                    "7", "rr-4", "recommendation-2.4", "anthropic.claude-3-5-haiku-20241022-v1:0", "rag-v5", "gr-12"
+                )
+            ),
+            note=f"approved by {email2}, pager {us_phone}",
+        )
+    )
     assert tracer.flush(timeout_s=10)
 
     import mlflow

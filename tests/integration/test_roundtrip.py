@@ -17,14 +17,22 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 
 EXPECTED_PARENTS = {
     "handle_message": None,
-    "load_context": "handle_message", "intent_classification": "handle_message",
-    "route_intent": "handle_message", "retrieve_chunks": "handle_message", "build_prompt": "handle_message",
-    "bedrock_generate": "handle_message", "apply_guardrails": "handle_message",
+    "load_context": "handle_message",
+    "intent_classification": "handle_message",
+    "route_intent": "handle_message",
+    "retrieve_chunks": "handle_message",
+    "build_prompt": "handle_message",
+    "bedrock_generate": "handle_message",
+    "apply_guardrails": "handle_message",
     "persist_response": "handle_message",
-    "embed_query": "retrieve_chunks", "vector_search": "retrieve_chunks", "keyword_search": "retrieve_chunks",
+    "embed_query": "retrieve_chunks",
+    "vector_search": "retrieve_chunks",
+    "keyword_search": "retrieve_chunks",
     "rerank_chunks": "retrieve_chunks",
-    "prompt_injection": "apply_guardrails", "pii_detection": "apply_guardrails",
-    "grounding_check": "apply_guardrails", "format_validation": "apply_guardrails",
+    "prompt_injection": "apply_guardrails",
+    "pii_detection": "apply_guardrails",
+    "grounding_check": "apply_guardrails",
+    "format_validation": "apply_guardrails",
 }
 
 
@@ -87,9 +95,15 @@ def test_client_trace_lands_in_mlflow_with_tree_tags_and_ids(backend: str, gatew
     assert names["bedrock_generate"].span_type == "LLM"
     assert names["bedrock_generate"].attributes["input_tokens"] == ok_plan.input_tokens
     tags = trace.info.tags
-    for key, value in {"intent": ok_plan.intent, "release_bundle": RELEASE_BUNDLE, "session_id": ok_plan.session_id,
-                       "request_id": ok_plan.request_id, "prompt_version": ok_plan.prompt_version,
-                       "bedrock_model_id": ok_plan.model_id, "page_type": ok_plan.page_type}.items():
+    for key, value in {
+        "intent": ok_plan.intent,
+        "release_bundle": RELEASE_BUNDLE,
+        "session_id": ok_plan.session_id,
+        "request_id": ok_plan.request_id,
+        "prompt_version": ok_plan.prompt_version,
+        "bedrock_model_id": ok_plan.model_id,
+        "page_type": ok_plan.page_type,
+    }.items():
         assert tags[key] == value, key
     assert trace.info.trace_metadata.get("mlflow.trace.session") == ok_plan.session_id
     assert trace.info.token_usage["input_tokens"] == ok_plan.input_tokens
@@ -101,8 +115,9 @@ def test_client_trace_lands_in_mlflow_with_tree_tags_and_ids(backend: str, gatew
     assert any(e.name == "exception" for e in gen.events)
 
     exp = client.get_experiment_by_name("roundtrip")
-    found = client.search_traces(locations=[exp.experiment_id],
-                                 filter_string=f"tags.request_id = '{ok_plan.request_id}'")
+    found = client.search_traces(
+        locations=[exp.experiment_id], filter_string=f"tags.request_id = '{ok_plan.request_id}'"
+    )
     assert [t.info.trace_id for t in found] == ["tr-" + ok_id]
     by_intent = client.search_traces(locations=[exp.experiment_id], filter_string=f"tags.intent = '{ok_plan.intent}'")
     assert "tr-" + ok_id in {t.info.trace_id for t in by_intent}
@@ -116,8 +131,15 @@ def test_feedback_joins_its_trace(backend: str, gateway_factory: Any) -> None:
     plan = plan_requests(1, seed=9)[0]
     trace_id = handle_message(tracer, plan)
     # sent at once, before the trace can have reached MLflow: the gateway joins it when it lands
-    assert tracer.record_feedback(FeedbackEvent(response_id="resp_1", trace_id=trace_id, feedback="thumbs_down",
-                                                reason_code="wrong_recommendation", session_id=plan.session_id))
+    assert tracer.record_feedback(
+        FeedbackEvent(
+            response_id="resp_1",
+            trace_id=trace_id,
+            feedback="thumbs_down",
+            reason_code="wrong_recommendation",
+            session_id=plan.session_id,
+        )
+    )
     assert tracer.flush(timeout_s=10)
     client = mlflow_client(backend)
 
@@ -151,10 +173,22 @@ def test_bundle_events_build_the_bundle_run(mlflow_server: MlflowServer, gateway
     gw = gateway_factory(MLFLOW_TRACKING_URI=mlflow_server.url, TRACEGW_BUNDLE_EXPERIMENT="bundles-test")
     tracer = Tracer(ClientConfig(target=gw.target, flush_interval_s=0.05))
     name, version = "mangaassist-chatbot-prod", "2026.11.26-rc3"
-    tracer.record_bundle_event(BundleEvent(name, version, BundleRegistered(BundleComponents(
-        "7", "rr-4", "recommendation-2.4", "anthropic.claude-3-5-haiku-20241022-v1:0", "rag-v5", "gr-12"))))
-    tracer.record_bundle_event(BundleEvent(name, version, BundleEvaluated(
-        EvaluationStage.SHADOW, EvaluationVerdict.PASS, {"intent_accuracy": 0.95})))
+    tracer.record_bundle_event(
+        BundleEvent(
+            name,
+            version,
+            BundleRegistered(
+                BundleComponents(
+                    "7", "rr-4", "recommendation-2.4", "anthropic.claude-3-5-haiku-20241022-v1:0", "rag-v5", "gr-12"
+                )
+            ),
+        )
+    )
+    tracer.record_bundle_event(
+        BundleEvent(
+            name, version, BundleEvaluated(EvaluationStage.SHADOW, EvaluationVerdict.PASS, {"intent_accuracy": 0.95})
+        )
+    )
     tracer.record_bundle_event(BundleEvent(name, version, BundlePromoted(previous_version="2026.11.20-rc1")))
     assert tracer.flush(timeout_s=10)
     client = mlflow_client(mlflow_server.url)

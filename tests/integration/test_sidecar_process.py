@@ -57,8 +57,11 @@ class Sidecar:
 
     def health(self, service: str = "") -> Any:
         with grpc.insecure_channel(self.target) as channel:
-            return health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(service=service), timeout=2).status
+            return (
+                health_pb2_grpc.HealthStub(channel)
+                .Check(health_pb2.HealthCheckRequest(service=service), timeout=2)
+                .status
+            )
 
     def scrape(self, metric: str) -> float | None:
         from prometheus_client.parser import text_string_to_metric_families
@@ -91,10 +94,15 @@ def sidecar(tmp_path: Path) -> Iterator[Sidecar]:
     )
     log_path = tmp_path / "tracegw.log"
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve"], stdout=log,
-                                stderr=subprocess.STDOUT, env=env, cwd=tmp_path, start_new_session=True)
-    car = Sidecar(proc, f"127.0.0.1:{grpc_port}", f"http://127.0.0.1:{metrics_port}/metrics", tracking_uri,
-                  log_path)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli", "serve"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=tmp_path,
+            start_new_session=True,
+        )
+    car = Sidecar(proc, f"127.0.0.1:{grpc_port}", f"http://127.0.0.1:{metrics_port}/metrics", tracking_uri, log_path)
 
     def serving() -> bool:
         if proc.poll() is not None:
@@ -127,8 +135,9 @@ def test_sigterm_drains_assembly_into_mlflow_and_exits_0(sidecar: Sidecar) -> No
     assert stats.spans_sent == sum(p.span_count for p in plans) and stats.spans_dropped_total == 0
     # Nothing is written yet: the root grace (30 s) holds every trace in assembly.
     sent = sum(p.span_count for p in plans)
-    assert wait_for(lambda: sidecar.scrape("tracegw_spans_received_total") == sent, timeout_s=10,
-                    what="gateway received every span")
+    assert wait_for(
+        lambda: sidecar.scrape("tracegw_spans_received_total") == sent, timeout_s=10, what="gateway received every span"
+    )
     assert sidecar.scrape("tracegw_assembly_traces_in_flight") == 20
     assert not sidecar.scrape("tracegw_spans_written_total")
 
@@ -172,8 +181,9 @@ def test_health_and_reflection_on_the_running_sidecar(sidecar: Sidecar) -> None:
 
     with grpc.insecure_channel(sidecar.target) as channel:
         stub = reflection_pb2_grpc.ServerReflectionStub(channel)
-        responses = list(stub.ServerReflectionInfo(
-            iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5))
+        responses = list(
+            stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5)
+        )
     [response] = responses
     services = {s.name for s in response.list_services_response.service}
     assert {NATIVE_SERVICE, OTLP_SERVICE, HEALTH_SERVICE} <= services
@@ -182,22 +192,37 @@ def test_health_and_reflection_on_the_running_sidecar(sidecar: Sidecar) -> None:
 @pytest.mark.integration
 def test_help_names_the_settings_and_a_bad_setting_exits_2(tmp_path: Path) -> None:
     env = _clean_env()
-    top = subprocess.run([*_tracegw(), "--help"], capture_output=True, text=True, env=env, cwd=tmp_path,
-                         timeout=60)
+    top = subprocess.run([*_tracegw(), "--help"], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60)
     assert top.returncode == 0, top.stderr
     assert "serve" in top.stdout and "tracegw config" in top.stdout
 
-    serve = subprocess.run([*_tracegw(), "serve", "--help"], capture_output=True, text=True, env=env,
-                           cwd=tmp_path, timeout=60)
+    serve = subprocess.run(
+        [*_tracegw(), "serve", "--help"], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60
+    )
     assert serve.returncode == 0, serve.stderr
-    for setting in ("TRACEGW_LISTEN_ADDRESS", "TRACEGW_METRICS_ADDRESS", "MLFLOW_TRACKING_URI",
-                    "MLFLOW_EXPERIMENT_NAME", "MLFLOW_TRACE_SAMPLING_RATIO", "TRACEGW_LOG_LEVEL"):
+    for setting in (
+        "TRACEGW_LISTEN_ADDRESS",
+        "TRACEGW_METRICS_ADDRESS",
+        "MLFLOW_TRACKING_URI",
+        "MLFLOW_EXPERIMENT_NAME",
+        "MLFLOW_TRACE_SAMPLING_RATIO",
+        "TRACEGW_LOG_LEVEL",
+    ):
         assert setting in serve.stdout, setting
 
     bad = subprocess.run(
-        [*_tracegw(), "serve"], capture_output=True, text=True, cwd=tmp_path, timeout=60,
-        env=_clean_env(MLFLOW_TRACE_SAMPLING_RATIO="2", TRACEGW_LISTEN_ADDRESS=f"127.0.0.1:{free_port()}",
-                       TRACEGW_METRICS_ADDRESS="", MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'never.db'}"))
+        [*_tracegw(), "serve"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+        env=_clean_env(
+            MLFLOW_TRACE_SAMPLING_RATIO="2",
+            TRACEGW_LISTEN_ADDRESS=f"127.0.0.1:{free_port()}",
+            TRACEGW_METRICS_ADDRESS="",
+            MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'never.db'}",
+        ),
+    )
     assert bad.returncode == 2
     assert "MLFLOW_TRACE_SAMPLING_RATIO" in bad.stderr
     assert "between 0.0 and 1.0" in bad.stderr

@@ -22,21 +22,49 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 
 LLM_TREE = {
     "handle_message": None,
-    "load_context": "handle_message", "intent_classification": "handle_message", "route_intent": "handle_message",
-    "retrieve_chunks": "handle_message", "build_prompt": "handle_message", "bedrock_generate": "handle_message",
-    "apply_guardrails": "handle_message", "persist_response": "handle_message",
-    "embed_query": "retrieve_chunks", "vector_search": "retrieve_chunks", "keyword_search": "retrieve_chunks",
+    "load_context": "handle_message",
+    "intent_classification": "handle_message",
+    "route_intent": "handle_message",
+    "retrieve_chunks": "handle_message",
+    "build_prompt": "handle_message",
+    "bedrock_generate": "handle_message",
+    "apply_guardrails": "handle_message",
+    "persist_response": "handle_message",
+    "embed_query": "retrieve_chunks",
+    "vector_search": "retrieve_chunks",
+    "keyword_search": "retrieve_chunks",
     "rerank_chunks": "retrieve_chunks",
-    "prompt_injection": "apply_guardrails", "pii_detection": "apply_guardrails",
-    "grounding_check": "apply_guardrails", "format_validation": "apply_guardrails",
+    "prompt_injection": "apply_guardrails",
+    "pii_detection": "apply_guardrails",
+    "grounding_check": "apply_guardrails",
+    "format_validation": "apply_guardrails",
 }
 NO_GENERATION = {k: v for k, v in LLM_TREE.items() if k not in ("build_prompt", "bedrock_generate")}
-NO_RETRIEVAL = {k: v for k, v in NO_GENERATION.items()
-                if k not in ("retrieve_chunks", "embed_query", "vector_search", "keyword_search", "rerank_chunks")}
-EXPECTED_TREE = {"product_question": LLM_TREE, "recommendation": LLM_TREE, "return_policy": LLM_TREE,
-                 "faq": LLM_TREE, "order_status": NO_GENERATION, "small_talk": NO_RETRIEVAL}
-REQUIRED_TAGS = ("session_id", "request_id", "intent", "page_type", "release_bundle", "cache_hit",
-                 "prompt_version", "bedrock_model_id", "user_type", "deployment_stage")
+NO_RETRIEVAL = {
+    k: v
+    for k, v in NO_GENERATION.items()
+    if k not in ("retrieve_chunks", "embed_query", "vector_search", "keyword_search", "rerank_chunks")
+}
+EXPECTED_TREE = {
+    "product_question": LLM_TREE,
+    "recommendation": LLM_TREE,
+    "return_policy": LLM_TREE,
+    "faq": LLM_TREE,
+    "order_status": NO_GENERATION,
+    "small_talk": NO_RETRIEVAL,
+}
+REQUIRED_TAGS = (
+    "session_id",
+    "request_id",
+    "intent",
+    "page_type",
+    "release_bundle",
+    "cache_hit",
+    "prompt_version",
+    "bedrock_model_id",
+    "user_type",
+    "deployment_stage",
+)
 
 
 def post(url: str, body: Any, raw: bytes | None = None) -> tuple[int, dict[str, Any]]:
@@ -90,10 +118,12 @@ class Stack:
 
 
 @contextmanager
-def orchestrator_stack(gateway_factory: Any, tracking_uri: str, experiment: str,
-                       providers: Providers | None = None) -> Iterator[Stack]:
-    gw = gateway_factory(MLFLOW_TRACKING_URI=tracking_uri, MLFLOW_EXPERIMENT_NAME=experiment,
-                         MLFLOW_TRACE_SAMPLING_RATIO="1.0")
+def orchestrator_stack(
+    gateway_factory: Any, tracking_uri: str, experiment: str, providers: Providers | None = None
+) -> Iterator[Stack]:
+    gw = gateway_factory(
+        MLFLOW_TRACKING_URI=tracking_uri, MLFLOW_EXPERIMENT_NAME=experiment, MLFLOW_TRACE_SAMPLING_RATIO="1.0"
+    )
     tracer = Tracer(ClientConfig(target=gw.target, flush_interval_s=0.05, service_name="orchestrator-e2e"))
     service = ChatService(tracer, providers or offline_providers(), deployment_stage="canary")
     api = serve_in_thread(create_app(service))

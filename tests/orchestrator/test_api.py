@@ -13,8 +13,12 @@ from orchestrator.adapters import offline_providers
 from orchestrator.api import create_app
 from orchestrator.service import ChatService
 
-GOOD = {"session_id": "sess-1", "message": "Do you ship manga to Canada?",
-        "page_context": {"page_type": "search", "locale": "en-US"}, "user_type": "prime"}
+GOOD = {
+    "session_id": "sess-1",
+    "message": "Do you ship manga to Canada?",
+    "page_context": {"page_type": "search", "locale": "en-US"},
+    "user_type": "prime",
+}
 
 
 @pytest.fixture
@@ -38,15 +42,18 @@ def test_chat_answers_with_the_response_contract(api: TestClient) -> None:
     assert api.post("/v1/chat", json=GOOD).json()["cache_hit"] is True
 
 
-@pytest.mark.parametrize(("change", "field"), [
-    ({"page_context": {"page_type": "home", "locale": "en-US"}}, "page_context.page_type"),
-    ({"page_context": {"page_type": "cart", "locale": "english"}}, "page_context.locale"),
-    ({"message": "   "}, "message"),
-    ({"message": "x" * 2001}, "message"),
-    ({"user_type": "admin"}, "user_type"),
-    ({"session_id": ""}, "session_id"),
-    ({"surprise": 1}, "surprise"),
-])
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"page_context": {"page_type": "home", "locale": "en-US"}}, "page_context.page_type"),
+        ({"page_context": {"page_type": "cart", "locale": "english"}}, "page_context.locale"),
+        ({"message": "   "}, "message"),
+        ({"message": "x" * 2001}, "message"),
+        ({"user_type": "admin"}, "user_type"),
+        ({"session_id": ""}, "session_id"),
+        ({"surprise": 1}, "surprise"),
+    ],
+)
 def test_bad_chat_fields_are_named(api: TestClient, change: dict[str, Any], field: str) -> None:
     r = api.post("/v1/chat", json={**GOOD, **change})
     assert r.status_code == 422

@@ -67,8 +67,9 @@ CONVERSE_RESPONSE = {
     "usage": {"inputTokens": 812, "outputTokens": 23, "totalTokens": 835},
     "metrics": {"latencyMs": 640},
 }
-GEN_REQUEST = GenerationRequest(model_id=HAIKU, system="You are MangaAssist.", prompt="<question>price?</question>",
-                                temperature=0.1, max_tokens=400)
+GEN_REQUEST = GenerationRequest(
+    model_id=HAIKU, system="You are MangaAssist.", prompt="<question>price?</question>", temperature=0.1, max_tokens=400
+)
 EXPECTED_CONVERSE = {
     "modelId": HAIKU,
     "system": [{"text": "You are MangaAssist."}],
@@ -85,18 +86,21 @@ def test_converse_request_and_response(bedrock: tuple[Any, Stubber], retry: Retr
     assert (gen.input_tokens, gen.output_tokens, gen.stop_reason, gen.model_latency_ms) == (812, 23, "end_turn", 640)
 
 
-def test_converse_retries_throttling_then_succeeds(bedrock: tuple[Any, Stubber], retry: RetryPolicy,
-                                                   sleeps: Sleeps) -> None:
+def test_converse_retries_throttling_then_succeeds(
+    bedrock: tuple[Any, Stubber], retry: RetryPolicy, sleeps: Sleeps
+) -> None:
     c, stub = bedrock
-    stub.add_client_error("converse", "ThrottlingException", "Too many requests", 429,
-                          expected_params=EXPECTED_CONVERSE)
+    stub.add_client_error(
+        "converse", "ThrottlingException", "Too many requests", 429, expected_params=EXPECTED_CONVERSE
+    )
     stub.add_response("converse", CONVERSE_RESPONSE, EXPECTED_CONVERSE)
     assert BedrockGenerator(c, retry).generate(GEN_REQUEST).output_tokens == 23
     assert len(sleeps.delays) == 1 and 0.1 <= sleeps.delays[0] <= 0.2
 
 
-def test_converse_throttled_on_every_attempt_raises_throttled(bedrock: tuple[Any, Stubber], retry: RetryPolicy,
-                                                              sleeps: Sleeps) -> None:
+def test_converse_throttled_on_every_attempt_raises_throttled(
+    bedrock: tuple[Any, Stubber], retry: RetryPolicy, sleeps: Sleeps
+) -> None:
     c, stub = bedrock
     for _ in range(3):
         stub.add_client_error("converse", "ThrottlingException", "Too many requests", 429)
@@ -108,8 +112,9 @@ def test_converse_throttled_on_every_attempt_raises_throttled(bedrock: tuple[Any
     assert sleeps.delays[0] <= 0.2 and 0.2 <= sleeps.delays[1] <= 0.4
 
 
-def test_converse_validation_error_is_permanent(bedrock: tuple[Any, Stubber], retry: RetryPolicy,
-                                                sleeps: Sleeps) -> None:
+def test_converse_validation_error_is_permanent(
+    bedrock: tuple[Any, Stubber], retry: RetryPolicy, sleeps: Sleeps
+) -> None:
     c, stub = bedrock
     stub.add_client_error("converse", "ValidationException", "The provided model identifier is invalid.", 400)
     with pytest.raises(ProviderError) as info:
@@ -120,8 +125,11 @@ def test_converse_validation_error_is_permanent(bedrock: tuple[Any, Stubber], re
 
 def test_converse_joins_text_blocks(bedrock: tuple[Any, Stubber], retry: RetryPolicy) -> None:
     c, stub = bedrock
-    two_blocks = {**CONVERSE_RESPONSE, "stopReason": "max_tokens",
-                  "output": {"message": {"role": "assistant", "content": [{"text": "Yes. "}, {"text": "It ships."}]}}}
+    two_blocks = {
+        **CONVERSE_RESPONSE,
+        "stopReason": "max_tokens",
+        "output": {"message": {"role": "assistant", "content": [{"text": "Yes. "}, {"text": "It ships."}]}},
+    }
     stub.add_response("converse", two_blocks)
     gen = BedrockGenerator(c, retry).generate(GEN_REQUEST)
     assert (gen.text, gen.stop_reason) == ("Yes. It ships.", "max_tokens")
@@ -132,10 +140,16 @@ def test_titan_embedding_request_and_response(bedrock: tuple[Any, Stubber], retr
     vector = [0.5, -0.5, 0.5, -0.5]
     # the exact body Titan Text Embeddings v2 expects
     expected_body = json.dumps({"inputText": "ワンピース 107巻", "dimensions": 4, "normalize": True})
-    stub.add_response("invoke_model", {"body": body({"embedding": vector, "inputTextTokenCount": 6}),
-                                       "contentType": "application/json"},
-                      {"modelId": "amazon.titan-embed-text-v2:0", "contentType": "application/json",
-                       "accept": "application/json", "body": expected_body})
+    stub.add_response(
+        "invoke_model",
+        {"body": body({"embedding": vector, "inputTextTokenCount": 6}), "contentType": "application/json"},
+        {
+            "modelId": "amazon.titan-embed-text-v2:0",
+            "contentType": "application/json",
+            "accept": "application/json",
+            "body": expected_body,
+        },
+    )
     embedder = BedrockEmbedder(c, "amazon.titan-embed-text-v2:0", 4, retry)
     assert embedder.embed("ワンピース 107巻") == vector
 
@@ -164,17 +178,29 @@ def test_intent_classifier_request_and_hf_response(sagemaker: tuple[Any, Stubber
     c, stub = sagemaker
     stub.add_response(
         "invoke_endpoint",
-        {"Body": body([{"label": "recommendation", "score": 0.91}]), "ContentType": "application/json",
-         "InvokedProductionVariant": "intent-v7"},
-        {"EndpointName": "manga-intent-classifier", "ContentType": "application/json", "Accept": "application/json",
-         "Body": json.dumps({"inputs": "おすすめの漫画は？", "parameters": {"top_k": 1}}, ensure_ascii=False).encode()})
+        {
+            "Body": body([{"label": "recommendation", "score": 0.91}]),
+            "ContentType": "application/json",
+            "InvokedProductionVariant": "intent-v7",
+        },
+        {
+            "EndpointName": "manga-intent-classifier",
+            "ContentType": "application/json",
+            "Accept": "application/json",
+            "Body": json.dumps(
+                {"inputs": "おすすめの漫画は？", "parameters": {"top_k": 1}}, ensure_ascii=False
+            ).encode(),
+        },
+    )
     prediction = SageMakerIntentClassifier(c, "manga-intent-classifier", retry).classify(
-        "おすすめの漫画は？", "search", "ja-JP")
+        "おすすめの漫画は？", "search", "ja-JP"
+    )
     assert (prediction.intent, prediction.confidence, prediction.model_version) == ("recommendation", 0.91, "intent-v7")
 
 
-def test_intent_classifier_rejects_unknown_label_and_errors(sagemaker: tuple[Any, Stubber],
-                                                            retry: RetryPolicy, sleeps: Sleeps) -> None:
+def test_intent_classifier_rejects_unknown_label_and_errors(
+    sagemaker: tuple[Any, Stubber], retry: RetryPolicy, sleeps: Sleeps
+) -> None:
     c, stub = sagemaker
     classifier = SageMakerIntentClassifier(c, "manga-intent-classifier", retry)
     stub.add_response("invoke_endpoint", {"Body": body({"label": "weather", "score": 0.99})})
@@ -189,17 +215,33 @@ def test_intent_classifier_rejects_unknown_label_and_errors(sagemaker: tuple[Any
 def test_reranker_both_response_shapes(sagemaker: tuple[Any, Stubber], retry: RetryPolicy) -> None:
     c, stub = sagemaker
     docs = ["One Piece, Vol. 1", "Naruto, Vol. 1", "Shipping policy"]
-    stub.add_response("invoke_endpoint",
-                      {"Body": body({"scores": [0.2, 0.9, 0.1]}), "InvokedProductionVariant": "rr-4"},
-                      {"EndpointName": "manga-reranker", "ContentType": "application/json",
-                       "Accept": "application/json",
-                       "Body": json.dumps({"query": "naruto", "documents": docs}).encode()})
+    stub.add_response(
+        "invoke_endpoint",
+        {"Body": body({"scores": [0.2, 0.9, 0.1]}), "InvokedProductionVariant": "rr-4"},
+        {
+            "EndpointName": "manga-reranker",
+            "ContentType": "application/json",
+            "Accept": "application/json",
+            "Body": json.dumps({"query": "naruto", "documents": docs}).encode(),
+        },
+    )
     reranker = SageMakerReranker(c, "manga-reranker", retry)
     assert reranker.score("naruto", docs) == [0.2, 0.9, 0.1]
     assert reranker.version == "manga-reranker/rr-4"
-    stub.add_response("invoke_endpoint", {"Body": body({"results": [
-        {"index": 2, "relevance_score": 0.7}, {"index": 0, "relevance_score": 0.3}, {"index": 1,
-                                                                                    "relevance_score": 0.1}]})})
+    stub.add_response(
+        "invoke_endpoint",
+        {
+            "Body": body(
+                {
+                    "results": [
+                        {"index": 2, "relevance_score": 0.7},
+                        {"index": 0, "relevance_score": 0.3},
+                        {"index": 1, "relevance_score": 0.1},
+                    ]
+                }
+            )
+        },
+    )
     assert reranker.score("ship", docs) == [0.3, 0.1, 0.7]
     stub.add_response("invoke_endpoint", {"Body": body({"scores": [0.5]})})
     with pytest.raises(ProviderError, match="1 scores for 3 documents"):
@@ -207,8 +249,7 @@ def test_reranker_both_response_shapes(sagemaker: tuple[Any, Stubber], retry: Re
     assert reranker.score("x", []) == []  # nothing to rank: no call
 
 
-def test_reranker_throttled_then_recovers(sagemaker: tuple[Any, Stubber], retry: RetryPolicy,
-                                          sleeps: Sleeps) -> None:
+def test_reranker_throttled_then_recovers(sagemaker: tuple[Any, Stubber], retry: RetryPolicy, sleeps: Sleeps) -> None:
     c, stub = sagemaker
     stub.add_client_error("invoke_endpoint", "ThrottlingException", "Rate exceeded", 400)
     stub.add_client_error("invoke_endpoint", "ServiceUnavailable", "busy", 503)
@@ -233,13 +274,26 @@ def test_appconfig_session_poll_and_interval(retry: RetryPolicy) -> None:
     clock = FakeClock()
     routes = AppConfigRoutes(c, "mangaassist", "prod", "routes", HAIKU, "fallback-bundle", retry, clock)
     with Stubber(c) as stub:
-        stub.add_response("start_configuration_session", {"InitialConfigurationToken": "tok-0"},
-                          {"ApplicationIdentifier": "mangaassist", "EnvironmentIdentifier": "prod",
-                           "ConfigurationProfileIdentifier": "routes", "RequiredMinimumPollIntervalInSeconds": 15})
-        stub.add_response("get_latest_configuration",
-                          {"NextPollConfigurationToken": "tok-1", "NextPollIntervalInSeconds": 30,
-                           "ContentType": "application/json", "Configuration": body(ROUTES)},
-                          {"ConfigurationToken": "tok-0"})
+        stub.add_response(
+            "start_configuration_session",
+            {"InitialConfigurationToken": "tok-0"},
+            {
+                "ApplicationIdentifier": "mangaassist",
+                "EnvironmentIdentifier": "prod",
+                "ConfigurationProfileIdentifier": "routes",
+                "RequiredMinimumPollIntervalInSeconds": 15,
+            },
+        )
+        stub.add_response(
+            "get_latest_configuration",
+            {
+                "NextPollConfigurationToken": "tok-1",
+                "NextPollIntervalInSeconds": 30,
+                "ContentType": "application/json",
+                "Configuration": body(ROUTES),
+            },
+            {"ConfigurationToken": "tok-0"},
+        )
         table = routes.current()
         assert table.release_bundle == "2026.12.01-rc2" and table.config_version == "routes-14"
         assert table.route_for("recommendation").prompt_version == "recommendation-2.4"
@@ -248,9 +302,11 @@ def test_appconfig_session_poll_and_interval(retry: RetryPolicy) -> None:
         clock.now += 29
         assert routes.current() is table  # inside the poll interval: no call (the Stubber would fail)
         clock.now += 2
-        stub.add_response("get_latest_configuration",  # empty body: unchanged
-                          {"NextPollConfigurationToken": "tok-2", "NextPollIntervalInSeconds": 30,
-                           "Configuration": body(b"")}, {"ConfigurationToken": "tok-1"})
+        stub.add_response(
+            "get_latest_configuration",  # empty body: unchanged
+            {"NextPollConfigurationToken": "tok-2", "NextPollIntervalInSeconds": 30, "Configuration": body(b"")},
+            {"ConfigurationToken": "tok-1"},
+        )
         assert routes.current() is table
         clock.now += 31
         stub.add_client_error("get_latest_configuration", "ThrottlingException", "slow down", 429)
@@ -265,8 +321,10 @@ def test_appconfig_invalid_or_missing_config_raises(retry: RetryPolicy) -> None:
     bad = {"routes": {"recommendation": {"uses_bedrock": True}}}
     with Stubber(c) as stub:
         stub.add_response("start_configuration_session", {"InitialConfigurationToken": "t0"})
-        stub.add_response("get_latest_configuration", {"NextPollConfigurationToken": "t1",
-                                                       "NextPollIntervalInSeconds": 15, "Configuration": body(bad)})
+        stub.add_response(
+            "get_latest_configuration",
+            {"NextPollConfigurationToken": "t1", "NextPollIntervalInSeconds": 15, "Configuration": body(bad)},
+        )
         routes = AppConfigRoutes(c, "a", "e", "p", HAIKU, "b", retry, FakeClock())
         with pytest.raises(ProviderError) as info:
             routes.current()

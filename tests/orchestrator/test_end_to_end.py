@@ -33,8 +33,9 @@ def assert_tree(trace: Any, expected: dict[str, str | None]) -> dict[str, Any]:
     return names
 
 
-def test_every_intent_and_page_type_lands_as_one_complete_trace(mlflow_server: MlflowServer,
-                                                               gateway_factory: Any) -> None:
+def test_every_intent_and_page_type_lands_as_one_complete_trace(
+    mlflow_server: MlflowServer, gateway_factory: Any
+) -> None:
     with orchestrator_stack(gateway_factory, mlflow_server.url, "orchestrator-e2e") as stack:
         plans = every_intent_and_page()
         responses = [stack.chat(p.body) for p in plans]
@@ -66,8 +67,19 @@ def test_every_intent_and_page_type_lands_as_one_complete_trace(mlflow_server: M
                 gen = names["bedrock_generate"]
                 assert gen.span_type == "LLM"
                 assert tags["bedrock_model_id"] == gen.attributes["bedrock_model_id"] != "none"
-                for key in ("provider", "prompt_hash", "prompt_chars", "temperature", "max_tokens", "input_tokens",
-                            "output_tokens", "stop_reason", "latency_ms", "input_cost_usd", "output_cost_usd"):
+                for key in (
+                    "provider",
+                    "prompt_hash",
+                    "prompt_chars",
+                    "temperature",
+                    "max_tokens",
+                    "input_tokens",
+                    "output_tokens",
+                    "stop_reason",
+                    "latency_ms",
+                    "input_cost_usd",
+                    "output_cost_usd",
+                ):
                     assert key in gen.attributes, key
                 assert gen.attributes["input_cost_usd"] > 0 and gen.attributes["prompt_preview"]
                 assert resp["prompt_version"] == gen.attributes["prompt_version"] != "none"
@@ -111,21 +123,25 @@ class UngroundedGenerator:
 
     def generate(self, request: GenerationRequest) -> Generation:
         if "support" in request.prompt:
-            text = ("Open Help > Contact us for chat or email at help.desk@example.com. "
-                    "Support is available 24 hours a day in English. [faq_029]")
+            text = (
+                "Open Help > Contact us for chat or email at help.desk@example.com. "
+                "Support is available 24 hours a day in English. [faq_029]"
+            )
         else:
             text = "Every One Piece volume is free this week and ships to Mars for $0.01 with a golden bookmark."
         return Generation(text=text, input_tokens=900, output_tokens=30, stop_reason="end_turn")
 
 
-def test_injection_and_ungrounded_answers_are_blocked_stage_by_stage(mlflow_server: MlflowServer,
-                                                                     gateway_factory: Any) -> None:
+def test_injection_and_ungrounded_answers_are_blocked_stage_by_stage(
+    mlflow_server: MlflowServer, gateway_factory: Any
+) -> None:
     providers = dataclasses.replace(offline_providers(), generator=UngroundedGenerator())
     with orchestrator_stack(gateway_factory, mlflow_server.url, "orchestrator-guardrails", providers) as stack:
         injected = stack.chat(chat_body(INJECTIONS[0], "search", "sess-attack"))
         injected_ja = stack.chat(chat_body(INJECTIONS[1], "product", "sess-attack", "product_naruto_v001"))
-        ungrounded = stack.chat(chat_body("How much is One Piece volume 107?", "product", "sess-u",
-                                          "product_one-piece_v107"))
+        ungrounded = stack.chat(
+            chat_body("How much is One Piece volume 107?", "product", "sess-u", "product_one-piece_v107")
+        )
         leaky = stack.chat(chat_body("How do I contact customer support?", "cart", "sess-u"))
         assert stack.tracer.flush(timeout_s=10)
 
@@ -169,9 +185,16 @@ def test_feedback_endpoint_reaches_the_trace(mlflow_server: MlflowServer, gatewa
 
     with orchestrator_stack(gateway_factory, mlflow_server.url, "orchestrator-feedback") as stack:
         resp = stack.chat(chat_body("Recommend a manga like Vinland Saga for a teenager", "category", "sess-fb"))
-        status, out = post(stack.url + "/v1/feedback", {
-            "response_id": resp["response_id"], "trace_id": resp["trace_id"], "feedback": "thumbs_down",
-            "timestamp": "2026-03-24T21:05:00Z", "reason_code": "wrong_recommendation"})
+        status, out = post(
+            stack.url + "/v1/feedback",
+            {
+                "response_id": resp["response_id"],
+                "trace_id": resp["trace_id"],
+                "feedback": "thumbs_down",
+                "timestamp": "2026-03-24T21:05:00Z",
+                "reason_code": "wrong_recommendation",
+            },
+        )
         assert status == 202 and out["accepted"] is True
         assert stack.tracer.flush(timeout_s=10)
         client = stack.mlflow()

@@ -59,8 +59,16 @@ def test_a_trace_tag_is_redacted_and_counted_once() -> None:
     cfg = load({"TRACEGW_ROOT_GRACE_S": "0"})
     metrics = GatewayMetrics(CollectorRegistry())
     asm = Assembler(cfg.assembly, metrics, clock=lambda: 0.0)
-    root = SpanRecord("ab" * 16, "1" * 16, None, "handle_message", "CHAIN", 1, 2,
-                      trace_tags={"customer_note": "mail me at taro@example.com"})
+    root = SpanRecord(
+        "ab" * 16,
+        "1" * 16,
+        None,
+        "handle_message",
+        "CHAIN",
+        1,
+        2,
+        trace_tags={"customer_note": "mail me at taro@example.com"},
+    )
     asm.add([root], "e")
     [trace] = Redactor(cfg.redaction, metrics).process(asm.poll())
     assert "taro@example.com" not in trace.tags["customer_note"]

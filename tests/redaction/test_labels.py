@@ -12,10 +12,38 @@ import pytest
 
 from gateway.process.pii import CARD, IP, ORDER_ID, PHONE, find_pii, luhn_ok
 
-CODE_LABELS = ["ISBN", "isbn", "ISBN-10", "ISBN-13", "JAN", "EAN", "EAN-13", "GTIN", "ASIN", "UPC", "ISSN",
-               "JAN code", "JANコード", "ISBN:", "ISBN：", "ISBN #", "ASIN:\u00a0", "Isbn\u3000"]
-ORDER_LABELS = ["Order", "order #", "Order ID:", "order no.", "Order No", "order number", "注文", "注文番号",
-                "注文番号：", "ORDER#"]
+CODE_LABELS = [
+    "ISBN",
+    "isbn",
+    "ISBN-10",
+    "ISBN-13",
+    "JAN",
+    "EAN",
+    "EAN-13",
+    "GTIN",
+    "ASIN",
+    "UPC",
+    "ISSN",
+    "JAN code",
+    "JANコード",
+    "ISBN:",
+    "ISBN：",
+    "ISBN #",
+    "ASIN:\u00a0",
+    "Isbn\u3000",
+]
+ORDER_LABELS = [
+    "Order",
+    "order #",
+    "Order ID:",
+    "order no.",
+    "Order No",
+    "order number",
+    "注文",
+    "注文番号",
+    "注文番号：",
+    "ORDER#",
+]
 VERSION_LABELS = ["version", "Version:", "ver.", "Ver", "バージョン", "build", "Build：", "firmware"]
 
 
