@@ -33,14 +33,16 @@ test: setup  ## the whole suite: unit, client, integration (real mlflow servers,
 test-fast: setup  ## unit and client tests only (seconds)
 	$(BIN)/python -m pytest tests/gateway tests/clients
 
-lint: setup  ## ruff, mypy, buf lint, stub drift
+lint: setup  ## ruff (lint and format check), mypy, buf lint, stub drift
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	cd proto && ../.tools/node_modules/.bin/buf lint
 	$(BIN)/python -m clients.codegen --check
 
-fmt: setup  ## apply ruff's fixes
+fmt: setup  ## apply ruff's fixes and its formatter
 	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 
 proto: setup  ## regenerate clients/pb from proto/
 	$(BIN)/python -m clients.codegen

@@ -253,14 +253,15 @@ def encode_span(span: SpanHandle) -> spans_pb2.Span:
     data, failed = encode_spans_chunk([span])
     if failed:
         raise ValueError("the span could not be encoded")
-    return trace_gateway_service_pb2.ExportSpansRequest.FromString(data).spans[0]
+    message: spans_pb2.Span = trace_gateway_service_pb2.ExportSpansRequest.FromString(data).spans[0]
+    return message
 
 
 def export_header(experiment_name: str, service_name: str) -> bytes:
     """The scalar fields of every ``ExportSpansRequest``, serialised once."""
-    return trace_gateway_service_pb2.ExportSpansRequest(
-        experiment_name=experiment_name, service_name=service_name
-    ).SerializeToString()
+    request = trace_gateway_service_pb2.ExportSpansRequest(experiment_name=experiment_name, service_name=service_name)
+    header: bytes = request.SerializeToString()
+    return header
 
 
 def _timestamp(target: Any, unix_nanos: int) -> None:

@@ -59,8 +59,9 @@ async def create_server(
             ("grpc.so_reuseport", 0),
         ]
     )
-    trace_gateway_service_pb2_grpc.add_TraceGatewayServiceServicer_to_server(NativeReceiver(gateway), server)
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(OtlpReceiver(gateway), server)
+    # The generated add_*_to_server functions are untyped.
+    trace_gateway_service_pb2_grpc.add_TraceGatewayServiceServicer_to_server(NativeReceiver(gateway), server)  # type: ignore[no-untyped-call]
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(OtlpReceiver(gateway), server)  # type: ignore[no-untyped-call]
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(
         (

@@ -348,7 +348,7 @@ class FaultProxy:
                     upstream = None
                 return upstream, (resp.status, relayed, body)
             except (OSError, http.client.HTTPException) as exc:
-                upstream.close()
+                upstream.close()  # type: ignore[union-attr]
                 upstream = None
                 if attempt == 2 or not isinstance(
                     exc, http.client.RemoteDisconnected | ConnectionResetError | BrokenPipeError

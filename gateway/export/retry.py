@@ -33,7 +33,7 @@ def backoff_s(
     rng: Callable[[], float] = random.random,
 ) -> float:
     """Delay before retry number ``attempt`` (1-based): full jitter over initial·2^(attempt-1), capped."""
-    ceiling = min(max_s, initial_s * (2 ** max(0, attempt - 1)))
+    ceiling = min(max_s, initial_s * 2.0 ** max(0, attempt - 1))
     delay = ceiling * (0.5 + rng() / 2)  # jitter in [ceiling/2, ceiling): spread, but never ~0
     if retry_after_s is not None:
         delay = max(delay, min(retry_after_s, max_s))

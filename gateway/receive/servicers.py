@@ -29,7 +29,8 @@ def _retry_info_details() -> bytes:
     info.retry_delay.seconds = RETRY_AFTER_S
     status = status_pb2.Status(code=code_pb2.RESOURCE_EXHAUSTED, message=_FULL_MESSAGE)
     status.details.add().Pack(info)
-    return status.SerializeToString()
+    details: bytes = status.SerializeToString()
+    return details
 
 
 _RETRY_DETAILS = _retry_info_details()
@@ -70,7 +71,9 @@ class NativeReceiver(trace_gateway_service_pb2_grpc.TraceGatewayServiceServicer)
         self._gw = gateway
         self._m = gateway.metrics
 
-    async def ExportSpans(self, request, context):
+    async def ExportSpans(
+        self, request: trace_gateway_service_pb2.ExportSpansRequest, context: grpc.aio.ServicerContext
+    ) -> trace_gateway_service_pb2.ExportSpansResponse:
         await _refuse_if_closed(self._gw, context)
         await _refuse_if_full(self._gw, context, "native", len(request.spans))
         decoded = decode_spans.decode_native_spans(request.spans)
@@ -84,23 +87,28 @@ class NativeReceiver(trace_gateway_service_pb2_grpc.TraceGatewayServiceServicer)
             self._gw.accept_spans(decoded.spans, request.experiment_name)
         return trace_gateway_service_pb2.ExportSpansResponse(partial_success=_partial(decoded.rejections))
 
-    async def RecordFeedback(self, request, context):
+    async def RecordFeedback(
+        self, request: trace_gateway_service_pb2.RecordFeedbackRequest, context: grpc.aio.ServicerContext
+    ) -> trace_gateway_service_pb2.RecordFeedbackResponse:
         await _refuse_if_closed(self._gw, context)
         records, rejections = decode_events.decode_feedback(request.events)
-        self._m.events_received.labels("feedback").inc(len(request.events))
-        if rejections:
-            self._m.events_rejected.labels("feedback").inc(len(rejections))
+        self._count_events("feedback", len(request.events), rejections)
         self._gw.accept_feedback(records)
         return trace_gateway_service_pb2.RecordFeedbackResponse(partial_success=_partial(rejections))
 
-    async def RecordBundleEvents(self, request, context):
+    async def RecordBundleEvents(
+        self, request: trace_gateway_service_pb2.RecordBundleEventsRequest, context: grpc.aio.ServicerContext
+    ) -> trace_gateway_service_pb2.RecordBundleEventsResponse:
         await _refuse_if_closed(self._gw, context)
         records, rejections = decode_events.decode_bundle_events(request.events)
-        self._m.events_received.labels("bundle").inc(len(request.events))
-        if rejections:
-            self._m.events_rejected.labels("bundle").inc(len(rejections))
+        self._count_events("bundle", len(request.events), rejections)
         self._gw.accept_bundle_events(records)
         return trace_gateway_service_pb2.RecordBundleEventsResponse(partial_success=_partial(rejections))
+
+    def _count_events(self, kind: str, received: int, rejections: list[decode_spans.Rejection]) -> None:
+        self._m.events_received.labels(kind).inc(received)
+        if rejections:
+            self._m.events_rejected.labels(kind).inc(len(rejections))
 
 
 class OtlpReceiver(trace_service_pb2_grpc.TraceServiceServicer):
@@ -114,7 +122,9 @@ class OtlpReceiver(trace_service_pb2_grpc.TraceServiceServicer):
         self._gw = gateway
         self._m = gateway.metrics
 
-    async def Export(self, request, context):
+    async def Export(
+        self, request: trace_service_pb2.ExportTraceServiceRequest, context: grpc.aio.ServicerContext
+    ) -> trace_service_pb2.ExportTraceServiceResponse:
         await _refuse_if_closed(self._gw, context)
         await _refuse_if_full(
             self._gw, context, "otlp", sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)

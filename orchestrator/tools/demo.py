@@ -33,6 +33,7 @@ import sys
 import time
 import urllib.request
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,7 +62,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _wait(check, timeout_s: float, what: str) -> None:
+def _wait(check: Callable[[], object], timeout_s: float, what: str) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if check():

@@ -162,7 +162,7 @@ def test_shutdown_counts_what_a_stuck_sender_holds_once(
     entered, release = threading.Event(), threading.Event()
     tracer = make_tracer(target=gateway.target)
     if stuck_in == "encode":
-        real_encode = sender_module.encode_spans_chunk
+        real_encode = sender_module.encode_spans_chunk  # type: ignore[attr-defined]
 
         def stuck_encode(batch: list[Any]) -> tuple[bytes, int]:
             entered.set()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import date
 from types import SimpleNamespace
 
 from clients.pb import feedback_pb2
@@ -99,7 +100,7 @@ def _fb(value: bool, when_ms: int, event_id: str) -> SimpleNamespace:
 
 
 def test_daily_table_groups_by_the_four_pivots_within_the_day() -> None:
-    start, end = feedback_daily.day_bounds_ms(feedback_daily.date(2026, 11, 26))
+    start, end = feedback_daily.day_bounds_ms(date(2026, 11, 26))
     tags = {"intent": "faq", "prompt_version": "faq-2.0", "release_bundle": "b1", "bedrock_model_id": "m:0"}
     traces = [
         _trace("tr-1", tags, _fb(False, start + 5, "e1"), _fb(True, start - 1, "e0")),  # e0: the day before

@@ -109,8 +109,8 @@ def test_otlp_spans_map_mlflow_conventions() -> None:
 def test_feedback_validation_names_the_field() -> None:
     from clients.pb import feedback_pb2
 
-    good = feedback_pb2.FeedbackEvent(event_id="e1", trace_id="AB" * 16, feedback=2, response_id="resp_1")
-    bad_id = feedback_pb2.FeedbackEvent(event_id="e2", trace_id="xyz", feedback=2)
+    good = feedback_pb2.FeedbackEvent(event_id="e1", trace_id="AB" * 16, feedback=2, response_id="resp_1")  # type: ignore[arg-type]
+    bad_id = feedback_pb2.FeedbackEvent(event_id="e2", trace_id="xyz", feedback=2)  # type: ignore[arg-type]
     no_value = feedback_pb2.FeedbackEvent(event_id="e3", trace_id="ab" * 16)
     records, rejections = decode_events.decode_feedback([good, bad_id, no_value])
     assert [r.event_id for r in records] == ["e1"]

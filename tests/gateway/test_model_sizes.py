@@ -25,7 +25,7 @@ def wire_spans(rng: random.Random, count: int) -> list[spans_pb2.Span]:
                 span_type=s.span_type,
                 start_time_unix_nano=s.start_time_ns,
                 end_time_unix_nano=s.end_time_ns,
-                status_code=1,
+                status_code=1,  # type: ignore[arg-type]
                 inputs_json=json.dumps(s.inputs) if s.inputs else "",
                 outputs_json=json.dumps(s.outputs) if s.outputs else "",
                 trace_tags=trace.tags if s.parent_span_id is None else {},

@@ -40,7 +40,7 @@ ALPHABET = (
 
 def cuts(text: str) -> list[str]:
     """Every window of a few lengths: entities cut in half, at the start and end of a string."""
-    out = []
+    out: list[str] = []
     for n in (6, 9, 13, 20, 32):
         out.extend(text[i : i + n] for i in range(0, max(1, len(text) - n + 1)))
     return out

@@ -180,7 +180,7 @@ def test_held_bytes_is_the_memory_really_held() -> None:
         real = tracemalloc.get_traced_memory()[0] - before
     finally:
         tracemalloc.stop()
-    assert m.registry.get_sample_value("tracegw_rescue_evicted_total", {"reason": "bytes"}) > 2 * len(rb)
+    assert (m.registry.get_sample_value("tracegw_rescue_evicted_total", {"reason": "bytes"}) or 0) > 2 * len(rb)
     assert rb.held_bytes > 3 * 2**20 * 0.9  # full
     assert rb.held_bytes > 4 * GROUP_BYTES and rb.held_bytes / len(rb) < len(pack_trace(realistic(rng, 0))) / 2
     assert 0.85 * rb.held_bytes <= real <= 1.15 * rb.held_bytes, (real, rb.held_bytes)

@@ -122,7 +122,8 @@ def test_mlflow_down_then_back_nothing_lost(tmp_path: Path, gateway_factory: Any
         assert everything <= {
             t.info.trace_id
             for t in client.search_traces(
-                locations=[client.get_experiment_by_name("availability").experiment_id], max_results=200
+                locations=[client.get_experiment_by_name("availability").experiment_id],  # type: ignore[union-attr]
+                max_results=200,
             )
         }
         wait_for(lambda: _sample(gw, "tracegw_spool_segments") == 0, timeout_s=10, what="spool emptied")

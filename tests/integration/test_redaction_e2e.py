@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from clients import BundleEvent, ClientConfig, FeedbackEvent, Tracer
-from clients.events import BundleComponents, BundleRegistered
+from clients.events import BundleComponents, BundleRegistered, Feedback
 from tests.support import MlflowServer, wait_for
 
 PII_VALUES = [
@@ -40,7 +40,7 @@ def db_text(db: Path) -> str:
     conn = sqlite3.connect(db)
     try:
         tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
-        chunks = []
+        chunks: list[str] = []
         for table in tables:
             cols = [r[1] for r in conn.execute(f'PRAGMA table_info("{table}")')]
             if not cols:
@@ -99,7 +99,7 @@ def test_no_pii_reaches_mlflow_disk_or_logs(
             FeedbackEvent(
                 response_id=f"resp_e2e{i}",
                 trace_id=root.trace_id,
-                feedback="thumbs_down",
+                feedback=Feedback.THUMBS_DOWN,
                 reason_code="wrong_answer",
                 comment=f"wrong! call me on {phone} or {email}",
             )

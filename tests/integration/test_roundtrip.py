@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from clients import ClientConfig, FeedbackEvent, Tracer
+from clients.events import Feedback
 from orchestrator.tools.traffic import RELEASE_BUNDLE, handle_message, plan_requests
 from tests.support import MlflowServer, wait_for
 
@@ -135,7 +136,7 @@ def test_feedback_joins_its_trace(backend: str, gateway_factory: Any) -> None:
         FeedbackEvent(
             response_id="resp_1",
             trace_id=trace_id,
-            feedback="thumbs_down",
+            feedback=Feedback.THUMBS_DOWN,
             reason_code="wrong_recommendation",
             session_id=plan.session_id,
         )

@@ -15,6 +15,7 @@ import grpc
 import pytest
 
 from clients import ClientConfig, FeedbackEvent, Tracer
+from clients.events import Feedback
 from clients.pb import spans_pb2, trace_gateway_service_pb2, trace_gateway_service_pb2_grpc
 from tests.support import wait_for
 
@@ -158,7 +159,7 @@ def raw_span(trace_id: bytes, span_id: bytes, parent: bytes, name: str, **tags: 
         span_type="CHAIN",
         start_time_unix_nano=now,
         end_time_unix_nano=now + 1000,
-        status_code=1,
+        status_code=1,  # type: ignore[arg-type]
         trace_tags=tags,
     )
 
@@ -247,7 +248,7 @@ def test_feedback_rescues_a_sampled_out_trace(gateway_factory: Any, tmp_path: Pa
     assert trace_id not in (stored(db) if db.exists() else {})  # sampled out: not in MLflow
     tracer.record_feedback(
         FeedbackEvent(
-            response_id="resp_1", trace_id=trace_id, feedback="thumbs_down", reason_code="wrong_recommendation"
+            response_id="resp_1", trace_id=trace_id, feedback=Feedback.THUMBS_DOWN, reason_code="wrong_recommendation"
         )
     )
     assert tracer.flush(timeout_s=10)

@@ -8,7 +8,7 @@ import pytest
 
 from clients import Tracer
 from orchestrator.adapters import offline_providers
-from orchestrator.adapters.base import GenerationRequest, IntentPrediction, ProviderThrottled
+from orchestrator.adapters.base import Generation, GenerationRequest, IntentPrediction, ProviderThrottled
 from orchestrator.adapters.offline_models import HashingEmbedder, KeywordIntentClassifier
 from orchestrator.cache import CachedAnswer, ResponseCache, cache_key
 from orchestrator.corpus import load_documents
@@ -108,7 +108,7 @@ def test_prices_and_offline_models() -> None:
 class ThrottledGenerator:
     provider = "bedrock"
 
-    def generate(self, request: GenerationRequest) -> None:
+    def generate(self, request: GenerationRequest) -> Generation:
         raise ProviderThrottled("bedrock converse: ThrottlingException: Too many requests", "ThrottlingException")
 
 
