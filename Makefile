@@ -30,8 +30,8 @@ demo-server: setup  ## the same through a local `mlflow server`, stopped mid-run
 test: setup  ## the whole suite: unit, client, integration (real mlflow servers, PostgreSQL)
 	$(BIN)/python -m pytest
 
-test-fast: setup  ## unit and client tests only (seconds)
-	$(BIN)/python -m pytest tests/gateway tests/clients
+test-fast: setup  ## gateway, client and contract tests without the slow ones (seconds)
+	$(BIN)/python -m pytest -m "not slow" tests/gateway tests/clients tests/contracts
 
 lint: setup  ## ruff (lint and format check), mypy, buf lint, stub drift
 	$(BIN)/ruff check .

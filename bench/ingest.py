@@ -57,28 +57,18 @@ EXPORT_METHOD = "/mangaassist.tracegateway.v1.TraceGatewayService/ExportSpans"
 # -- the gateway child ----------------------------------------------------------------------
 
 
-class NullWriter:
-    """A ``TraceWriter`` that keeps nothing and acknowledges every write at once."""
+def _null_writer() -> Any:
+    """``tests/fakes.NullWriter`` from this bench's own tree, loaded by path: with ``--b-rev`` the
+    ``gateway`` (and ``tests``) packages on the path are an older tree's."""
+    import importlib.util
 
-    def __init__(self) -> None:
-        self.spans = 0
-        self.batches = 0
-
-    def experiment_id(self, name: str) -> str:
-        return "1"
-
-    def write_spans(self, experiment_id: str, payload: bytes, span_count: int) -> None:
-        self.spans += span_count
-        self.batches += 1
-
-    def write_feedback(self, record: Any, check_existing: bool = False) -> None:
-        pass
-
-    def write_bundle_event(self, record: Any, experiment_name: str) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
+    spec = importlib.util.spec_from_file_location(
+        "_bench_fakes", Path(__file__).resolve().parents[1] / "tests/fakes.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.NullWriter()
 
 
 def rss_mb() -> tuple[float, float]:
@@ -103,7 +93,7 @@ def serve_gateway(workdir: str, ratio: float, cpu: int = 0, gc_interval: str = "
     try:
         from gateway.gc_policy import tune_process
     except ImportError:  # an older tree (bench/ingest_ab.py --b-rev): its own tuning, no clock
-        from gateway.core import tune_gc
+        from gateway.service import tune_gc  # type: ignore[import-not-found]  # the layout before gateway/core.py
 
         def tune_process(interval_s: float, pause_histogram: Any = None) -> Any:  # type: ignore[misc]
             tune_gc()
@@ -124,7 +114,7 @@ def serve_gateway(workdir: str, ratio: float, cpu: int = 0, gc_interval: str = "
     )
     logs.configure(cfg.log_level)
     registry = CollectorRegistry()
-    writer = NullWriter()
+    writer = _null_writer()
 
     def sample(name: str, labels: dict[str, str] | None = None) -> float:
         return registry.get_sample_value(name, labels or {}) or 0.0

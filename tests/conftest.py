@@ -1,5 +1,23 @@
 """Fixtures for the whole suite: real MLflow servers (SQLite and PostgreSQL) and gateways.
 
+What each folder is for (folders mirror the packages; cross-cutting suites have their own):
+
+- ``gateway/`` — the sidecar's modules one by one, with fakes (``tests/fakes.py``); seconds.
+- ``clients/`` — the client library against ``FakeGateway``, a real gRPC server on loopback.
+- ``orchestrator/`` — the chatbot: config, pipeline, HTTP API, AWS adapters (botocore Stubber,
+  moto), and end to end through a real gateway.
+- ``contracts/`` — what must not drift: generated stubs, buf lint, deploy manifests, the
+  gateway's import layers.
+- ``integration/`` — the gateway as users run it: real ``mlflow server`` subprocesses (SQLite,
+  PostgreSQL), the OpenTelemetry SDK, the sidecar process, sampling and availability.
+- ``feedback/``, ``redaction/`` — one feature each, end to end (feedback join and Kinesis
+  stream; the labelled PII corpus).
+- ``faults/`` — the fault matrix: MLflow down, slow or failing, the gateway killed, the spool
+  full or torn, overload (``faultproxy.py`` sits between gateway and MLflow).
+
+Markers: ``integration`` (starts servers), ``postgres`` (needs 127.0.0.1:5432), ``slow``
+(left out of ``make test-fast``). ``make test`` runs everything.
+
 Servers are started once per session and stopped at the end; gateways are per test. Nothing
 is skipped when a service is missing: a test that needs PostgreSQL fails loudly if it cannot
 reach 127.0.0.1:5432 (``.ci/run`` starts it).

@@ -13,19 +13,10 @@ from clients.retry_info import retry_delay_from_status
 from tests.clients.conftest import MakeTracer
 from tests.clients.fake_gateway import FakeGateway
 from tests.clients.manga_tree import trace_manga_request
+from tests.support import wait_for
 
 _SLOW_TO_ENCODE = {"items": [{"a": i, "b": "y" * 20} for i in range(3000)]}
 """Inputs that take the sender a while to serialise, so shutdown finds it mid-pass."""
-
-
-def _wait_until(predicate: object, timeout_s: float = 5.0) -> bool:
-    """Poll ``predicate`` with a deadline (for client-side counters, which have no event)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return True
-        time.sleep(0.005)
-    return bool(predicate())  # type: ignore[operator]
 
 
 def test_gateway_down_never_blocks_and_drops_are_counted(make_tracer: MakeTracer, dead_target: str) -> None:
@@ -34,7 +25,12 @@ def test_gateway_down_never_blocks_and_drops_are_counted(make_tracer: MakeTracer
     for i in range(10):
         trace_manga_request(tracer, request_id=f"r{i}")
     assert time.monotonic() - started < 0.5  # 170 spans recorded without waiting on the network
-    assert _wait_until(lambda: tracer.stats().spans_dropped["unavailable"] > 0)
+    wait_for(
+        lambda: tracer.stats().spans_dropped["unavailable"] > 0,
+        timeout_s=5,
+        interval_s=0.005,
+        what="the sender's count",
+    )
     t0 = time.monotonic()
     tracer.shutdown(5.0)
     assert time.monotonic() - t0 < 2.0
@@ -68,7 +64,12 @@ def test_gateway_recovers_after_backoff(make_tracer: MakeTracer, gateway: FakeGa
     gateway.retry_delay_s = 0.05
     tracer = make_tracer(target=gateway.target, backoff_initial_s=0.01, backoff_max_s=0.1)
     trace_manga_request(tracer)
-    assert _wait_until(lambda: tracer.stats().spans_dropped["resource_exhausted"] == 17)
+    wait_for(
+        lambda: tracer.stats().spans_dropped["resource_exhausted"] == 17,
+        timeout_s=5,
+        interval_s=0.005,
+        what="the sender's count",
+    )
     gateway.exhausted = False
     trace_manga_request(tracer)
     assert gateway.wait_for(lambda: len(gateway.spans()) == 17)
@@ -82,7 +83,12 @@ def test_slow_gateway_counts_deadline_exceeded(make_tracer: MakeTracer, gateway:
     tracer = make_tracer(target=gateway.target, rpc_timeout_s=0.1)
     with tracer.start_span("slow"):
         pass
-    assert _wait_until(lambda: tracer.stats().spans_dropped["deadline_exceeded"] == 1)
+    wait_for(
+        lambda: tracer.stats().spans_dropped["deadline_exceeded"] == 1,
+        timeout_s=5,
+        interval_s=0.005,
+        what="the sender's count",
+    )
     assert tracer.stats().spans_sent == 0
 
 
@@ -94,7 +100,12 @@ def test_full_gateway_counts_resource_exhausted_and_honours_retry_info(
     tracer = make_tracer(target=gateway.target, backoff_max_s=60.0)
     with tracer.start_span("first"):
         pass
-    assert _wait_until(lambda: tracer.stats().spans_dropped["resource_exhausted"] == 1)
+    wait_for(
+        lambda: tracer.stats().spans_dropped["resource_exhausted"] == 1,
+        timeout_s=5,
+        interval_s=0.005,
+        what="the sender's count",
+    )
     calls = gateway.calls
     with tracer.start_span("second"):
         pass
@@ -133,14 +144,33 @@ def test_shutdown_is_idempotent_and_later_spans_are_counted(make_tracer: MakeTra
     assert tracer.flush(0.1)  # nothing left to ship
 
 
-def test_shutdown_during_a_pass_counts_every_span(make_tracer: MakeTracer, gateway: FakeGateway) -> None:
+def _signal_encodes(monkeypatch: pytest.MonkeyPatch, entered: threading.Event, release: threading.Event) -> None:
+    """The sender's encode sets ``entered`` when a pass starts encoding, then waits for ``release``."""
+    import clients.sender as sender_module
+
+    real_encode = sender_module.encode_spans_chunk  # type: ignore[attr-defined]
+
+    def encode(batch: list[Any]) -> tuple[bytes, int]:
+        entered.set()
+        release.wait(10.0)
+        return real_encode(batch)
+
+    monkeypatch.setattr(sender_module, "encode_spans_chunk", encode)
+
+
+def test_shutdown_during_a_pass_counts_every_span(
+    make_tracer: MakeTracer, gateway: FakeGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Shutdown closes the channel under a pass that is still encoding and sending (a call on a
     closed channel raises ValueError, not an RpcError): whatever it held is counted too."""
+    entered, go_on = threading.Event(), threading.Event()
+    go_on.set()  # encodes run at their own (slow) pace; the event only says one has begun
+    _signal_encodes(monkeypatch, entered, go_on)
     tracer = make_tracer(target=gateway.target)
     for _ in range(600):
         with tracer.start_span("heavy") as span:
             span.set_inputs(_SLOW_TO_ENCODE)
-    time.sleep(0.1)  # the sender is in the middle of a pass
+    assert entered.wait(5.0), "the sender never started a pass"
     tracer.shutdown(0.01)
     stats = tracer.stats()
     assert stats.spans_pending == 0
@@ -211,16 +241,18 @@ def test_shutdown_counts_what_a_stuck_sender_holds_once(
         assert after_shutdown.events_dropped["shutdown"] == 1 and after_shutdown.events_sent == 0
     finally:
         release.set()
-    assert _wait_until(lambda: not tracer._sender._thread.is_alive())
+    wait_for(lambda: not tracer._sender._thread.is_alive(), timeout_s=5, interval_s=0.005, what="the sender's count")
     assert tracer.stats() == after_shutdown
     assert len(gateway.spans()) == spans_sent
 
 
 def test_a_flush_waiting_when_shutdown_cuts_the_drain_short_returns(
-    make_tracer: MakeTracer, gateway: FakeGateway
+    make_tracer: MakeTracer, gateway: FakeGateway, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A flush() waiting on the sender returns as soon as shutdown has counted everything, not
     after its own timeout."""
+    entered, release = threading.Event(), threading.Event()
+    _signal_encodes(monkeypatch, entered, release)  # the sender's first encode waits for the test
     tracer = make_tracer(target=gateway.target, flush_interval_s=60.0)
     for _ in range(200):
         with tracer.start_span("heavy") as span:
@@ -233,12 +265,16 @@ def test_a_flush_waiting_when_shutdown_cuts_the_drain_short_returns(
 
     waiter = threading.Thread(target=flush)
     waiter.start()
-    time.sleep(0.05)
+    # flush() wakes the idle sender (its interval is 60 s), whose pass is then held mid-encode.
+    assert entered.wait(5.0), "flush() did not start a pass"
     tracer.shutdown(0.0)
     waiter.join(10.0)
     assert results and results[0][0] and results[0][1] < 5.0, results
     stats = tracer.stats()
     assert stats.spans_pending == 0 and stats.spans_sent + stats.spans_dropped_total == 200
+    release.set()  # the orphaned sender goes on, counts nothing more, and ends
+    wait_for(lambda: not tracer._sender._thread.is_alive(), timeout_s=20, what="the orphaned sender to end")
+    assert tracer.stats() == stats
 
 
 def test_a_span_that_ends_as_shutdown_closes_is_counted(make_tracer: MakeTracer, gateway: FakeGateway) -> None:

@@ -4,14 +4,7 @@ from gateway.config import AssemblyConfig
 from gateway.metrics import GatewayMetrics
 from gateway.model import SpanRecord
 from gateway.process.assembler import INCOMPLETE_TAG, SYNTHESIZED_ATTRIBUTE, Assembler
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.fakes import FakeClock
 
 
 def mk(trace: str, span: str, parent: str | None, tags: dict[str, str] | None = None) -> SpanRecord:
@@ -35,7 +28,7 @@ def make(**kw: float) -> tuple[Assembler, FakeClock, GatewayMetrics]:
         max_spans_per_trace=int(kw.get("max_spans", 100)),
         max_bytes_in_flight=int(kw.get("max_bytes", 10**9)),
     )
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     metrics = GatewayMetrics(CollectorRegistry())
     return Assembler(cfg, metrics, clock), clock, metrics
 

@@ -17,49 +17,9 @@ from gateway.export.otlp_encode import encode_traces
 from gateway.export.segments import Segment
 from gateway.export.spool import Spool, TornSegment
 from gateway.metrics import GatewayMetrics
-from gateway.model import BundleRecord, FeedbackRecord, FeedbackValue, SpanRecord, TraceRecord
+from gateway.model import FeedbackRecord, FeedbackValue, SpanRecord, TraceRecord
+from tests.fakes import FlakyWriter
 from tests.support import wait_for
-
-
-class FlakyWriter:
-    """Fails the first ``fail_times`` span writes as retryable; rejects any batch holding ``poison``."""
-
-    def __init__(self, fail_times: int = 0, poison: str | None = None) -> None:
-        self.fail_times = fail_times
-        self.poison = poison
-        self.written: list[str] = []
-        self.feedback: list[tuple[str, bool]] = []
-        self.lock = threading.Lock()
-
-    def experiment_id(self, name: str) -> str:
-        return "1"
-
-    def write_spans(self, experiment_id: str, payload: bytes, span_count: int) -> None:
-        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-
-        ids = {
-            s.trace_id.hex()
-            for rs in ExportTraceServiceRequest.FromString(payload).resource_spans
-            for ss in rs.scope_spans
-            for s in ss.spans
-        }
-        with self.lock:
-            if self.fail_times > 0:
-                self.fail_times -= 1
-                raise RetryableWriteError("write spans: HTTP 503", status=503)
-            if self.poison in ids:
-                raise PermanentWriteError("write spans: HTTP 400 INVALID_PARAMETER_VALUE", status=400)
-            self.written.extend(sorted(ids))
-
-    def write_feedback(self, record: FeedbackRecord, check_existing: bool = False) -> None:
-        with self.lock:
-            self.feedback.append((record.event_id, check_existing))
-
-    def write_bundle_event(self, record: BundleRecord, experiment_name: str) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 def cfg(**env: str) -> config.Config:
@@ -245,12 +205,12 @@ class FailFirstWriter(FlakyWriter):
         super().__init__()
         self.go = threading.Event()
         self.first_started = threading.Event()
-        self.calls = 0
+        self.tries = 0
 
     def write_spans(self, experiment_id: str, payload: bytes, span_count: int) -> None:
         with self.lock:
-            self.calls += 1
-            first = self.calls == 1
+            self.tries += 1
+            first = self.tries == 1
         if first:
             self.first_started.set()
             assert self.go.wait(10)
@@ -302,10 +262,10 @@ class ProbeBreakingWriter(FlakyWriter):
     def __init__(self) -> None:
         super().__init__(fail_times=1)
         self.unexpected = 1
-        self.calls = 0
+        self.tries = 0
 
     def write_spans(self, experiment_id: str, payload: bytes, span_count: int) -> None:
-        self.calls += 1
+        self.tries += 1
         if self.fail_times == 0 and self.unexpected > 0:
             self.unexpected -= 1
             raise RuntimeError("a bug in the writer, not an answer from MLflow")
@@ -317,7 +277,7 @@ def test_a_probe_that_raises_unexpectedly_does_not_stall_delivery(tmp_path: Path
     d, m = make(tmp_path, w, TRACEGW_BREAKER_FAILURES="1")
     d.submit_batch(batch("d" * 32))
     wait_for(lambda: w.written == ["d" * 32], timeout_s=5, what="written after the probe raised")
-    assert w.calls == 3 and value(m, "tracegw_circuit_state") == 0  # closed again
+    assert w.tries == 3 and value(m, "tracegw_circuit_state") == 0  # closed again
     d.submit_batch(batch("e" * 32))
     wait_for(lambda: w.written == ["d" * 32, "e" * 32], timeout_s=5, what="later batches flow too")
     d.shutdown(2)

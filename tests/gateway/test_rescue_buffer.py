@@ -2,19 +2,13 @@ import gc
 import random
 import tracemalloc
 
+import pytest
 from prometheus_client import CollectorRegistry
 
 from gateway.metrics import GatewayMetrics
 from gateway.model import SpanEvent, SpanRecord, SpanStatus, TraceRecord
 from gateway.process.rescue_buffer import GROUP_BYTES, RescueBuffer, pack_trace, unpack_trace
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.fakes import FakeClock
 
 
 def t(tid: str) -> TraceRecord:
@@ -159,6 +153,7 @@ def test_promote_from_a_compressed_group_and_with_late_spans() -> None:
     assert len(rb) == 0 and rb.held_bytes == 0
 
 
+@pytest.mark.slow  # tracemalloc over many traces: 7-14 s alone
 def test_held_bytes_is_the_memory_really_held() -> None:
     """The byte bound is true: tracemalloc sees within 15% of what the buffer counts, once traces
     stream through it (evictions leave deleted slots in its index, as in production)."""

@@ -1,14 +1,7 @@
 import threading
 
 from gateway.export.retry import CLOSED, HALF_OPEN, OPEN, CircuitBreaker, backoff_s
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.fakes import FakeClock
 
 
 def test_backoff_grows_caps_jitters_and_honours_retry_after() -> None:

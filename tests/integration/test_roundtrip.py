@@ -54,7 +54,7 @@ def get_trace_when_complete(client: Any, trace_id: str, spans: int = 17) -> Any:
     return wait_for(ready, timeout_s=30, interval_s=0.2, what=f"trace {trace_id} in MLflow")
 
 
-@pytest.fixture(params=["sqlite-server", "postgres-server", "embedded"])
+@pytest.fixture(params=["sqlite-server", pytest.param("postgres-server", marks=pytest.mark.postgres), "embedded"])
 def backend(request: pytest.FixtureRequest, tmp_path: Any) -> str:
     if request.param == "sqlite-server":
         server: MlflowServer = request.getfixturevalue("mlflow_server")

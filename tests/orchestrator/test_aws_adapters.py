@@ -20,6 +20,7 @@ from orchestrator.adapters.aws_calls import RetryPolicy
 from orchestrator.adapters.aws_sagemaker import SageMakerIntentClassifier, SageMakerReranker
 from orchestrator.adapters.base import GenerationRequest, ProviderError, ProviderThrottled
 from orchestrator.routes import DEFAULT_DOCUMENT
+from tests.fakes import FakeClock
 
 HAIKU = "anthropic.claude-3-5-haiku-20241022-v1:0"
 
@@ -258,20 +259,12 @@ def test_reranker_throttled_then_recovers(sagemaker: tuple[Any, Stubber], retry:
     assert len(sleeps.delays) == 2
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 ROUTES = {**DEFAULT_DOCUMENT, "release_bundle": "2026.12.01-rc2", "version": "routes-14"}
 
 
 def test_appconfig_session_poll_and_interval(retry: RetryPolicy) -> None:
     c = client("appconfigdata")
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     routes = AppConfigRoutes(c, "mangaassist", "prod", "routes", HAIKU, "fallback-bundle", retry, clock)
     with Stubber(c) as stub:
         stub.add_response(
@@ -325,7 +318,7 @@ def test_appconfig_invalid_or_missing_config_raises(retry: RetryPolicy) -> None:
             "get_latest_configuration",
             {"NextPollConfigurationToken": "t1", "NextPollIntervalInSeconds": 15, "Configuration": body(bad)},
         )
-        routes = AppConfigRoutes(c, "a", "e", "p", HAIKU, "b", retry, FakeClock())
+        routes = AppConfigRoutes(c, "a", "e", "p", HAIKU, "b", retry, FakeClock(1000.0))
         with pytest.raises(ProviderError) as info:
             routes.current()
         assert info.value.code == "BadConfiguration"
@@ -335,5 +328,5 @@ def test_appconfig_invalid_or_missing_config_raises(retry: RetryPolicy) -> None:
     with Stubber(c2) as stub:
         stub.add_client_error("start_configuration_session", "ResourceNotFoundException", "no such profile", 404)
         with pytest.raises(ProviderError) as info:
-            AppConfigRoutes(c2, "a", "e", "p", HAIKU, "b", retry, FakeClock()).current()
+            AppConfigRoutes(c2, "a", "e", "p", HAIKU, "b", retry, FakeClock(1000.0)).current()
         assert info.value.code == "ResourceNotFoundException"
