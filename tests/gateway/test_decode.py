@@ -150,3 +150,31 @@ def test_rejections_name_the_field_inside_attributes_events_and_tags() -> None:
     ]
     assert out.rejections[0].reason == "attribute value has no value set"
     assert "valid JSON" in out.rejections[1].reason and "unknown value 7" in out.rejections[4].reason
+
+
+# One bad value per scalar field the native hot path checks with its fast boolean test. Each must
+# be rejected by the fast test *and* named by the slow path (``_native_problem``), never fall
+# through to its "invalid span" fallback: the two sets of checks must mirror each other.
+BAD_SCALARS = [
+    ({"trace_id": b"\x01" * 15}, ".trace_id", "must be 16 bytes"),
+    ({"trace_id": bytes(16)}, ".trace_id", "must not be all zero"),
+    ({"span_id": b"\x01" * 9}, ".span_id", "must be 8 bytes"),
+    ({"span_id": bytes(8)}, ".span_id", "must not be all zero"),
+    ({"parent_span_id": b"\x01" * 3}, ".parent_span_id", "must be 8 bytes"),
+    ({"parent_span_id": bytes(8)}, ".parent_span_id", "must not be all zero"),
+    ({"name": ""}, ".name", "must not be empty"),
+    ({"name": "n" * (decode_spans.MAX_NAME_CHARS + 1)}, ".name", "longer than"),
+    ({"start_time_unix_nano": 0}, ".start_time_unix_nano", "must be set"),
+    ({"end_time_unix_nano": 999}, ".end_time_unix_nano", "must not be before"),
+    ({"status_code": 7}, ".status_code", "unknown value 7"),
+]
+
+
+def test_every_fast_check_is_named_by_the_slow_path() -> None:
+    for change, field, reason in BAD_SCALARS:
+        out = decode_spans.decode_native_spans([span(**change)])
+        assert out.spans == [], change
+        [rejection] = out.rejections
+        assert (rejection.field, reason in rejection.reason) == (f"spans[0]{field}", True), (change, rejection)
+    # and a span with none of these problems passes both
+    assert decode_spans.decode_native_spans([span(parent_span_id=S2)]).rejections == []
