@@ -1,28 +1,39 @@
-"""The background sender: one daemon thread that ships queued spans and events to the gateway.
+"""The background sender: one daemon thread ships the queued spans and events to the gateway.
 
-While spans keep arriving (or some are held) the thread wakes every ``encode_interval_s``
-(20 ms) and converts the queued spans to wire bytes, ``encode_chunk_spans`` at a time,
-yielding the GIL between chunks; the span objects are freed as they are converted. The bytes
-wait for a batch: they are sent when ``max_batch_spans`` are ready, ``flush_interval_s`` after
-the oldest of them ended, or on ``flush``/``shutdown``. So the RPC cadence is the batch's while
-the application holds its finished spans for ~20 ms: every object a span keeps alive is
-scanned by the garbage collector's passes, which run on the application's threads (measured:
-holding them for the whole 0.2 s put most of the request path's p99 into those passes).
-Events ride the same clock. A pass that finds the queue empty keeps the short cadence (at
-50 requests/s most 20 ms passes do); only after a whole ``flush_interval_s`` without spans is
-the thread idle: it then sleeps ``flush_interval_s``, or less when the span queue reaches
-``max_batch_spans``; spans recorded meanwhile are held until it wakes (few, at such a rate) and
-still sent ``flush_interval_s`` after they ended.
+One pass every ``encode_interval_s`` (20 ms) while spans arrive::
 
-A failed batch is dropped, counted by reason and followed by a pause (exponential backoff
-with jitter, or the gateway's RetryInfo delay) while the queues keep filling up to their
-bounds; nothing is retried, the gateway is a loopback sidecar and the queues are the buffer.
-After a failure the next batch is probed with its first chunk alone; if that fails too, the
-rest of the batch is dropped unencoded, so a dead gateway costs one chunk's encoding per pause
-and the queue keeps draining. During shutdown a failed RPC ends the drain at once: the rest is dropped
-with the same reason, so a dead gateway cannot hold the process up. Encoding and sending stop at
-shutdown's deadline too; a thread still busy 0.5 s later (a chunk too slow to encode) is
-orphaned: shutdown counts what it took as dropped, and the thread counts nothing more.
+    span queue → take a batch → encode, a chunk at a time (the span objects go) → held bytes
+        → ExportSpans when a batch is full, when it is due, or on flush()/shutdown()
+            ↘ failed: drop the batch (counted by reason), pause, probe with one chunk
+    event queue → RecordFeedback / RecordBundleEvents, on the same clock
+
+    each span and event: queued → taken → held → in a call → sent | dropped   (clients.ledger)
+
+- Cadence: spans are encoded ``encode_chunk_spans`` at a time, yielding the GIL between chunks,
+  so the application holds its finished spans for ~20 ms: every object a span keeps alive is
+  scanned by the garbage collector's passes, which run on the application's threads (measured:
+  holding them for the whole 0.2 s put most of the request path's p99 into those passes).
+- Batches: the bytes are sent when ``max_batch_spans`` are held, ``flush_interval_s`` after the
+  oldest of them ended, or on ``flush``/``shutdown``; so the RPC cadence is the batch's. Events
+  ride the same clock.
+- Idle: a pass that finds the queue empty keeps the short cadence (at 50 requests/s most 20 ms
+  passes do); only after a whole ``flush_interval_s`` without spans does the thread sleep
+  ``flush_interval_s``, or less when the span queue reaches ``max_batch_spans``. Spans recorded
+  meanwhile are held until it wakes (few, at such a rate), still sent ``flush_interval_s`` after
+  they ended.
+- Failures: a failed batch is dropped, counted by reason and followed by a pause (exponential
+  backoff with jitter, or the gateway's RetryInfo delay) while the queues fill up to their
+  bounds. Nothing is retried: the gateway is a loopback sidecar, the queues are the buffer. The
+  next batch is probed with its first chunk alone; if that fails too, the rest of the batch is
+  dropped unencoded, so a dead gateway costs one chunk's encoding per pause and the queue keeps
+  draining.
+- Shutdown: a failed RPC ends the drain at once (the rest is dropped with the same reason), and
+  encoding and sending stop at shutdown's deadline, so a dead gateway cannot hold the process
+  up. A thread still busy 0.5 s later (a chunk too slow to encode) is orphaned: shutdown counts
+  what it took as dropped, and the thread counts nothing more.
+- Accounting: every count the thread changes, and every race with shutdown over them, is in
+  :class:`~clients.ledger.Ledger`; this module is the cadence loop (``_run``, ``_drain``) and
+  the calls.
 """
 
 from __future__ import annotations
@@ -41,6 +52,7 @@ import grpc
 from clients.config import ClientConfig
 from clients.encode import encode_bundle_event, encode_feedback, encode_spans_chunk, export_header
 from clients.events import BundleEvent, Event, FeedbackEvent
+from clients.ledger import Ledger
 from clients.pb import trace_gateway_service_pb2 as svc_pb2
 from clients.retry_info import retry_delay_from_metadata
 from clients.span import SpanHandle
@@ -96,27 +108,6 @@ class _Failure(Exception):
         self.delay_s = delay_s
 
 
-def _pop_batch(queue: deque[Any], limit: int) -> list[Any]:
-    batch: list[Any] = []
-    append, popleft = batch.append, queue.popleft
-    try:
-        for _ in range(min(limit, len(queue))):
-            append(popleft())
-    except IndexError:  # emptied by a concurrent shutdown
-        pass
-    return batch
-
-
-def _drain_queue(queue: deque[Any]) -> int:
-    count = 0
-    try:
-        while True:
-            queue.popleft()
-            count += 1
-    except IndexError:
-        return count
-
-
 class Sender:
     """Ships the span and event queues to the gateway from one daemon thread.
 
@@ -137,6 +128,7 @@ class Sender:
         self._events = events
         self._wake = wake
         self._counters = counters
+        self._ledger = Ledger(spans, events, counters)  # where each span and event taken is
         factory = channel_factory or (lambda target: grpc.insecure_channel(target, options=CHANNEL_OPTIONS))
         self._channel = factory(config.target)
         self._export = self._channel.unary_unary(
@@ -162,21 +154,12 @@ class Sender:
         self._backoff_s = 0.0
         self._resume_at = 0.0
         self._probe = False
-        self._held: list[bytes] = []  # encoded spans waiting for a batch (no header)
-        self._held_spans = 0  # encoded spans in _held, and those in the call sending them
-        self._taking = 0  # spans taken from the queue and not yet encoded
         self._due = 0.0  # monotonic time by which what is held must be sent; 0 = nothing held
         self._flush_cond = threading.Condition()
         self._flush_requested = 0
         self._flush_done = 0
         self._shutdown_lock = threading.Lock()
         self._shut_down = False
-        # Settles the spans the thread took against shutdown: every change to _taking,
-        # _held_spans and their counts happens under it. A thread still busy when shutdown gives
-        # up on it is orphaned: shutdown counts what it held, and it counts nothing more.
-        self._count_lock = threading.Lock()
-        self._orphaned = False
-        self._events_taking = 0  # events taken from their queue, in a call not yet answered
         self._closed = False  # shutdown has returned
 
     # -- control (any thread) ---------------------------------------------------------------
@@ -185,17 +168,14 @@ class Sender:
     def held_spans(self) -> int:
         """Spans taken from the queue and neither sent nor dropped yet (being encoded, held
         for a batch, or in the call that sends them)."""
-        return self._taking + self._held_spans
+        return self._ledger.pending
 
     def stats(self) -> ClientStats:
         """The counters, read consistently with what the thread holds. After shutdown, spans
         that an application thread appended as it closed are counted as dropped first."""
         if self._closed and self._spans:
-            self._drop_rest("shutdown")
-        with self._count_lock:
-            return self._counters.snapshot(
-                len(self._spans), len(self._events) + self._events_taking, self._taking + self._held_spans
-            )
+            self._ledger.drop_rest("shutdown")
+        return self._ledger.snapshot()
 
     def start(self) -> None:
         """Start the sender thread."""
@@ -203,7 +183,7 @@ class Sender:
 
     def flush(self, timeout_s: float) -> bool:
         """Wait until everything queued before the call was shipped or counted as dropped."""
-        if not self._thread.is_alive() or self._orphaned:
+        if not self._thread.is_alive() or self._ledger.frozen:
             return not self._spans and not self._events and not self.held_spans
         with self._flush_cond:
             self._flush_requested += 1
@@ -233,10 +213,10 @@ class Sender:
         self._channel.close()  # cancels an RPC still in flight, the thread then exits
         if self._thread.is_alive():
             self._thread.join(0.5)
-        with self._count_lock:
-            # A thread still encoding a chunk (or in a call that ignores the close) is orphaned,
-            # so that whatever it took is counted by the time shutdown returns.
-            self._orphaned = self._thread.is_alive()
+        if self._thread.is_alive():
+            # Still encoding a chunk (or in a call that ignores the close): the thread is
+            # orphaned, so that whatever it took is counted by the time shutdown returns.
+            self._ledger.freeze()
         self._closed = True
         self._close_out()  # a flush() still waiting on an orphaned thread returns too
 
@@ -265,7 +245,7 @@ class Sender:
                 if drained:
                     # The short cadence while spans keep coming (and for one interval after the
                     # last ones), so none are held longer than ~encode_every; idle, the long sleep.
-                    active = self._held_spans or time.monotonic() - last_spans < cfg.flush_interval_s
+                    active = self._ledger.held or time.monotonic() - last_spans < cfg.flush_interval_s
                     timeout = encode_every if active else cfg.flush_interval_s
                     if self._due:
                         timeout = min(timeout, max(self._due - time.monotonic(), 0.0))
@@ -274,7 +254,7 @@ class Sender:
             except Exception as exc:  # worker-loop boundary: never let the thread die
                 self._counters.error("sender", type(exc).__name__)
                 self._log.warning("loop", "trace client sender failed: %s", type(exc).__name__, exc_info=True)
-                self._drop_taking("error", events=True)  # what the failure cut short is counted, not lost
+                self._ledger.drop_taking("error", events=True)  # what the failure cut short is counted, not lost
                 if self._stop.wait(self._next_backoff(None)):
                     self._close_out()
                     return
@@ -282,21 +262,8 @@ class Sender:
     def _close_out(self) -> None:
         """Count everything still queued or held as dropped (``shutdown``), then release every
         ``flush()`` caller: all they waited for is counted."""
-        self._drop_rest("shutdown")
+        self._ledger.drop_rest("shutdown")
         self._flushed(self._flush_requested)
-
-    def _drop_taking(self, reason: str, events: bool = False) -> None:
-        """Count the spans taken and not yet encoded (and, with ``events``, the events taken
-        for a call) as dropped, unless shutdown has already counted them."""
-        with self._count_lock:
-            if self._orphaned:
-                return
-            if self._taking:
-                self._counters.drop_spans(reason, self._taking)
-                self._taking = 0
-            if events and self._events_taking:
-                self._counters.drop_events(reason, self._events_taking)
-                self._events_taking = 0
 
     def _flushed(self, generation: int) -> None:
         """Tell ``flush()`` callers up to ``generation`` that what they waited for is counted."""
@@ -307,7 +274,7 @@ class Sender:
     def _drain(self, stopping: bool, send_all: bool) -> bool:
         """One pass: encode every queued span (freeing it), and send what is held when a batch
         is full, when it is due or when ``send_all``; False when a batch failed."""
-        spans, events = self._spans, self._events
+        spans, events, ledger = self._spans, self._events, self._ledger
         cfg = self._config
         max_spans, max_events = cfg.max_batch_spans, cfg.max_batch_events
         if not self._due and (spans or events):
@@ -315,33 +282,27 @@ class Sender:
         send_all = send_all or 0 < self._due <= time.monotonic()
         while True:
             send_events = bool(events) and (send_all or len(events) >= max_events)
-            if not (spans or send_events or (send_all and self._held_spans)):
+            if not (spans or send_events or (send_all and ledger.held)):
                 break
             if self._past_deadline():
                 return False  # also when shutdown began during this pass
             try:
                 if spans:
-                    with self._count_lock:
-                        if self._orphaned:
-                            return False
-                        batch = _pop_batch(spans, max_spans - self._held_spans)
-                        self._counters.spans_taken += len(batch)
-                        self._taking = len(batch)
+                    batch = ledger.take_spans(max_spans)
+                    if batch is None:
+                        return False  # orphaned
                     if self._probe:
                         batch = self._probe_with(batch)
                     self._encode_spans(batch)
                     del batch  # the span objects go now, before the batch is sent
                     if self._past_deadline():
                         return False  # what was not encoded is dropped with the rest
-                if self._held_spans and (self._held_spans >= max_spans or (send_all and not spans)):
+                if ledger.held and (ledger.held >= max_spans or (send_all and not spans)):
                     self._send_held()
                 if send_events:
-                    with self._count_lock:
-                        if self._orphaned:
-                            return False
-                        batch_events = _pop_batch(events, max_events)
-                        self._counters.events_taken += len(batch_events)
-                        self._events_taking = len(batch_events)
+                    batch_events = ledger.take_events(max_events)
+                    if batch_events is None:
+                        return False  # orphaned
                     self._ship_events(batch_events)
             except _Failure as failure:
                 self._probe = True
@@ -354,14 +315,14 @@ class Sender:
                         failure.detail,
                     )
                 if stopping:
-                    self._drop_rest(failure.reason)
+                    ledger.drop_rest(failure.reason)
                     return True
                 delay = self._next_backoff(failure.delay_s)
                 self._resume_at = time.monotonic() + delay
                 return False
             self._backoff_s = 0.0
             time.sleep(_YIELD_S)
-        if not self._held_spans and not events:
+        if not ledger.held and not events:
             self._due = 0.0
         elif not self._due:  # what is held now, and events waiting, go one interval from now
             self._due = time.monotonic() + cfg.flush_interval_s
@@ -393,41 +354,18 @@ class Sender:
             return min(server_delay_s, cfg.backoff_max_s)
         return self._backoff_s * random.uniform(0.8, 1.2)
 
-    def _drop_rest(self, reason: str) -> None:
-        """Count as dropped what the thread took and holds, and what is still queued."""
-        with self._count_lock:
-            held = self._taking + self._held_spans
-            self._held.clear()
-            self._taking = self._held_spans = 0
-            queued = _drain_queue(self._spans)
-            self._counters.spans_taken += queued
-            if held + queued:
-                self._counters.drop_spans(reason, held + queued)
-            events = _drain_queue(self._events)
-            self._counters.events_taken += events
-            if events + self._events_taking:
-                self._counters.drop_events(reason, events + self._events_taking)
-            self._events_taking = 0
-
     def _encode_spans(self, batch: list[SpanHandle]) -> None:
-        """Convert ``batch`` to wire bytes onto the held list, a chunk at a time."""
+        """Convert ``batch`` to wire bytes, a chunk at a time, held in the ledger."""
         chunk = self._config.encode_chunk_spans
-        held = self._held
+        hold = self._ledger.hold
         for start in range(0, len(batch), chunk):
             if start:
                 if self._past_deadline():
-                    return  # the rest stay in _taking and are dropped as ``shutdown``
+                    return  # the rest stay taken and are dropped as ``shutdown``
                 time.sleep(_YIELD_S)
             data, bad = encode_spans_chunk(batch[start : start + chunk])
-            count = min(chunk, len(batch) - start)
-            with self._count_lock:
-                if self._orphaned:
-                    return
-                held.append(data)
-                self._taking -= count
-                self._held_spans += count - bad
-                if bad:
-                    self._counters.drop_spans("error", bad)
+            if not hold(data, min(chunk, len(batch) - start), bad):
+                return  # orphaned
             if bad:
                 self._counters.error("encode_span", f"{bad} spans could not be encoded")
 
@@ -439,43 +377,35 @@ class Sender:
         try:
             self._send_held()
         except _Failure as failure:
-            self._drop_taking(failure.reason)
+            self._ledger.drop_taking(failure.reason)
             raise
         return batch[chunk:]
 
     def _send_held(self) -> None:
         """One ExportSpans call with every held span; they are sent or counted as dropped.
-        (They count as held until the call returns, so ``stats()`` shows them as pending.)"""
-        with self._count_lock:
-            if self._orphaned:
-                return
-            good = self._held_spans
-            payload = b"".join([self._header, *self._held])
-            self._held.clear()
+        (They are in the call until it returns, so ``stats()`` shows them as pending.)"""
+        ledger = self._ledger
+        call = ledger.start_call(self._header)
+        if call is None:
+            return  # orphaned
+        payload, good = call
         self._due = 0.0  # the next spans held start a new interval
-        counters = self._counters
         try:
             if self._past_deadline():
                 raise _Failure("shutdown", "deadline passed")
             response = self._export(payload, timeout=self._config.rpc_timeout_s)
         except Exception as err:
             failure = err if isinstance(err, _Failure) else self._call_failure(err)
-            with self._count_lock:
-                if not self._orphaned:
-                    self._held_spans = 0
-                    counters.drop_spans(failure.reason, good)
+            ledger.call_failed(failure.reason)
             raise failure from None
         self._probe = False
         rejected = min(max(response.partial_success.rejected_count, 0), good)
-        with self._count_lock:
-            if self._orphaned:
-                return
-            self._held_spans = 0
-            if rejected:
-                counters.drop_spans("rejected", rejected)
-            counters.spans_sent += good - rejected
+        if not ledger.call_answered(rejected):
+            return  # orphaned
         if rejected:
-            counters.note_failure("ExportSpans", f"rejected {rejected}: {response.partial_success.error_message[:200]}")
+            self._counters.note_failure(
+                "ExportSpans", f"rejected {rejected}: {response.partial_success.error_message[:200]}"
+            )
 
     def _call_failure(self, err: Exception) -> _Failure:
         """The drop reason for a failed call: from its gRPC status, or ``shutdown`` when the
@@ -487,7 +417,7 @@ class Sender:
 
     def _ship_events(self, batch: list[Event]) -> None:
         """One call per event kind; every event taken is sent or counted as dropped."""
-        settle = self._settle_events
+        settle = self._ledger.settle_events
         feedback: list[Any] = []
         bundles: list[Any] = []
         for event in batch:
@@ -525,18 +455,6 @@ class Sender:
             settle(count - rejected, None)
         if failure is not None:
             raise failure
-
-    def _settle_events(self, count: int, reason: str | None) -> None:
-        """Count ``count`` of the events in flight as sent (``reason`` None) or dropped, unless
-        shutdown has already counted them (an orphaned thread)."""
-        with self._count_lock:
-            if self._orphaned or not count:
-                return
-            self._events_taking -= count
-            if reason is None:
-                self._counters.events_sent += count
-            else:
-                self._counters.drop_events(reason, count)
 
 
 def _failure(err: grpc.RpcError) -> _Failure:

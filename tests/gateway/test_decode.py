@@ -155,7 +155,7 @@ def test_rejections_name_the_field_inside_attributes_events_and_tags() -> None:
 # One bad value per scalar field the native hot path checks with its fast boolean test. Each must
 # be rejected by the fast test *and* named by the slow path (``_native_problem``), never fall
 # through to its "invalid span" fallback: the two sets of checks must mirror each other.
-BAD_SCALARS = [
+BAD_SCALARS: list[tuple[dict[str, object], str, str]] = [
     ({"trace_id": b"\x01" * 15}, ".trace_id", "must be 16 bytes"),
     ({"trace_id": bytes(16)}, ".trace_id", "must not be all zero"),
     ({"span_id": b"\x01" * 9}, ".span_id", "must be 8 bytes"),
