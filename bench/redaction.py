@@ -65,14 +65,16 @@ def naive(text: str) -> list[tuple[int, int]]:
 
 
 def find_pii_at(rev: str) -> Callable[[str], object]:
-    """``find_pii`` from ``gateway/process/pii.py`` as committed at git revision ``rev``."""
+    """``find_pii`` as committed at git revision ``rev`` (``gateway/process/pii.py``, or
+    ``gateway/pii.py`` in the flat layout before the gateway was split by layer)."""
     root = Path(__file__).resolve().parent.parent
-    source = subprocess.run(
-        ["git", "show", f"{rev}:gateway/process/pii.py"], cwd=root, check=True, capture_output=True, text=True
-    ).stdout
-    module = types.ModuleType(f"pii_at_{rev}")
-    exec(compile(source, f"{rev}:gateway/process/pii.py", "exec"), module.__dict__)
-    return module.find_pii
+    for path in ("gateway/process/pii.py", "gateway/pii.py"):
+        shown = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=root, capture_output=True, text=True)
+        if shown.returncode == 0:
+            module = types.ModuleType(f"pii_at_{rev}")
+            exec(compile(shown.stdout, f"{rev}:{path}", "exec"), module.__dict__)
+            return module.find_pii
+    raise SystemExit(f"redaction: no gateway pii module at revision {rev!r}")
 
 
 def measure(fn: Callable[[str], object], text: str, iterations: int, deadline: float) -> list[float]:
