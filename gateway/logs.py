@@ -58,7 +58,7 @@ class RateLimitedLog:
         self._suppressed: dict[str, int] = {}
         self._lock = threading.Lock()
 
-    def warning(self, key: str, msg: str, *args: object) -> None:
+    def warning(self, key: str, msg: str, *args: object, exc_info: bool = False) -> None:
         now = time.monotonic()
         with self._lock:
             if now - self._last.get(key, -1e9) < self._every_s:
@@ -66,4 +66,4 @@ class RateLimitedLog:
                 return
             self._last[key] = now
             suppressed = self._suppressed.pop(key, 0)
-        self._log.warning(msg + " (%d similar suppressed)", *args, suppressed)
+        self._log.warning(msg + " (%d similar suppressed)", *args, suppressed, exc_info=exc_info)

@@ -31,6 +31,7 @@ DROP_REASONS = frozenset(
         "sampled_out",  # head/tail sampling chose not to store the trace
         "writer_queue_full",  # no room for another batch waiting for a writer
         "write_failed",  # MLflow answered an error or could not be reached
+        "encode_failed",  # a trace the OTLP encoder could not take (dropped alone, its batch goes on)
         "shutdown",  # still held when the drain deadline passed
         "trace_not_found",  # feedback whose trace never reached MLflow within the join window
         "contract_violation",  # strict contract mode: a trace that breaks the contract is not stored

@@ -35,7 +35,7 @@ from collections.abc import Callable
 
 from gateway.config import RetryConfig, WriterConfig
 from gateway.export.batcher import SpanBatch
-from gateway.export.errors import PermanentWriteError, RetryableWriteError, TraceWriter, WriteError
+from gateway.export.errors import PermanentWriteError, RetryableWriteError, TraceWriter, WriteError, code_of
 from gateway.export.otlp_encode import encode_traces, split_spans
 from gateway.export.retry import CLOSED, STATE_NAMES, CircuitBreaker, Permit, backoff_s
 from gateway.export.segments import (
@@ -49,7 +49,7 @@ from gateway.export.segments import (
 from gateway.export.spool import Spool, TornSegment
 from gateway.logs import RateLimitedLog
 from gateway.metrics import GatewayMetrics
-from gateway.model import BundleRecord, FeedbackRecord
+from gateway.model import BundleRecord, FeedbackRecord, TraceRecord
 
 log = logging.getLogger(__name__)
 
@@ -210,6 +210,8 @@ class Delivery:
                 return
             try:
                 seg = self._segment(item)
+                if seg is None:  # every trace of the batch failed to encode (counted)
+                    continue
                 if not self._spool.write(seg) and not self._admit_memory_only(seg):
                     continue
                 with self._cond:
@@ -219,15 +221,22 @@ class Delivery:
                 log.exception("spooler failed on an item")
                 self._count_drop(_kind_of(item), "write_failed", getattr(item, "span_count", 1))
 
-    def _segment(self, item: object) -> Segment:
+    def _segment(self, item: object) -> Segment | None:
         now = time.time()
         if isinstance(item, SpanBatch):
-            payload = encode_traces(item.traces)
+            traces = item.traces
+            try:
+                payload = encode_traces(traces)
+            except Exception:  # one trace the encoder cannot take must not cost the batch
+                traces = self._encodable(traces)
+                if not traces:
+                    return None
+                payload = encode_traces(traces)
             header = {
                 "kind": Kind.SPANS.value,
                 "experiment_name": item.experiment_name,
-                "span_count": item.span_count,
-                "trace_count": len(item.traces),
+                "span_count": sum(len(t.spans) for t in traces),
+                "trace_count": len(traces),
                 "first_at": now,
                 "attempts": 0,
             }
@@ -238,6 +247,21 @@ class Delivery:
         assert isinstance(item, BundleRecord)
         header = {"kind": Kind.BUNDLE.value, "span_count": 0, "first_at": now, "attempts": 0}
         return Segment(self._spool.next_seq(), Kind.BUNDLE, header, bundle_to_json(item))
+
+    def _encodable(self, traces: list[TraceRecord]) -> list[TraceRecord]:
+        """The traces that encode on their own; the others are dropped and counted (``encode_failed``)."""
+        good = []
+        for trace in traces:
+            try:
+                encode_traces([trace])
+            except Exception as exc:
+                self._count_drop(Kind.SPANS, "encode_failed", len(trace.spans))
+                self._warn.warning(
+                    "encode_failed", "trace %s could not be encoded (%s); dropped", trace.trace_id, type(exc).__name__
+                )
+            else:
+                good.append(trace)
+        return good
 
     def _admit_memory_only(self, seg: Segment) -> bool:
         with self._cond:
@@ -349,6 +373,21 @@ class Delivery:
             self._schedule_retry(seg, None)
             log.warning("%s write failed (%s); will retry", seg.kind, exc.reason)
             return
+        except Exception as exc:  # not an answer from MLflow: this segment's data (or a bug) makes
+            # the writer fail. Retrying would fail the same way and hold the span turn for
+            # everyone behind it: settle it as permanent (split, then dead-letter), no answer for
+            # the breaker either way.
+            self._observe(seg, "unexpected_error", started)
+            self._warn.warning(
+                "unexpected_" + seg.kind,
+                "%s write of segment %d raised %s; isolating it",
+                seg.kind,
+                seg.seq,
+                type(exc).__name__,
+                exc_info=True,
+            )
+            self._permanent(seg, payload, PermanentWriteError(f"writer raised {type(exc).__name__}", code=code_of(exc)))
+            return
         self._observe(seg, "ok", started)
         permit.success()
         self._acknowledge(seg)
@@ -412,7 +451,13 @@ class Delivery:
             )
             return
         if seg.kind is Kind.SPANS:
-            parts = split_spans(payload)
+            try:
+                parts = split_spans(payload)
+            except Exception as split_exc:  # the payload itself cannot be read back: keep it aside
+                self._dead_letter(
+                    seg, f"{exc.reason}; split raised {type(split_exc).__name__}", code_of(split_exc), payload
+                )
+                return
             if parts:
                 self._split(seg, parts)
                 return

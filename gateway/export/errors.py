@@ -22,6 +22,13 @@ from gateway.model import BundleRecord, FeedbackRecord
 _ERROR_CODE = re.compile(r"[A-Z][A-Z0-9_]{1,39}")
 
 
+def code_of(exc: BaseException) -> str:
+    """A label-safe code for an exception that is not a ``WriteError``: its class name in upper
+    snake case (``DecodeError`` → ``DECODE_ERROR``), bounded like every code."""
+    name = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", type(exc).__name__).upper()
+    return bounded_code(name[:40], None)
+
+
 def bounded_code(code: str, status: int | None) -> str:
     """A label-safe error code: an MLflow-style code as is, else ``HTTP_<status>``, else ``UNKNOWN``."""
     if _ERROR_CODE.fullmatch(code):

@@ -15,6 +15,7 @@ that MLflow's own SDK sends with a known meaning are understood instead.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +31,13 @@ from gateway.model import (
 
 RESERVED_PREFIX = "mlflow."
 MAX_NAME_CHARS = 256
+# JSON values (inputs, outputs, json_value attributes) are re-encoded as OTLP AnyValues: a JSON
+# object level becomes three message levels (AnyValue, KeyValueList, KeyValue), under six of the
+# request's own, and protobuf's decoder (MLflow's, and poison isolation's) stops at 100. Deeper
+# values are rejected here, where they cost only their own span.
+MAX_JSON_DEPTH = 24
+# MLflow stores span times as int64 nanoseconds; from 2^63 (the year 2262) its store fails.
+MAX_TIME_NS = 2**63 - 1
 MAX_TAG_KEY_CHARS = 250
 MAX_TAG_VALUE_CHARS = 8000
 
@@ -46,6 +54,7 @@ _OTLP_PASSTHROUGH = frozenset(
     }
 )
 _TRACE_TAG_PREFIX = "mlflow.traceTag."
+_SURROGATE = re.compile("[\ud800-\udfff]")
 # Span status codes: the native enum and OTLP's StatusCode share their numbers.
 _STATUS = {0: SpanStatus.UNSET, 1: SpanStatus.OK, 2: SpanStatus.ERROR}
 
@@ -88,6 +97,8 @@ def _check_times(start: int, end: int, where: str) -> None:
         raise _Reject(f"{where}.start_time_unix_nano", "must be set (Unix epoch nanoseconds)")
     if end < start:
         raise _Reject(f"{where}.end_time_unix_nano", "must not be before start_time_unix_nano")
+    if end > MAX_TIME_NS:
+        raise _Reject(f"{where}.end_time_unix_nano", "must be before 2262 (below 2^63 nanoseconds)")
 
 
 def _check_name(name: str, where: str) -> None:
@@ -101,9 +112,43 @@ def _json(text: str, where: str) -> Any:
     if not text:
         return None
     try:
-        return json.loads(text)
+        value = json.loads(text)
     except json.JSONDecodeError as exc:
         raise _Reject(where, f"is not valid JSON ({exc.msg} at char {exc.pos})") from None
+    except (ValueError, RecursionError):  # an integer past Python's digit limit, or nesting past its stack
+        raise _Reject(where, "is not valid JSON here (an integer over 4300 digits, or nested too deep)") from None
+    if _json_suspect(text):
+        problem = _json_problem(value)
+        if problem:
+            raise _Reject(where, problem)
+    return value
+
+
+def _json_suspect(text: str) -> bool:
+    """Whether parsed ``text`` may nest deeper than ``MAX_JSON_DEPTH`` or hold a lone surrogate:
+    two scans in C, so the walk below runs only for the few values that need it. (Protobuf
+    strings are valid UTF-8, so a surrogate can only come from a ``\\uD800``-style escape.)"""
+    return "\\ud" in text or "\\uD" in text or text.count("[") + text.count("{") > MAX_JSON_DEPTH
+
+
+def _json_problem(value: Any) -> str | None:
+    """Why a parsed JSON value cannot be stored, or None: too deep, or a lone surrogate (which
+    has no UTF-8 encoding) in a key or a string."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            if not item.isascii() and _SURROGATE.search(item):
+                return "holds a lone UTF-16 surrogate (\\ud800-\\udfff), which is not valid UTF-8"
+        elif isinstance(item, (dict, list)):
+            if depth >= MAX_JSON_DEPTH:
+                return f"nests deeper than {MAX_JSON_DEPTH} levels"
+            if isinstance(item, dict):
+                stack.extend((k, depth + 1) for k in item)
+                stack.extend((v, depth + 1) for v in item.values())
+            else:
+                stack.extend((v, depth + 1) for v in item)
+    return None
 
 
 def _clean_tags(tags: Any, where: str, out: dict[str, str]) -> int:
@@ -198,6 +243,7 @@ def _native_span(s: Any, trace_ids: dict[bytes, str]) -> tuple[SpanRecord, int]:
         or len(name) > MAX_NAME_CHARS
         or start <= 0
         or end < start
+        or end > MAX_TIME_NS
         or status is None
     ):
         raise _native_problem(s)
@@ -301,12 +347,18 @@ def _any_value(v: Any) -> Any:
     return getattr(v, kind)
 
 
-def _maybe_json(value: Any) -> Any:
+def _maybe_json(value: Any, where: str) -> Any:
+    """A string attribute that MLflow's SDK JSON-encodes, decoded; text that is not JSON stays text."""
     if isinstance(value, str):
         try:
-            return json.loads(value)
-        except ValueError:
+            parsed = json.loads(value)
+        except (ValueError, RecursionError):
             return value
+        if _json_suspect(value):
+            problem = _json_problem(parsed)
+            if problem:
+                raise _Reject(where, problem)
+        return parsed
     return value
 
 
@@ -347,17 +399,19 @@ def _otlp_span(s: Any, where: str) -> tuple[SpanRecord, int]:
         if not key.startswith(RESERVED_PREFIX):
             attributes[key] = value
         elif key == "mlflow.spanType":
-            span_type = str(_maybe_json(value))
+            span_type = str(_maybe_json(value, f"{where}.attributes[{key!r}]"))
         elif key == "mlflow.spanInputs":
-            inputs = _maybe_json(value)
+            inputs = _maybe_json(value, f"{where}.attributes[{key!r}]")
         elif key == "mlflow.spanOutputs":
-            outputs = _maybe_json(value)
+            outputs = _maybe_json(value, f"{where}.attributes[{key!r}]")
         elif key.startswith(_TRACE_TAG_PREFIX):
             stripped += _clean_tags(
-                {key[len(_TRACE_TAG_PREFIX) :]: str(_maybe_json(value))}, f"{where}.attributes", tags
+                {key[len(_TRACE_TAG_PREFIX) :]: str(_maybe_json(value, f"{where}.attributes"))},
+                f"{where}.attributes",
+                tags,
             )
         elif key in _OTLP_PASSTHROUGH:
-            attributes[key] = _maybe_json(value)
+            attributes[key] = _maybe_json(value, f"{where}.attributes[{key!r}]")
         else:
             stripped += 1
     events = (

@@ -178,3 +178,62 @@ def test_every_fast_check_is_named_by_the_slow_path() -> None:
         assert (rejection.field, reason in rejection.reason) == (f"spans[0]{field}", True), (change, rejection)
     # and a span with none of these problems passes both
     assert decode_spans.decode_native_spans([span(parent_span_id=S2)]).rejections == []
+
+
+def nested(depth: int, kind: str = "dict") -> object:
+    value: object = "leaf"
+    for _ in range(depth):
+        value = {"k": value} if kind == "dict" else [value]
+    return value
+
+
+def test_json_that_a_later_stage_would_choke_on_is_rejected_with_its_span_alone() -> None:
+    poisons = {
+        "surrogate in inputs": span(inputs_json='{"m": "\\ud800"}'),
+        "surrogate in a key": span(outputs_json='{"\\udc00": 1}'),
+        "too deep a list": span(inputs_json="[" * 60 + "]" * 60),
+        "too deep an object": span(outputs_json=json.dumps(nested(decode_spans.MAX_JSON_DEPTH + 1))),
+        "far too deep": span(inputs_json="[" * 10_000 + "]" * 10_000),
+        "integer of 5000 digits": span(inputs_json="1" * 5000),
+        "time from 2262 on": span(start_time_unix_nano=2**63 + 5, end_time_unix_nano=2**63 + 10),
+    }
+    deep_attr = span()
+    deep_attr.attributes["j"].json_value = "[" * 60 + "]" * 60
+    poisons["too deep a json_value"] = deep_attr
+    fine = span(span_id=S2, inputs_json='{"m": "caf\\u00e9 \\ud83d\\ude00"}')  # a surrogate *pair* is fine
+    out = decode_spans.decode_native_spans([*poisons.values(), fine])
+    assert [r.index for r in out.rejections] == list(range(len(poisons))), out.rejections
+    assert [s.span_id for s in out.spans] == [S2.hex()] and out.spans[0].inputs == {"m": "café 😀"}
+    reasons = {name: r.reason for name, r in zip(poisons, out.rejections, strict=True)}
+    assert "surrogate" in reasons["surrogate in inputs"] and "surrogate" in reasons["surrogate in a key"]
+    assert "deeper than" in reasons["too deep a list"] and "deeper than" in reasons["too deep a json_value"]
+    assert "before 2262" in reasons["time from 2262 on"]
+
+
+def test_the_deepest_json_accepted_survives_the_encoder_and_protobufs_decoder() -> None:
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    from gateway.export.otlp_encode import encode_traces
+    from gateway.model import TraceRecord
+
+    for kind in ("dict", "list"):
+        s = span(inputs_json=json.dumps(nested(decode_spans.MAX_JSON_DEPTH, kind)))
+        s.attributes["j"].json_value = json.dumps(nested(decode_spans.MAX_JSON_DEPTH, kind))
+        [record] = decode_spans.decode_native_spans([s]).spans
+        payload = encode_traces([TraceRecord(record.trace_id, "e", [record], {})])
+        assert ExportTraceServiceRequest.FromString(payload).resource_spans  # no DecodeError
+
+
+def test_otlp_span_inputs_with_a_lone_surrogate_are_rejected() -> None:
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    req = ExportTraceServiceRequest()
+    scope = req.resource_spans.add().scope_spans.add()
+    for i, text in enumerate(['"\\udc00"', "[" * 60 + "]" * 60, '{"fine": true}']):
+        s = scope.spans.add(
+            trace_id=T, span_id=bytes([i + 1]) * 8, name="n", start_time_unix_nano=1, end_time_unix_nano=2
+        )
+        kv = s.attributes.add(key="mlflow.spanInputs")
+        kv.value.string_value = text
+    out = decode_spans.decode_otlp_spans(req.resource_spans)
+    assert [r.index for r in out.rejections] == [0, 1] and [s.inputs for s in out.spans] == [{"fine": True}]

@@ -276,10 +276,54 @@ def test_a_probe_that_raises_unexpectedly_does_not_stall_delivery(tmp_path: Path
     w = ProbeBreakingWriter()
     d, m = make(tmp_path, w, TRACEGW_BREAKER_FAILURES="1")
     d.submit_batch(batch("d" * 32))
-    wait_for(lambda: w.written == ["d" * 32], timeout_s=5, what="written after the probe raised")
-    assert w.tries == 3 and value(m, "tracegw_circuit_state") == 0  # closed again
+    # The probe raised: not an answer, so the segment is isolated (one trace: dead-lettered with
+    # the exception's type) and the probe is given back instead of holding every sender.
+    wait_for(
+        lambda: value(m, "tracegw_dead_letter_total", kind="spans", reason="RUNTIME_ERROR") == 1,
+        timeout_s=5,
+        what="the segment the writer choked on, dead-lettered",
+    )
+    assert w.tries == 2 and w.written == []
     d.submit_batch(batch("e" * 32))
-    wait_for(lambda: w.written == ["d" * 32, "e" * 32], timeout_s=5, what="later batches flow too")
+    wait_for(lambda: w.written == ["e" * 32], timeout_s=5, what="later batches flow")
+    assert value(m, "tracegw_circuit_state") == 0  # the next probe succeeded: closed again
+    d.shutdown(2)
+
+
+class ChokingWriter(FlakyWriter):
+    """Raises DecodeError (as MLflow's embedded store does on a payload protobuf cannot read) for
+    any batch holding ``poison``."""
+
+    def check(self, ids: list[str]) -> None:
+        from google.protobuf.message import DecodeError
+
+        if self.poison in ids:
+            raise DecodeError("Exceeded upb_DecodeOptions_MaxDepth")
+
+
+def test_a_batch_the_writer_chokes_on_costs_only_its_poison_trace(tmp_path: Path) -> None:
+    ids = [f"{i:032x}" for i in range(1, 9)]
+    w = ChokingWriter(poison=ids[2])
+    d, m = make(tmp_path, w)
+    d.submit_batch(batch(*ids))
+    d.submit_batch(batch("9" * 32))  # behind it, in order
+    wait_for(lambda: len(w.written) == 8, timeout_s=10, what="the seven innocent traces and the next batch")
+    assert sorted(w.written) == sorted([*(set(ids) - {ids[2]}), "9" * 32])
+    assert value(m, "tracegw_dead_letter_total", kind="spans", reason="DECODE_ERROR") == 1
+    assert value(m, "tracegw_write_retries_total", kind="spans") == 0  # settled, never retried
+    d.shutdown(2)
+
+
+def test_a_trace_the_encoder_cannot_take_is_dropped_alone(tmp_path: Path) -> None:
+    w = FlakyWriter()
+    d, m = make(tmp_path, w)
+    good, bad = batch("a" * 32, "c" * 32), batch("b" * 32)
+    bad.traces[0].spans[0].attributes["x"] = "\ud800"  # a lone surrogate has no UTF-8 encoding
+    mixed = SpanBatch("e", [good.traces[0], bad.traces[0], good.traces[1]], 3)
+    d.submit_batch(mixed)
+    wait_for(lambda: w.written == ["a" * 32, "c" * 32], timeout_s=5, what="the two encodable traces")
+    assert value(m, "tracegw_spans_dropped_total", stage="write", reason="encode_failed") == 1
+    assert value(m, "tracegw_spans_dropped_total", stage="write", reason="write_failed") == 0
     d.shutdown(2)
 
 
