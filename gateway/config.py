@@ -104,6 +104,7 @@ class BatchConfig:
 class WriterConfig:
     concurrency: int
     queue_max_batches: int
+    event_queue_max: int
     feedback_join_window_s: float
 
 
@@ -501,6 +502,15 @@ SETTINGS: tuple[Setting, ...] = (
         "64",
         int,
         "batches waiting for a writer; beyond it batches are dropped and counted",
+        _positive,
+    ),
+    Setting(
+        "TRACEGW_EVENT_QUEUE_EVENTS",
+        "writer.event_queue_max",
+        "10000",
+        int,
+        "feedback events, and bundle events, waiting to be spooled (a queue each); a request that "
+        "does not fit is refused with RESOURCE_EXHAUSTED before it is acknowledged",
         _positive,
     ),
     Setting(

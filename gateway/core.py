@@ -23,6 +23,7 @@ from gateway.export.batcher import Batcher
 from gateway.export.delivery import Delivery
 from gateway.export.errors import TraceWriter
 from gateway.export.kinesis import make_publisher
+from gateway.export.segments import Kind
 from gateway.export.spool import Spool
 from gateway.memory_guard import MemoryGuard
 from gateway.metrics import GatewayMetrics
@@ -96,6 +97,10 @@ class Gateway:
     @property
     def accepting(self) -> bool:
         return self._accepting
+
+    def event_room(self, kind: Kind) -> int:
+        """How many more feedback or bundle events delivery takes now; beyond it RPCs are refused."""
+        return self._delivery.room(kind)
 
     @property
     def refusing(self) -> bool:

@@ -295,6 +295,13 @@ class GatewayMetrics:
         self.circuit_transitions = Counter(
             f"{p}_circuit_transitions_total", "Circuit breaker state changes, by new state.", ["to"], registry=registry
         )
+        self.events_refused = Counter(
+            f"{p}_events_refused_total",
+            "Feedback and bundle events refused with RESOURCE_EXHAUSTED before they were acknowledged, "
+            "by kind and reason (memory, queue_full).",
+            ["kind", "reason"],
+            registry=registry,
+        )
         self.refused = Counter(
             f"{p}_refused_total",
             "Requests refused with RESOURCE_EXHAUSTED (memory limit), by receiver.",

@@ -3,6 +3,8 @@
 - ``batcher`` — traces → ``SpanBatch`` by experiment, bounded by spans, bytes and delay.
 - ``otlp_encode`` — model → OTLP protobuf in MLflow's conventions; ``split_spans`` halves a
   rejected batch by trace (poison isolation).
+- ``intake`` — what the event loop hands over, one bounded queue per kind; receivers refuse
+  events that do not fit before acknowledging them (``tracegw_events_refused_total``).
 - ``segments`` — ``Segment`` (one MLflow write), its ``Kind``, the event payload codecs.
 - ``spool`` — segments on disk, CRC-checked, replayed at start. Metrics: ``tracegw_spool_*``.
 - ``delivery`` — spooler and sender threads: breaker, retry, split, dead letter, ack.

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import heapq
 import logging
-import queue
 import threading
 import time
 from collections import deque
@@ -36,6 +35,7 @@ from collections.abc import Callable
 from gateway.config import RetryConfig, WriterConfig
 from gateway.export.batcher import SpanBatch
 from gateway.export.errors import PermanentWriteError, RetryableWriteError, TraceWriter, WriteError, code_of
+from gateway.export.intake import Intake
 from gateway.export.otlp_encode import encode_traces, split_spans
 from gateway.export.retry import CLOSED, STATE_NAMES, CircuitBreaker, Permit, backoff_s
 from gateway.export.segments import (
@@ -55,7 +55,6 @@ log = logging.getLogger(__name__)
 
 FEEDBACK_RETRY_FIRST_S = 0.5
 FEEDBACK_RETRY_MAX_S = 8.0
-_STOP = object()
 
 
 class Delivery:
@@ -78,7 +77,13 @@ class Delivery:
         self._m = metrics
         self._bundle_experiment = bundle_experiment
         self._concurrency = concurrency
-        self._intake: queue.Queue[object] = queue.Queue(maxsize=writer_cfg.queue_max_batches)
+        self._intake = Intake(
+            {
+                Kind.SPANS: writer_cfg.queue_max_batches,
+                Kind.FEEDBACK: writer_cfg.event_queue_max,
+                Kind.BUNDLE: writer_cfg.event_queue_max,
+            }
+        )
         # Ready segments in arrival order: span batches, and events (feedback, bundles) apart, so
         # that an event can go out while a span batch holds the writer's one span turn.
         self._ready: deque[Segment] = deque()
@@ -119,16 +124,11 @@ class Delivery:
             return
         self._closed = True
         deadline = time.monotonic() + timeout_s
-        self._intake.put(_STOP)  # the spooler drains the intake, then stops
+        self._intake.close()  # the spooler drains the intake, then stops
         self._threads[0].join(timeout=max(0.1, deadline - time.monotonic()))
         if self._threads[0].is_alive():  # out of time before everything was spooled: count what was not
-            while True:
-                try:
-                    item = self._intake.get_nowait()
-                except queue.Empty:
-                    break
-                if item is not _STOP:
-                    self._count_drop(_kind_of(item), "shutdown", getattr(item, "span_count", 1))
+            for kind, item in self._intake.drain():
+                self._count_drop(kind, "shutdown", getattr(item, "span_count", 1))
         with self._cond:
             self._wait_until_idle(deadline)
             # Feedback still waiting for its trace: the drain has now written every span batch it
@@ -185,13 +185,15 @@ class Delivery:
     def submit_bundle_event(self, record: BundleRecord) -> None:
         self._offer(record, Kind.BUNDLE, 1)
 
+    def room(self, kind: Kind) -> int:
+        """How many more items of ``kind`` the intake takes now (receivers refuse beyond it)."""
+        return self._intake.room(kind)
+
     def _offer(self, item: object, kind: Kind, count: int) -> None:
         if self._closed:
             self._count_drop(kind, "shutdown", count)
             return
-        try:
-            self._intake.put_nowait(item)
-        except queue.Full:
+        if not self._intake.offer(kind, item):
             self._count_drop(kind, "writer_queue_full", count)
             self._warn.warning("intake_full", "delivery intake full: dropped a %s item of %d", kind, count)
 
@@ -199,15 +201,16 @@ class Delivery:
         """True when no span batch is being written, ready, waiting for a retry or being spooled:
         a batch handed over now would be written at once."""
         with self._cond:
-            return not (self._ready or self._spans_in_flight or self._spans_deferred) and self._intake.empty()
+            return not (self._ready or self._spans_in_flight or self._spans_deferred) and self._intake.empty(Kind.SPANS)
 
     # -- spooler --------------------------------------------------------------------------------
 
     def _spool_loop(self) -> None:
         while True:
-            item = self._intake.get()
-            if item is _STOP:
+            taken = self._intake.take()
+            if taken is None:
                 return
+            kind, item = taken
             try:
                 seg = self._segment(item)
                 if seg is None:  # every trace of the batch failed to encode (counted)
@@ -219,7 +222,7 @@ class Delivery:
                     self._cond.notify()
             except Exception:  # loop boundary: count, log, keep going
                 log.exception("spooler failed on an item")
-                self._count_drop(_kind_of(item), "write_failed", getattr(item, "span_count", 1))
+                self._count_drop(kind, "write_failed", getattr(item, "span_count", 1))
 
     def _segment(self, item: object) -> Segment | None:
         now = time.time()
@@ -522,11 +525,3 @@ class Delivery:
         self._m.circuit_state.set(state)
         self._m.circuit_transitions.labels(STATE_NAMES[state]).inc()
         log.info("circuit breaker %s", STATE_NAMES[state])
-
-
-def _kind_of(item: object) -> Kind:
-    if isinstance(item, FeedbackRecord):
-        return Kind.FEEDBACK
-    if isinstance(item, BundleRecord):
-        return Kind.BUNDLE
-    return Kind.SPANS

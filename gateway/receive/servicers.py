@@ -15,6 +15,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_serv
 
 from clients.pb import common_pb2, trace_gateway_service_pb2, trace_gateway_service_pb2_grpc
 from gateway.core import Gateway
+from gateway.export.segments import Kind
 from gateway.receive import decode_events, decode_spans
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,22 @@ async def _refuse_if_full(gateway: Gateway, context: grpc.aio.ServicerContext, r
         )
 
 
+async def _refuse_events_if_full(gateway: Gateway, context: grpc.aio.ServicerContext, kind: Kind, events: int) -> None:
+    """Before acknowledging events: RESOURCE_EXHAUSTED with a RetryInfo when memory is over its
+    limit or delivery's queue for ``kind`` has no room for all of them (none is taken then)."""
+    if gateway.refusing:
+        reason, message = "memory", _FULL_MESSAGE
+    elif events > gateway.event_room(kind):
+        reason = "queue_full"
+        message = f"the gateway's {kind} queue has no room for {events} events now; retry later, or send fewer per call"
+    else:
+        return
+    gateway.metrics.events_refused.labels(kind, reason).inc(events)
+    await context.abort(
+        grpc.StatusCode.RESOURCE_EXHAUSTED, message, trailing_metadata=(("grpc-status-details-bin", _RETRY_DETAILS),)
+    )
+
+
 class NativeReceiver(trace_gateway_service_pb2_grpc.TraceGatewayServiceServicer):
     def __init__(self, gateway: Gateway) -> None:
         self._gw = gateway
@@ -91,6 +108,7 @@ class NativeReceiver(trace_gateway_service_pb2_grpc.TraceGatewayServiceServicer)
         self, request: trace_gateway_service_pb2.RecordFeedbackRequest, context: grpc.aio.ServicerContext
     ) -> trace_gateway_service_pb2.RecordFeedbackResponse:
         await _refuse_if_closed(self._gw, context)
+        await _refuse_events_if_full(self._gw, context, Kind.FEEDBACK, len(request.events))
         records, rejections = decode_events.decode_feedback(request.events)
         self._count_events("feedback", len(request.events), rejections)
         self._gw.accept_feedback(records)
@@ -100,6 +118,7 @@ class NativeReceiver(trace_gateway_service_pb2_grpc.TraceGatewayServiceServicer)
         self, request: trace_gateway_service_pb2.RecordBundleEventsRequest, context: grpc.aio.ServicerContext
     ) -> trace_gateway_service_pb2.RecordBundleEventsResponse:
         await _refuse_if_closed(self._gw, context)
+        await _refuse_events_if_full(self._gw, context, Kind.BUNDLE, len(request.events))
         records, rejections = decode_events.decode_bundle_events(request.events)
         self._count_events("bundle", len(request.events), rejections)
         self._gw.accept_bundle_events(records)

@@ -1,0 +1,68 @@
+"""A feedback flood is written or refused before it is acknowledged, never acknowledged and then
+dropped; and it does not take the span batches' room."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import grpc
+import pytest
+
+from clients.pb import feedback_pb2, trace_gateway_service_pb2, trace_gateway_service_pb2_grpc
+from gateway import config
+from gateway.server import ThreadedGateway
+from tests.fakes import RecordingWriter
+from tests.support import wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def test_a_feedback_flood_is_written_or_refused_before_acknowledgement(tmp_path: Path) -> None:
+    writer = RecordingWriter()
+    gw = ThreadedGateway(
+        config.load(
+            {
+                "TRACEGW_LISTEN_ADDRESS": "127.0.0.1:0",
+                "TRACEGW_METRICS_ADDRESS": "",
+                "MLFLOW_TRACKING_URI": "http://127.0.0.1:9",  # never contacted: the writer is the fake
+                "TRACEGW_SPOOL_DIR": str(tmp_path / "spool"),  # fsync per event: the spooler lags the flood
+                "TRACEGW_EVENT_QUEUE_EVENTS": "1000",
+                "TRACEGW_MEMORY_SOFT_LIMIT_BYTES": str(8 << 30),
+                "TRACEGW_MEMORY_HARD_LIMIT_BYTES": str(12 << 30),
+            }
+        ),
+        writer=writer,
+    )
+    stub = trace_gateway_service_pb2_grpc.TraceGatewayServiceStub(grpc.insecure_channel(gw.target))
+    acknowledged = refused = 0
+    for call in range(100):  # 10,000 events, as fast as one client sends them
+        events = [
+            feedback_pb2.FeedbackEvent(
+                event_id=f"flood-{call}-{i}",
+                trace_id=random.randbytes(16).hex(),
+                response_id=f"resp_{call}_{i}",
+                feedback=feedback_pb2.FEEDBACK_VALUE_THUMBS_DOWN,
+            )
+            for i in range(100)
+        ]
+        try:
+            answer = stub.RecordFeedback(trace_gateway_service_pb2.RecordFeedbackRequest(events=events), timeout=10)
+        except grpc.RpcError as exc:
+            assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, exc
+            assert "retry later" in (exc.details() or "")
+            refused += len(events)
+            continue
+        assert answer.partial_success.rejected_count == 0
+        acknowledged += len(events)
+    assert acknowledged + refused == 10_000 and acknowledged >= 1000
+
+    def sample(name: str, **labels: str) -> float:
+        return gw.metrics.registry.get_sample_value(name, labels) or 0.0
+
+    wait_for(
+        lambda: len(writer.feedback) == acknowledged, timeout_s=120, interval_s=0.2, what="every acknowledged event"
+    )
+    assert sample("tracegw_events_dropped_total", kind="feedback", reason="writer_queue_full") == 0
+    assert sample("tracegw_events_refused_total", kind="feedback", reason="queue_full") == refused
+    gw.stop(10)
