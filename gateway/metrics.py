@@ -295,6 +295,12 @@ class GatewayMetrics:
         self.circuit_transitions = Counter(
             f"{p}_circuit_transitions_total", "Circuit breaker state changes, by new state.", ["to"], registry=registry
         )
+        self.requests_malformed = Counter(
+            f"{p}_requests_malformed_total",
+            "Requests protobuf could not parse (answered INVALID_ARGUMENT), by RPC.",
+            ["rpc"],
+            registry=registry,
+        )
         self.events_refused = Counter(
             f"{p}_events_refused_total",
             "Feedback and bundle events refused with RESOURCE_EXHAUSTED before they were acknowledged, "

@@ -22,17 +22,17 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from prometheus_client import CollectorRegistry, start_http_server
 
-from clients.pb import trace_gateway_service_pb2, trace_gateway_service_pb2_grpc
+from clients.pb import trace_gateway_service_pb2
 from gateway.config import Config
 from gateway.core import Gateway
 from gateway.export.errors import TraceWriter
 from gateway.export.mlflow_http import HttpMlflowWriter
 from gateway.gc_policy import tune_process
 from gateway.metrics import GatewayMetrics
-from gateway.receive.servicers import NativeReceiver, OtlpReceiver
+from gateway.receive import servicers
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +59,7 @@ async def create_server(
             ("grpc.so_reuseport", 0),
         ]
     )
-    # The generated add_*_to_server functions are untyped.
-    trace_gateway_service_pb2_grpc.add_TraceGatewayServiceServicer_to_server(NativeReceiver(gateway), server)  # type: ignore[no-untyped-call]
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(OtlpReceiver(gateway), server)  # type: ignore[no-untyped-call]
+    servicers.register(server, gateway)
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(
         (

@@ -8,6 +8,8 @@ a gateway that is shutting down answers ``UNAVAILABLE``.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import grpc
 from google.rpc import code_pb2, error_details_pb2, status_pb2
@@ -16,9 +18,11 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_serv
 from clients.pb import common_pb2, trace_gateway_service_pb2, trace_gateway_service_pb2_grpc
 from gateway.core import Gateway
 from gateway.export.segments import Kind
+from gateway.logs import RateLimitedLog
 from gateway.receive import decode_events, decode_spans
 
 log = logging.getLogger(__name__)
+_MALFORMED_LOG = RateLimitedLog(log)
 
 MAX_REJECTIONS_LISTED = 20
 RETRY_AFTER_S = 1
@@ -168,3 +172,80 @@ class OtlpReceiver(trace_service_pb2_grpc.TraceServiceServicer):
             first = decoded.rejections[0]
             response.partial_success.error_message = f"{first.field} {first.reason}"
         return response
+
+
+# ---- registration: protobuf parsing that cannot fail the RPC in gRPC's internals ----------------
+
+
+class Malformed:
+    """What a request's bytes became when protobuf could not parse them (random or truncated
+    bytes, invalid UTF-8 in a string, nesting past protobuf's depth limit)."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: str) -> None:
+        self.error = error
+
+
+def _lenient(parse: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    def deserialize(data: bytes) -> Any:
+        try:
+            return parse(data)
+        except Exception as exc:  # DecodeError, RecursionError: the request is bad, not the gateway
+            return Malformed(type(exc).__name__)
+
+    return deserialize
+
+
+def _guarded(
+    rpc: str, handler: Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]], gateway: Gateway
+) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]:
+    async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        if request.__class__ is Malformed:
+            gateway.metrics.requests_malformed.labels(rpc).inc()
+            _MALFORMED_LOG.warning("malformed_" + rpc, "malformed %s request (%s) refused", rpc, request.error)
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, f"the {rpc} request is not a valid protobuf message ({request.error})"
+            )
+        return await handler(request, context)
+
+    return guarded
+
+
+def register(server: grpc.aio.Server, gateway: Gateway) -> tuple[str, str]:
+    """Add the native and OTLP services to ``server``; returns their full names (for health and
+    reflection). Like the generated ``add_*_to_server``, except that a request protobuf cannot
+    parse answers INVALID_ARGUMENT (counted, one rate-limited log line) instead of UNKNOWN with
+    a traceback per request."""
+    native, otlp = NativeReceiver(gateway), OtlpReceiver(gateway)
+    svc = trace_gateway_service_pb2
+    services: dict[str, dict[str, tuple[Any, Any, Any]]] = {
+        svc.DESCRIPTOR.services_by_name["TraceGatewayService"].full_name: {
+            "ExportSpans": (native.ExportSpans, svc.ExportSpansRequest, svc.ExportSpansResponse),
+            "RecordFeedback": (native.RecordFeedback, svc.RecordFeedbackRequest, svc.RecordFeedbackResponse),
+            "RecordBundleEvents": (
+                native.RecordBundleEvents,
+                svc.RecordBundleEventsRequest,
+                svc.RecordBundleEventsResponse,
+            ),
+        },
+        trace_service_pb2.DESCRIPTOR.services_by_name["TraceService"].full_name: {
+            "Export": (
+                otlp.Export,
+                trace_service_pb2.ExportTraceServiceRequest,
+                trace_service_pb2.ExportTraceServiceResponse,
+            ),
+        },
+    }
+    for service, methods in services.items():
+        handlers = {
+            name: grpc.unary_unary_rpc_method_handler(
+                _guarded(name, fn, gateway),
+                request_deserializer=_lenient(request.FromString),
+                response_serializer=response.SerializeToString,
+            )
+            for name, (fn, request, response) in methods.items()
+        }
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, handlers),))
+    native_name, otlp_name = services
+    return native_name, otlp_name
