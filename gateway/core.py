@@ -42,6 +42,9 @@ log = logging.getLogger(__name__)
 
 TICK_S = 0.05
 FEEDBACK_FORCED_MAX = 100_000
+# Event ids remembered per kind to drop a re-sent event (a client's or a browser's retry): the
+# last 50,000 to 100,000 of each kind (RecentMap's two generations).
+SEEN_EVENTS_MAX = 100_000
 FEEDBACK_HOLD_MARGIN_S = 5.0
 
 
@@ -60,6 +63,8 @@ class Gateway:
         self.rescue = RescueBuffer(config.sampling.rescue_window_s, config.sampling.rescue_max_bytes, metrics)
         # Traces that got feedback before their sampling decision: the sampler keeps them.
         self._feedback_forced: RecentMap[str, None] = RecentMap(FEEDBACK_FORCED_MAX)
+        self._seen_feedback: RecentMap[str, None] = RecentMap(SEEN_EVENTS_MAX)
+        self._seen_bundle_events: RecentMap[str, None] = RecentMap(SEEN_EVENTS_MAX)
         self._memory = MemoryGuard(config.memory, metrics)
         self._sampler = Sampler(
             config.sampling, metrics, on_dropped=self._sampled_out, forced=self._feedback_forced.__contains__
@@ -121,6 +126,8 @@ class Gateway:
 
     def accept_feedback(self, records: list[FeedbackRecord]) -> None:
         for record in records:
+            if self._duplicate(self._seen_feedback, record.event_id, Kind.FEEDBACK):
+                continue
             redacted = self._redactor.redact_feedback(record)
             outcome, context = self._keep_trace_for_feedback(record.trace_id)
             self._delivery.submit_feedback(redacted)
@@ -150,7 +157,17 @@ class Gateway:
 
     def accept_bundle_events(self, records: list[BundleRecord]) -> None:
         for record in records:
+            if self._duplicate(self._seen_bundle_events, record.event_id, Kind.BUNDLE):
+                continue
             self._delivery.submit_bundle_event(self._redactor.redact_bundle(record))
+
+    def _duplicate(self, seen: RecentMap[str, None], event_id: str, kind: Kind) -> bool:
+        """True (and counted as ``duplicate``) for an event id already accepted recently."""
+        if event_id in seen:
+            self.metrics.events_dropped.labels(kind, "duplicate").inc()
+            return True
+        seen[event_id] = None
+        return False
 
     def _sampled_out(self, trace: TraceRecord) -> None:
         if self._memory.shedding:

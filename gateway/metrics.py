@@ -41,6 +41,7 @@ DROP_REASONS = frozenset(
         "memory_shed",  # sampled-out trace not kept for rescue because memory is above the soft limit
         "stream_rejected",  # the feedback event stream (Kinesis) refused a record permanently
         "retry_exhausted",  # the feedback event stream kept failing past TRACEGW_FEEDBACK_STREAM_MAX_ELAPSED_S
+        "duplicate",  # a feedback or bundle event whose event_id was accepted recently (a retry): counted once
     }
 )
 

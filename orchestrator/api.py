@@ -16,7 +16,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from fastapi import FastAPI, Request
@@ -24,7 +24,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from clients import ClientConfig, Tracer
+from clients import ClientConfig, Tracer, feedback_rules
 from orchestrator import config as config_module
 from orchestrator.adapters import build_providers
 from orchestrator.adapters.base import ProviderError
@@ -70,14 +70,48 @@ class ChatOut(BaseModel):
 
 
 class FeedbackIn(BaseModel):
+    """The spec §10 feedback event, checked with the gateway's own rules (``clients.feedback_rules``):
+    what this accepts, the gateway accepts."""
+
     model_config = ConfigDict(extra="forbid")
     response_id: str = Field(pattern=r"^resp_[A-Za-z0-9]{1,64}$")
     trace_id: str = Field(pattern=r"^[0-9a-f]{32}$")
     feedback: Literal["thumbs_up", "thumbs_down"]
     timestamp: datetime | None = None
-    reason_code: str = Field(default="", max_length=64, pattern=r"^[a-z0-9_]*$")
+    reason_code: str = Field(default="", max_length=64)
     comment: str = Field(default="", max_length=1000)
-    session_id: str = Field(default="", max_length=128)
+    session_id: str = Field(default="", max_length=feedback_rules.MAX_CONTEXT_CHARS)
+    event_id: str | None = Field(
+        default=None, min_length=1, max_length=feedback_rules.MAX_ID_CHARS, pattern=r"^[A-Za-z0-9_.:-]+$"
+    )
+    """The page's own id for this click, if it has one; else one is derived from the event, so a
+    retried POST is the same event (the gateway counts it once)."""
+
+    @field_validator("reason_code")
+    @classmethod
+    def _known_reason(cls, value: str) -> str:
+        problem = feedback_rules.reason_code_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    @field_validator("trace_id")
+    @classmethod
+    def _not_zero(cls, value: str) -> str:
+        if value == feedback_rules.ZERO_TRACE_ID:
+            raise ValueError("must not be all zero")
+        return value
+
+    @field_validator("timestamp")
+    @classmethod
+    def _storable_time(cls, value: datetime | None) -> datetime | None:
+        if value is not None:
+            if value.tzinfo is None:
+                value = value.replace(tzinfo=UTC)
+            problem = feedback_rules.time_problem(value.timestamp(), time.time())
+            if problem:
+                raise ValueError(problem)
+        return value
 
 
 def _field_errors(exc: RequestValidationError) -> list[dict[str, str]]:
@@ -147,6 +181,7 @@ def create_app(service: ChatService, on_shutdown: Any = None) -> FastAPI:
                 body.comment,
                 body.session_id,
                 body.timestamp.timestamp() if body.timestamp else None,
+                event_id=body.event_id,
             )
         except FeedbackMismatch as exc:
             return JSONResponse(

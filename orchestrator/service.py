@@ -10,6 +10,7 @@ lookup; trace tags set) → ``route_intent`` → ``retrieve_chunks`` → ``build
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
@@ -235,8 +236,12 @@ class ChatService:
         comment: str = "",
         session_id: str = "",
         timestamp_s: float | None = None,
+        event_id: str | None = None,
     ) -> tuple[bool, str]:
         """Forward a feedback event to the gateway; ``(accepted, event_id)``.
+
+        ``event_id`` defaults to one derived from the event itself, so the same click posted
+        twice (a browser retry) is one event: the gateway deduplicates event ids.
 
         When the response is known here, its trace id must match and its session, prompt version
         and release bundle are filled in; feedback on older responses is forwarded as given.
@@ -245,7 +250,11 @@ class ChatService:
             record = self._responses.get(response_id)
         if record is not None and record.trace_id != trace_id:
             raise FeedbackMismatch(f"trace_id does not match response {response_id}")
+        if event_id is None:
+            basis = "\x1f".join((response_id, trace_id, feedback, reason_code, comment, repr(timestamp_s)))
+            event_id = "fb_" + hashlib.sha256(basis.encode()).hexdigest()[:32]
         event = FeedbackEvent(
+            event_id=event_id,
             response_id=response_id,
             trace_id=trace_id,
             feedback=Feedback(feedback),

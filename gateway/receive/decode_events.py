@@ -10,34 +10,17 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from clients import feedback_rules
 from gateway.model import BundleRecord, FeedbackRecord, FeedbackValue
 from gateway.receive.decode_spans import Rejection
 
 _FEEDBACK = {1: FeedbackValue.THUMBS_UP, 2: FeedbackValue.THUMBS_DOWN}
 _HEX = frozenset("0123456789abcdef")
-# The reason codes the MangaAssist UI offers (spec §10); empty means the customer gave none.
-FEEDBACK_REASON_CODES = frozenset(
-    {
-        "",
-        "helpful",
-        "accurate",
-        "wrong_recommendation",
-        "wrong_answer",
-        "not_grounded",
-        "irrelevant",
-        "incomplete",
-        "outdated",
-        "wrong_price_or_stock",
-        "wrong_language",
-        "too_slow",
-        "unsafe",
-        "offensive",
-        "other",
-    }
-)
-MAX_FEEDBACK_ID_CHARS = 128
-MAX_FEEDBACK_COMMENT_CHARS = 2000
-MAX_FEEDBACK_FUTURE_NS = 24 * 3600 * 10**9
+# One definition with the applications in front of the gateway (clients/feedback_rules.py).
+FEEDBACK_REASON_CODES = feedback_rules.REASON_CODES
+MAX_FEEDBACK_ID_CHARS = feedback_rules.MAX_ID_CHARS
+MAX_FEEDBACK_COMMENT_CHARS = feedback_rules.MAX_COMMENT_CHARS
+MAX_FEEDBACK_CONTEXT_CHARS = feedback_rules.MAX_CONTEXT_CHARS
 
 
 def _feedback_problem(e: Any, where: str, trace_id: str, now_ns: int) -> tuple[str, str] | None:
@@ -46,7 +29,7 @@ def _feedback_problem(e: Any, where: str, trace_id: str, now_ns: int) -> tuple[s
         return f"{where}.event_id", "must not be empty"
     if len(e.event_id) > MAX_FEEDBACK_ID_CHARS:
         return f"{where}.event_id", f"must be at most {MAX_FEEDBACK_ID_CHARS} characters"
-    if len(trace_id) != 32 or not set(trace_id) <= _HEX or trace_id == "0" * 32:
+    if len(trace_id) != 32 or not set(trace_id) <= _HEX or trace_id == feedback_rules.ZERO_TRACE_ID:
         return f"{where}.trace_id", "must be 32 hex characters, not all zero"
     if e.feedback not in _FEEDBACK:
         return f"{where}.feedback", "must be THUMBS_UP or THUMBS_DOWN"
@@ -54,17 +37,18 @@ def _feedback_problem(e: Any, where: str, trace_id: str, now_ns: int) -> tuple[s
         return f"{where}.response_id", "must not be empty (the response the feedback is about)"
     if len(e.response_id) > MAX_FEEDBACK_ID_CHARS:
         return f"{where}.response_id", f"must be at most {MAX_FEEDBACK_ID_CHARS} characters"
-    if e.reason_code not in FEEDBACK_REASON_CODES:
-        known = ", ".join(sorted(c for c in FEEDBACK_REASON_CODES if c))
-        return f"{where}.reason_code", f"unknown reason code {e.reason_code[:40]!r}; known: {known}"
+    problem = feedback_rules.reason_code_problem(e.reason_code)
+    if problem:
+        return f"{where}.reason_code", problem
     if len(e.comment) > MAX_FEEDBACK_COMMENT_CHARS:
         return f"{where}.comment", f"must be at most {MAX_FEEDBACK_COMMENT_CHARS} characters"
+    for name in ("session_id", "prompt_version", "release_bundle"):
+        if len(getattr(e, name)) > MAX_FEEDBACK_CONTEXT_CHARS:
+            return f"{where}.{name}", f"must be at most {MAX_FEEDBACK_CONTEXT_CHARS} characters"
     if e.HasField("time"):
-        t = e.time.ToNanoseconds()
-        if t <= 0:
-            return f"{where}.time", "must be after 1970-01-01"
-        if t > now_ns + MAX_FEEDBACK_FUTURE_NS:
-            return f"{where}.time", "must not be more than a day in the future"
+        problem = feedback_rules.time_problem(e.time.ToNanoseconds() / 1e9, now_ns / 1e9)
+        if problem:
+            return f"{where}.time", problem
     return None
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from clients.pb import feedback_pb2, trace_gateway_service_pb2, trace_gateway_service_pb2_grpc
+from clients.pb import bundles_pb2, feedback_pb2, trace_gateway_service_pb2, trace_gateway_service_pb2_grpc
 from gateway import config
 from gateway.server import ThreadedGateway
 from tests.fakes import RecordingWriter
@@ -66,3 +66,47 @@ def test_a_feedback_flood_is_written_or_refused_before_acknowledgement(tmp_path:
     assert sample("tracegw_events_dropped_total", kind="feedback", reason="writer_queue_full") == 0
     assert sample("tracegw_events_refused_total", kind="feedback", reason="queue_full") == refused
     gw.stop(10)
+
+
+def test_a_resent_event_id_is_counted_once(tmp_path: Path) -> None:
+    writer = RecordingWriter()
+    gw = ThreadedGateway(
+        config.load(
+            {
+                "TRACEGW_LISTEN_ADDRESS": "127.0.0.1:0",
+                "TRACEGW_METRICS_ADDRESS": "",
+                "MLFLOW_TRACKING_URI": "http://127.0.0.1:9",
+                "TRACEGW_SPOOL_DIR": str(tmp_path / "spool"),
+                "TRACEGW_MEMORY_SOFT_LIMIT_BYTES": str(8 << 30),
+                "TRACEGW_MEMORY_HARD_LIMIT_BYTES": str(12 << 30),
+            }
+        ),
+        writer=writer,
+    )
+    stub = trace_gateway_service_pb2_grpc.TraceGatewayServiceStub(grpc.insecure_channel(gw.target))
+    event = feedback_pb2.FeedbackEvent(
+        event_id="click-1", trace_id="ab" * 16, response_id="resp_1", feedback=feedback_pb2.FEEDBACK_VALUE_THUMBS_DOWN
+    )
+    for _ in range(2):  # a retried call
+        stub.RecordFeedback(trace_gateway_service_pb2.RecordFeedbackRequest(events=[event, event]), timeout=10)
+    bundle = bundles_pb2.BundleEvent(
+        event_id="b-1", bundle_name="mangaassist-chatbot", bundle_version="1", promoted=bundles_pb2.BundlePromoted()
+    )
+    reused = bundles_pb2.BundleEvent(
+        event_id="b-1",
+        bundle_name="mangaassist-chatbot",
+        bundle_version="1",
+        rolled_back=bundles_pb2.BundleRolledBack(),
+    )
+    stub.RecordBundleEvents(trace_gateway_service_pb2.RecordBundleEventsRequest(events=[bundle, reused]), timeout=10)
+    wait_for(lambda: len(writer.feedback) == 1 and len(writer.bundles) == 1, timeout_s=10, what="one of each written")
+    gw.stop(10)
+    assert writer.feedback == [("click-1", False)] and writer.bundles[0].kind == "promoted"  # not overwritten
+
+    def dropped(kind: str) -> float:
+        return (
+            gw.metrics.registry.get_sample_value("tracegw_events_dropped_total", {"kind": kind, "reason": "duplicate"})
+            or 0
+        )
+
+    assert (dropped("feedback"), dropped("bundle")) == (3, 1)

@@ -72,15 +72,42 @@ def test_feedback_validation_and_trace_match(api: TestClient) -> None:
     chat = api.post("/v1/chat", json=GOOD).json()
     ok = {"response_id": chat["response_id"], "trace_id": chat["trace_id"], "feedback": "thumbs_up"}
     r = api.post("/v1/feedback", json=ok)
-    assert r.status_code == 202 and r.json()["accepted"] is True and len(r.json()["event_id"]) == 32
+    assert r.status_code == 202 and r.json()["accepted"] is True and r.json()["event_id"].startswith("fb_")
     r = api.post("/v1/feedback", json={**ok, "feedback": "meh"})
     assert r.status_code == 422 and fields(r) == ["feedback"]
     r = api.post("/v1/feedback", json={**ok, "trace_id": "tr-123"})
     assert r.status_code == 422 and fields(r) == ["trace_id"]
-    r = api.post("/v1/feedback", json={**ok, "trace_id": "0" * 32})  # well-formed, but not this response's trace
+    r = api.post("/v1/feedback", json={**ok, "trace_id": "f" * 32})  # well-formed, but not this response's trace
     assert r.status_code == 422 and fields(r) == ["trace_id"] and "does not match" in r.json()["error"]
     r = api.post("/v1/feedback", json={**ok, "timestamp": "yesterday"})
     assert r.status_code == 422 and fields(r) == ["timestamp"]
+
+
+def test_feedback_the_gateway_would_reject_is_rejected_here(api: TestClient) -> None:
+    chat = api.post("/v1/chat", json=GOOD).json()
+    ok = {"response_id": chat["response_id"], "trace_id": chat["trace_id"], "feedback": "thumbs_down"}
+    for change, field in [
+        ({"reason_code": "abc"}, "reason_code"),
+        ({"timestamp": "1960-01-01T00:00:00Z"}, "timestamp"),
+        ({"timestamp": "9999-12-31T00:00:00Z"}, "timestamp"),
+        ({"trace_id": "0" * 32}, "trace_id"),
+        ({"session_id": "s" * 200}, "session_id"),
+    ]:
+        r = api.post("/v1/feedback", json={**ok, **change})
+        assert r.status_code == 422 and fields(r) == [field], (change, r.json())
+    r = api.post("/v1/feedback", json={**ok, "reason_code": "not_grounded"})
+    assert r.status_code == 202
+
+
+def test_a_retried_feedback_post_is_the_same_event(api: TestClient) -> None:
+    chat = api.post("/v1/chat", json=GOOD).json()
+    ok = {"response_id": chat["response_id"], "trace_id": chat["trace_id"], "feedback": "thumbs_down"}
+    first, retry = api.post("/v1/feedback", json=ok).json(), api.post("/v1/feedback", json=ok).json()
+    assert first["event_id"] == retry["event_id"]
+    changed = api.post("/v1/feedback", json={**ok, "feedback": "thumbs_up"}).json()
+    assert changed["event_id"] != first["event_id"]  # a change of mind is another event
+    given = api.post("/v1/feedback", json={**ok, "event_id": "click-42"}).json()
+    assert given["event_id"] == "click-42"
 
 
 def test_health(api: TestClient) -> None:
