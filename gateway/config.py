@@ -83,6 +83,8 @@ class ContractConfig:
 @dataclass(frozen=True)
 class MetricsConfig:
     max_label_values: int
+    max_label_sets: int
+    max_label_chars: int
 
 
 @dataclass(frozen=True)
@@ -437,6 +439,23 @@ SETTINGS: tuple[Setting, ...] = (
         "50",
         int,
         "distinct values per business-metric label; later ones are reported as 'other'",
+        _positive,
+    ),
+    Setting(
+        "TRACEGW_METRICS_MAX_LABEL_SETS",
+        "metrics.max_label_sets",
+        "1000",
+        int,
+        "distinct label combinations per business-metric family; later ones are reported with every "
+        "label 'other' (one series), counted",
+        _positive,
+    ),
+    Setting(
+        "TRACEGW_METRICS_MAX_LABEL_CHARS",
+        "metrics.max_label_chars",
+        "128",
+        int,
+        "longest business-metric label value; a longer one is reported as 'other', counted",
         _positive,
     ),
     Setting(

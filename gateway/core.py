@@ -78,11 +78,18 @@ class Gateway:
             hold_s=config.assembly.decision_timeout_s + config.assembly.root_grace_s + FEEDBACK_HOLD_MARGIN_S,
             publish=self._stream.offer if self._stream is not None else None,
             environment=config.environment,
+            max_label_sets=config.metrics.max_label_sets,
+            max_label_chars=config.metrics.max_label_chars,
             region=config.region,
         )
         self._chain = StageChain(
             [
-                Measure(metrics, config.metrics.max_label_values),
+                Measure(
+                    metrics,
+                    config.metrics.max_label_values,
+                    config.metrics.max_label_sets,
+                    config.metrics.max_label_chars,
+                ),
                 ContractChecker(config.contract, metrics),
                 self._redactor,
                 self._feedback,

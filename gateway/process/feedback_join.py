@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 
 from gateway.metrics import GatewayMetrics
 from gateway.model import FeedbackRecord, TraceRecord
-from gateway.process.measure import MISSING, LabelCap
+from gateway.process.measure import LabelCap
 from gateway.process.recent import RecentMap
 
 PIVOTS = ("intent", "prompt_version", "release_bundle", "bedrock_model_id")
@@ -101,10 +101,12 @@ class FeedbackJoin:
         environment: str = "",
         region: str = "",
         clock: Callable[[], float] = time.monotonic,
+        max_label_sets: int = 1000,
+        max_label_chars: int = 128,
     ) -> None:
         self._m = metrics
         self._max = max_traces
-        self._cap = LabelCap(max_label_values, metrics)
+        self._cap = LabelCap(max_label_values, metrics, max_label_sets, max_label_chars)
         self._hold_s = hold_s
         self._publish = publish
         self._env = environment
@@ -182,7 +184,7 @@ class FeedbackJoin:
             (ctx.release_bundle if ctx else "") or record.release_bundle,
             ctx.bedrock_model_id if ctx else "",
         )
-        labels = [cap(name, value or MISSING) for name, value in zip(PIVOTS, values, strict=True)]
+        labels = cap.label_set(PIVOTS, values)
         self._m.feedback.labels(*labels, record.value.value).inc(exemplar={"trace_id": record.trace_id})
         if self._publish is not None:
             key, data = stream_event(record, outcome, ctx, self._env, self._region)

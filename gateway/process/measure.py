@@ -3,9 +3,12 @@
 Sampling decides what is stored, never what is measured: this stage sees every trace and
 updates request counts, errors, latency (with ``trace_id`` exemplars), guardrail verdicts,
 grounding failures, Bedrock tokens and cost, each labelled by intent, release bundle, prompt
-version, Bedrock model and deployment stage. Label values are capped per label (``LabelCap``):
-past the cap a new value is reported as ``other`` and counted, so a misbehaving client cannot
-explode the metric's cardinality. Late spans of an already-measured trace are not counted again.
+version, Bedrock model and deployment stage. ``LabelCap`` bounds the cardinality three ways, each
+counted in ``tracegw_metric_label_overflow_total``: distinct values per label (a new value past
+the cap is reported as ``other``), the length of a value (a longer one is ``other``), and
+distinct label *combinations* per metric family (past the cap, a new combination is reported
+with every label ``other``), so a misbehaving client cannot explode the series count. Late
+spans of an already-measured trace are not counted again.
 """
 
 from __future__ import annotations
@@ -22,22 +25,38 @@ LABEL_SETS_REMEMBERED = 4096
 
 
 class LabelCap:
-    """Keeps the first ``max_values`` distinct values of each label; later ones become ``other``."""
+    """Keeps the first ``max_values`` distinct values of each label and the first ``max_sets``
+    distinct label combinations; values longer than ``max_chars``, later values and later
+    combinations become ``other``. One instance per metric family."""
 
-    def __init__(self, max_values: int, metrics: GatewayMetrics) -> None:
+    def __init__(self, max_values: int, metrics: GatewayMetrics, max_sets: int = 1000, max_chars: int = 128) -> None:
         self._max = max_values
+        self._max_sets = max_sets
+        self._max_chars = max_chars
         self._seen: dict[str, set[str]] = {}
+        self._sets: set[tuple[str, ...]] = set()
         self._metrics = metrics
 
     def __call__(self, label: str, value: str) -> str:
         seen = self._seen.setdefault(label, set())
         if value in seen:
             return value
-        if len(seen) < self._max:
+        if len(seen) < self._max and len(value) <= self._max_chars:
             seen.add(value)
             return value
         self._metrics.label_overflow.labels(label).inc()
         return OTHER
+
+    def label_set(self, names: tuple[str, ...], values: tuple[str | None, ...]) -> tuple[str, ...]:
+        """Each of ``values`` capped as its label, and the combination capped as a whole."""
+        labels = tuple(self(name, value or MISSING) for name, value in zip(names, values, strict=True))
+        if labels in self._sets:
+            return labels
+        if len(self._sets) < self._max_sets:
+            self._sets.add(labels)
+            return labels
+        self._metrics.label_overflow.labels("label_set").inc()
+        return (OTHER,) * len(names)
 
 
 def _number(value: Any) -> float:
@@ -126,9 +145,11 @@ class Measure:
     name = "measure"
     drop_reason = None
 
-    def __init__(self, metrics: GatewayMetrics, max_label_values: int) -> None:
+    def __init__(
+        self, metrics: GatewayMetrics, max_label_values: int, max_label_sets: int = 1000, max_label_chars: int = 128
+    ) -> None:
         self._m = metrics
-        self._cap = LabelCap(max_label_values, metrics)
+        self._cap = LabelCap(max_label_values, metrics, max_label_sets, max_label_chars)
         self._children: dict[tuple[str, ...], _Children] = {}
         self._verdicts: dict[tuple[str, ...], Any] = {}
         self._labels: dict[tuple[str | None, ...], tuple[str, ...]] = {}  # the traces' tag values → labels
@@ -137,7 +158,7 @@ class Measure:
         raw = tuple(map(trace.tags.get, BUSINESS_LABELS))
         labels = self._labels.get(raw)
         if labels is None:
-            labels = tuple(self._cap(name, value or MISSING) for name, value in zip(BUSINESS_LABELS, raw, strict=True))
+            labels = self._cap.label_set(BUSINESS_LABELS, raw)
             # Only label sets within the caps are remembered: an admitted value stays admitted, so
             # the answer cannot change, while a value past a cap must be counted every time.
             if all(label == (value or MISSING) for label, value in zip(labels, raw, strict=True)):

@@ -123,3 +123,38 @@ def test_counts_of_a_batch_are_applied_once_with_an_exemplar_of_that_batch() -> 
     requests = next(line for line in text.splitlines() if line.startswith("mangaassist_requests_total{"))
     assert '# {trace_id="' + "a" * 32 + '"}' in errors  # the trace that failed, not the batch's last one
     assert '# {trace_id="' + "d" * 32 + '"}' in requests
+
+
+def test_label_combinations_and_long_values_are_capped_per_family() -> None:
+    import random
+
+    from gateway.metrics import BUSINESS_LABELS
+
+    m = GatewayMetrics(CollectorRegistry())
+    stage = Measure(m, max_label_values=50, max_label_sets=200, max_label_chars=128)
+    rng = random.Random(5)
+    traces = []
+    for i in range(5000):  # five labels of 50 values each: up to 50^5 combinations without the set cap
+        t = request(f"{i + 1:032x}")
+        t.tags.update({name: f"{name[:2]}{rng.randrange(50)}" for name in BUSINESS_LABELS})
+        traces.append(t)
+    long_value = request("f" * 32)
+    long_value.tags["prompt_version"] = "p" * 100_000
+    stage.process([*traces, long_value])
+    series = {
+        tuple(s.labels[n] for n in BUSINESS_LABELS)
+        for metric in m.registry.collect()
+        if metric.name == "mangaassist_requests"
+        for s in metric.samples
+        if s.name == "mangaassist_requests_total"
+    }
+    assert len(series) <= 200 + 1  # the admitted combinations, and the all-"other" one
+    assert ("other",) * len(BUSINESS_LABELS) in series
+    assert sum(s.value for s in _samples(m, "mangaassist_requests_total")) == 5001  # every request counted
+    assert (m.registry.get_sample_value("tracegw_metric_label_overflow_total", {"label": "label_set"}) or 0) > 0
+    assert (m.registry.get_sample_value("tracegw_metric_label_overflow_total", {"label": "prompt_version"}) or 0) >= 1
+    assert all(len(v) <= 128 for labels in series for v in labels)
+
+
+def _samples(m: GatewayMetrics, name: str) -> list:
+    return [s for metric in m.registry.collect() for s in metric.samples if s.name == name]
