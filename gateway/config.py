@@ -40,6 +40,19 @@ class ListenConfig:
 
 
 @dataclass(frozen=True)
+class InputLimits:
+    """Bounds on what one span may carry (DESIGN §13); a span past one is rejected at receive,
+    named in partial success and counted, and costs only itself."""
+
+    max_attributes: int = 256
+    max_key_chars: int = 256
+    max_value_chars: int = 65536
+    max_io_json_chars: int = 1048576
+    max_status_chars: int = 4096
+    max_events: int = 128
+
+
+@dataclass(frozen=True)
 class MlflowConfig:
     tracking_uri: str
     experiment_name: str
@@ -151,6 +164,7 @@ class MemoryConfig:
 @dataclass(frozen=True)
 class Config:
     listen: ListenConfig
+    limits: InputLimits
     mlflow: MlflowConfig
     assembly: AssemblyConfig
     sampling: SamplingConfig
@@ -272,6 +286,55 @@ SETTINGS: tuple[Setting, ...] = (
         str(16 * 1024 * 1024),
         int,
         "largest gRPC request accepted",
+        _positive,
+    ),
+    Setting(
+        "TRACEGW_MAX_ATTRIBUTES_PER_SPAN",
+        "limits.max_attributes",
+        "256",
+        int,
+        "attributes (and event attributes) per span; a span with more is rejected at receive",
+        _positive,
+    ),
+    Setting(
+        "TRACEGW_MAX_KEY_CHARS",
+        "limits.max_key_chars",
+        "256",
+        int,
+        "longest attribute key, span type and event name; longer is rejected at receive",
+        _positive,
+    ),
+    Setting(
+        "TRACEGW_MAX_ATTRIBUTE_VALUE_CHARS",
+        "limits.max_value_chars",
+        "65536",
+        int,
+        "longest string or json_value attribute; longer is rejected at receive",
+        _positive,
+    ),
+    Setting(
+        "TRACEGW_MAX_IO_JSON_CHARS",
+        "limits.max_io_json_chars",
+        "1048576",
+        int,
+        "longest inputs_json / outputs_json (stored as previews of MLFLOW_ARTIFACT_MAX_PREVIEW_CHARS); longer is "
+        "rejected at receive",
+        _positive,
+    ),
+    Setting(
+        "TRACEGW_MAX_STATUS_MESSAGE_CHARS",
+        "limits.max_status_chars",
+        "4096",
+        int,
+        "longest span status message; longer is rejected at receive",
+        _positive,
+    ),
+    Setting(
+        "TRACEGW_MAX_EVENTS_PER_SPAN",
+        "limits.max_events",
+        "128",
+        int,
+        "events per span; a span with more is rejected at receive",
         _positive,
     ),
     Setting(
@@ -733,6 +796,7 @@ def _build(values: dict[str, Any]) -> Config:
     types = {f.name: f.type for f in dataclasses.fields(Config)}
     classes = {
         "listen": ListenConfig,
+        "limits": InputLimits,
         "mlflow": MlflowConfig,
         "assembly": AssemblyConfig,
         "sampling": SamplingConfig,

@@ -19,6 +19,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.config import InputLimits
 from gateway.model import (
     ATTRIBUTE_BYTES,
     SPAN_OVERHEAD_BYTES,
@@ -54,7 +55,20 @@ _OTLP_PASSTHROUGH = frozenset(
     }
 )
 _TRACE_TAG_PREFIX = "mlflow.traceTag."
+_OTLP_IO_KEYS = frozenset({"mlflow.spanInputs", "mlflow.spanOutputs"})
 _SURROGATE = re.compile("[\ud800-\udfff]")
+DEFAULT_LIMITS = InputLimits()
+
+
+def _short(key: str) -> str:
+    """A key as a rejection names it: never more than 40 characters of it (keys can be megabytes)."""
+    return repr(key) if len(key) <= 40 else repr(key[:40]) + "…"
+
+
+def _too_long(what: str, n: int) -> str:
+    return f"{what} longer than {n} characters"
+
+
 # Span status codes: the native enum and OTLP's StatusCode share their numbers.
 _STATUS = {0: SpanStatus.UNSET, 1: SpanStatus.OK, 2: SpanStatus.ERROR}
 
@@ -158,10 +172,10 @@ def _clean_tags(tags: Any, where: str, out: dict[str, str]) -> int:
             stripped += 1
             continue
         if not key or len(key) > MAX_TAG_KEY_CHARS:
-            raise _Reject(f"{where}[{key!r}]", f"tag key must be 1..{MAX_TAG_KEY_CHARS} characters")
+            raise _Reject(f"{where}[{_short(key)}]", f"tag key must be 1..{MAX_TAG_KEY_CHARS} characters")
         value = tags[key]
         if len(value) > MAX_TAG_VALUE_CHARS:
-            raise _Reject(f"{where}[{key!r}]", f"tag value longer than {MAX_TAG_VALUE_CHARS} characters")
+            raise _Reject(f"{where}[{_short(key)}]", f"tag value longer than {MAX_TAG_VALUE_CHARS} characters")
         out[key] = value
     return stripped
 
@@ -178,30 +192,41 @@ _ZERO_TRACE_ID = bytes(16)
 _ZERO_SPAN_ID = bytes(8)
 
 
-def _native_value(v: Any, where: str) -> Any:
+def _native_value(v: Any, where: str, lim: InputLimits) -> Any:
     kind = v.WhichOneof("value")
     if kind in _PLAIN_KINDS:
         return getattr(v, kind)
     if kind == "string_list_value":
-        return list(v.string_list_value.values)
+        values = v.string_list_value.values
+        if sum(map(len, values)) > lim.max_value_chars:
+            raise _Reject(where, _too_long("list (all its strings together)", lim.max_value_chars))
+        return list(values)
     if kind == "json_value":
+        if len(v.json_value) > lim.max_value_chars:
+            raise _Reject(where, _too_long("json_value", lim.max_value_chars))
         return _json(v.json_value, where)
     raise _Reject(where, "attribute value has no value set")
 
 
-def _native_attributes(attrs: Any, where: str, out: dict[str, Any]) -> int:
+def _native_attributes(attrs: Any, where: str, out: dict[str, Any], lim: InputLimits) -> int:
     """Convert an attribute map into ``out``; returns how many reserved keys it stripped."""
+    if len(attrs) > lim.max_attributes:
+        raise _Reject(where, f"more than {lim.max_attributes} attributes")
     stripped = 0
     for key in attrs:
         if key.startswith(RESERVED_PREFIX):
             stripped += 1
             continue
+        if len(key) > lim.max_key_chars:
+            raise _Reject(f"{where}[{_short(key)}]", _too_long("attribute key", lim.max_key_chars))
         v = attrs[key]
         kind = v.WhichOneof("value")
+        if kind == "string_value" and len(v.string_value) > lim.max_value_chars:
+            raise _Reject(f"{where}[{_short(key)}]", _too_long("value", lim.max_value_chars))
         if kind in _PLAIN_KINDS:
             out[key] = getattr(v, kind)
         else:
-            out[key] = _native_value(v, f"{where}[{key!r}]")
+            out[key] = _native_value(v, f"{where}[{_short(key)}]", lim)
     return stripped
 
 
@@ -220,7 +245,7 @@ def _native_problem(s: Any) -> _Reject:
     return _Reject("", "invalid span")  # unreachable while the fast checks mirror the ones above
 
 
-def _native_span(s: Any, trace_ids: dict[bytes, str]) -> tuple[SpanRecord, int]:
+def _native_span(s: Any, trace_ids: dict[bytes, str], lim: InputLimits) -> tuple[SpanRecord, int]:
     """One span; raises ``_Reject`` with a field path relative to the span (``.name``).
 
     ``trace_ids`` maps raw trace ids to their hex already made for this request, so the spans
@@ -249,42 +274,62 @@ def _native_span(s: Any, trace_ids: dict[bytes, str]) -> tuple[SpanRecord, int]:
         raise _native_problem(s)
     attributes: dict[str, Any] = {}
     status_message = s.status_message
+    span_type = s.span_type
+    if len(status_message) > lim.max_status_chars:
+        raise _Reject(".status_message", _too_long("status message", lim.max_status_chars))
+    if len(span_type) > lim.max_key_chars:
+        raise _Reject(".span_type", _too_long("span type", lim.max_key_chars))
     size = len(name) + len(status_message)  # approx_span_bytes, counted on the way
     stripped = 0
     attrs = s.attributes
     if attrs:
+        if len(attrs) > lim.max_attributes:
+            raise _Reject(".attributes", f"more than {lim.max_attributes} attributes")
+        max_key, max_value = lim.max_key_chars, lim.max_value_chars
         # _native_attributes inlined (the per-span hot path), with the size counted on the way.
         for key in attrs:
             if key.startswith(RESERVED_PREFIX):
                 stripped += 1
                 continue
+            if len(key) > max_key:
+                raise _Reject(f".attributes[{_short(key)}]", _too_long("attribute key", max_key))
             v = attrs[key]
             kind = v.WhichOneof("value")
             if kind == "string_value":
                 value = v.string_value
+                if len(value) > max_value:
+                    raise _Reject(f".attributes[{_short(key)}]", _too_long("value", max_value))
                 size += len(value)
             elif kind in _PLAIN_KINDS:
                 value = getattr(v, kind)
             else:
-                value = _native_value(v, f".attributes[{key!r}]")
+                value = _native_value(v, f".attributes[{_short(key)}]", lim)
                 size += value_bytes(value)
             attributes[key] = value
             size += len(key)
         size += ATTRIBUTE_BYTES * len(attributes)
     events: list[SpanEvent] | tuple[()] = ()
     if s.events:
+        if len(s.events) > lim.max_events:
+            raise _Reject(".events", f"more than {lim.max_events} events")
         events = []
         for j, e in enumerate(s.events):
+            if len(e.name) > lim.max_key_chars:
+                raise _Reject(f".events[{j}].name", _too_long("event name", lim.max_key_chars))
             ev_attrs: dict[str, Any] = {}
-            stripped += _native_attributes(e.attributes, f".events[{j}].attributes", ev_attrs)
+            stripped += _native_attributes(e.attributes, f".events[{j}].attributes", ev_attrs, lim)
             events.append(SpanEvent(e.name or "event", e.time_unix_nano, ev_attrs))
     tags: dict[str, str] = {}
     raw_tags = s.trace_tags
     if raw_tags:
         stripped += _clean_tags(raw_tags, ".trace_tags", tags)
     text = s.inputs_json
+    if len(text) > lim.max_io_json_chars:
+        raise _Reject(".inputs_json", _too_long("inputs_json", lim.max_io_json_chars))
     inputs = _json(text, ".inputs_json") if text else None
     text = s.outputs_json
+    if len(text) > lim.max_io_json_chars:
+        raise _Reject(".outputs_json", _too_long("outputs_json", lim.max_io_json_chars))
     outputs = _json(text, ".outputs_json") if text else None
     trace_hex = trace_ids.get(trace_id)
     if trace_hex is None:
@@ -295,7 +340,7 @@ def _native_span(s: Any, trace_ids: dict[bytes, str]) -> tuple[SpanRecord, int]:
         span_id.hex(),
         parent_id.hex() if parent_id else None,
         name,
-        s.span_type or "UNKNOWN",
+        span_type or "UNKNOWN",
         start,
         end,
         status,
@@ -313,7 +358,7 @@ def _native_span(s: Any, trace_ids: dict[bytes, str]) -> tuple[SpanRecord, int]:
     return record, stripped
 
 
-def decode_native_spans(spans: Any) -> Decoded:
+def decode_native_spans(spans: Any, limits: InputLimits = DEFAULT_LIMITS) -> Decoded:
     """Decode ``ExportSpansRequest.spans``."""
     result = Decoded()
     out = result.spans
@@ -321,7 +366,7 @@ def decode_native_spans(spans: Any) -> Decoded:
     trace_ids: dict[bytes, str] = {}
     for i, s in enumerate(spans):
         try:
-            record, n = _native_span(s, trace_ids)
+            record, n = _native_span(s, trace_ids, limits)
         except _Reject as r:
             result.rejections.append(Rejection(i, f"spans[{i}]{r.field}", r.reason))
             continue
@@ -362,7 +407,7 @@ def _maybe_json(value: Any, where: str) -> Any:
     return value
 
 
-def decode_otlp_spans(resource_spans: Any) -> Decoded:
+def decode_otlp_spans(resource_spans: Any, limits: InputLimits = DEFAULT_LIMITS) -> Decoded:
     """Decode ``ExportTraceServiceRequest.resource_spans`` (indexes count spans in order)."""
     result = Decoded()
     index = -1
@@ -372,7 +417,7 @@ def decode_otlp_spans(resource_spans: Any) -> Decoded:
                 index += 1
                 where = f"resource_spans[{r}].scope_spans[{s_i}].spans[{k}]"
                 try:
-                    record, stripped = _otlp_span(s, where)
+                    record, stripped = _otlp_span(s, where, limits)
                 except _Reject as rej:
                     result.rejections.append(Rejection(index, rej.field, rej.reason))
                     continue
@@ -381,7 +426,7 @@ def decode_otlp_spans(resource_spans: Any) -> Decoded:
     return result
 
 
-def _otlp_span(s: Any, where: str) -> tuple[SpanRecord, int]:
+def _otlp_span(s: Any, where: str, lim: InputLimits) -> tuple[SpanRecord, int]:
     trace_id = _check_id(s.trace_id, 16, f"{where}.trace_id")
     span_id = _check_id(s.span_id, 8, f"{where}.span_id")
     parent = _check_id(s.parent_span_id, 8, f"{where}.parent_span_id", optional=True)
@@ -393,9 +438,21 @@ def _otlp_span(s: Any, where: str) -> tuple[SpanRecord, int]:
     inputs: Any = None
     outputs: Any = None
     stripped = 0
+    if len(s.attributes) > lim.max_attributes:
+        raise _Reject(f"{where}.attributes", f"more than {lim.max_attributes} attributes")
+    if len(s.status.message) > lim.max_status_chars:
+        raise _Reject(f"{where}.status.message", _too_long("status message", lim.max_status_chars))
+    if len(s.events) > lim.max_events:
+        raise _Reject(f"{where}.events", f"more than {lim.max_events} events")
     for kv in s.attributes:
         key = kv.key
+        if len(key) > lim.max_key_chars:
+            raise _Reject(f"{where}.attributes[{_short(key)}]", _too_long("attribute key", lim.max_key_chars))
         value = _any_value(kv.value)
+        if value.__class__ is str:
+            bound = lim.max_io_json_chars if key in _OTLP_IO_KEYS else lim.max_value_chars
+            if len(value) > bound:
+                raise _Reject(f"{where}.attributes[{_short(key)}]", _too_long("value", bound))
         if not key.startswith(RESERVED_PREFIX):
             attributes[key] = value
         elif key == "mlflow.spanType":
@@ -414,6 +471,11 @@ def _otlp_span(s: Any, where: str) -> tuple[SpanRecord, int]:
             attributes[key] = _maybe_json(value, f"{where}.attributes[{key!r}]")
         else:
             stripped += 1
+    for j, e in enumerate(s.events):
+        if len(e.name) > lim.max_key_chars:
+            raise _Reject(f"{where}.events[{j}].name", _too_long("event name", lim.max_key_chars))
+        if len(e.attributes) > lim.max_attributes:
+            raise _Reject(f"{where}.events[{j}].attributes", f"more than {lim.max_attributes} attributes")
     events = (
         [
             SpanEvent(

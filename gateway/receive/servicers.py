@@ -97,7 +97,7 @@ class NativeReceiver(trace_gateway_service_pb2_grpc.TraceGatewayServiceServicer)
     ) -> trace_gateway_service_pb2.ExportSpansResponse:
         await _refuse_if_closed(self._gw, context)
         await _refuse_if_full(self._gw, context, "native", len(request.spans))
-        decoded = decode_spans.decode_native_spans(request.spans)
+        decoded = decode_spans.decode_native_spans(request.spans, self._gw.config.limits)
         self._m.spans_received.labels("native").inc(len(request.spans))
         if decoded.rejections:
             self._m.spans_rejected.labels("native").inc(len(decoded.rejections))
@@ -152,7 +152,7 @@ class OtlpReceiver(trace_service_pb2_grpc.TraceServiceServicer):
         await _refuse_if_full(
             self._gw, context, "otlp", sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)
         )
-        decoded = decode_spans.decode_otlp_spans(request.resource_spans)
+        decoded = decode_spans.decode_otlp_spans(request.resource_spans, self._gw.config.limits)
         total = len(decoded.spans) + len(decoded.rejections)
         self._m.spans_received.labels("otlp").inc(total)
         if decoded.rejections:

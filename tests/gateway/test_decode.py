@@ -1,4 +1,5 @@
 import json
+from typing import Any
 
 from clients.pb import spans_pb2
 from gateway.model import SpanStatus
@@ -237,3 +238,72 @@ def test_otlp_span_inputs_with_a_lone_surrogate_are_rejected() -> None:
         kv.value.string_value = text
     out = decode_spans.decode_otlp_spans(req.resource_spans)
     assert [r.index for r in out.rejections] == [0, 1] and [s.inputs for s in out.spans] == [{"fine": True}]
+
+
+def test_every_input_bound_rejects_its_span_alone_and_names_it() -> None:
+    from gateway.config import InputLimits
+
+    lim = InputLimits(
+        max_attributes=4, max_key_chars=16, max_value_chars=32, max_io_json_chars=64, max_status_chars=8, max_events=2
+    )
+    many = span()
+    for i in range(5):
+        many.attributes[f"a{i}"].int_value = i
+    long_key = span()
+    long_key.attributes["k" * 10_000].int_value = 1
+    long_value = span()
+    long_value.attributes["v"].string_value = "x" * 33
+    long_json = span()
+    long_json.attributes["j"].json_value = json.dumps("x" * 40)
+    long_list = span()
+    long_list.attributes["l"].string_list_value.values.extend(["x" * 20, "y" * 20])
+    events = span()
+    for _ in range(3):
+        events.events.add(name="e", time_unix_nano=1)
+    long_event = span()
+    long_event.events.add(name="n" * 17, time_unix_nano=1)
+    cases = {
+        ".attributes": many,
+        ".attributes['kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk'…]": long_key,
+        ".attributes['v']": long_value,
+        ".attributes['j']": long_json,
+        ".attributes['l']": long_list,
+        ".span_type": span(span_type="T" * 17),
+        ".status_message": span(status_message="m" * 9),
+        ".events": events,
+        ".events[0].name": long_event,
+        ".inputs_json": span(inputs_json=json.dumps("i" * 70)),
+    }
+    fine = span(span_id=S2)
+    fine.attributes["ok"].string_value = "x" * 32
+    out = decode_spans.decode_native_spans([*cases.values(), fine], lim)
+    assert [r.field for r in out.rejections] == [f"spans[{i}]{f}" for i, f in enumerate(cases)]
+    assert [s.span_id for s in out.spans] == [S2.hex()]
+    assert all(len(r.field) < 120 for r in out.rejections)  # a 10,000-character key is not echoed back
+
+
+def test_otlp_spans_have_the_same_bounds() -> None:
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    from gateway.config import InputLimits
+
+    lim = InputLimits(
+        max_attributes=2, max_key_chars=20, max_value_chars=8, max_io_json_chars=64, max_status_chars=8, max_events=1
+    )
+    req = ExportTraceServiceRequest()
+    scope = req.resource_spans.add().scope_spans.add()
+
+    def add(i: int) -> Any:
+        return scope.spans.add(
+            trace_id=T, span_id=bytes([i + 1]) * 8, name="n", start_time_unix_nano=1, end_time_unix_nano=2
+        )
+
+    add(0).attributes.add(key="k" * 21).value.int_value = 1
+    s = add(1)
+    for k in ("a", "b", "c"):
+        s.attributes.add(key=k).value.int_value = 1
+    add(2).attributes.add(key="v").value.string_value = "x" * 9
+    add(3).status.message = "m" * 9
+    add(4).attributes.add(key="mlflow.spanInputs").value.string_value = json.dumps("x" * 40)  # within the I/O bound
+    out = decode_spans.decode_otlp_spans(req.resource_spans, lim)
+    assert [r.index for r in out.rejections] == [0, 1, 2, 3] and len(out.spans) == 1
