@@ -18,22 +18,24 @@ from tests.support import wait_for
 pytestmark = pytest.mark.integration
 
 
-def test_a_feedback_flood_is_written_or_refused_before_acknowledgement(tmp_path: Path) -> None:
+def recording_gateway(tmp_path: Path, **env: str) -> tuple[RecordingWriter, ThreadedGateway]:
+    """A gateway whose writer is a ``RecordingWriter`` (MLflow is never contacted), spooling to disk."""
     writer = RecordingWriter()
-    gw = ThreadedGateway(
-        config.load(
-            {
-                "TRACEGW_LISTEN_ADDRESS": "127.0.0.1:0",
-                "TRACEGW_METRICS_ADDRESS": "",
-                "MLFLOW_TRACKING_URI": "http://127.0.0.1:9",  # never contacted: the writer is the fake
-                "TRACEGW_SPOOL_DIR": str(tmp_path / "spool"),  # fsync per event: the spooler lags the flood
-                "TRACEGW_EVENT_QUEUE_EVENTS": "1000",
-                "TRACEGW_MEMORY_SOFT_LIMIT_BYTES": str(8 << 30),
-                "TRACEGW_MEMORY_HARD_LIMIT_BYTES": str(12 << 30),
-            }
-        ),
-        writer=writer,
-    )
+    settings = {
+        "TRACEGW_LISTEN_ADDRESS": "127.0.0.1:0",
+        "TRACEGW_METRICS_ADDRESS": "",
+        "MLFLOW_TRACKING_URI": "http://127.0.0.1:9",
+        "TRACEGW_SPOOL_DIR": str(tmp_path / "spool"),
+        "TRACEGW_MEMORY_SOFT_LIMIT_BYTES": str(8 << 30),
+        "TRACEGW_MEMORY_HARD_LIMIT_BYTES": str(12 << 30),
+        **env,
+    }
+    return writer, ThreadedGateway(config.load(settings), writer=writer)
+
+
+def test_a_feedback_flood_is_written_or_refused_before_acknowledgement(tmp_path: Path) -> None:
+    # fsync per event: the spooler lags the flood
+    writer, gw = recording_gateway(tmp_path, TRACEGW_EVENT_QUEUE_EVENTS="1000")
     stub = trace_gateway_service_pb2_grpc.TraceGatewayServiceStub(grpc.insecure_channel(gw.target))
     acknowledged = refused = 0
     for call in range(100):  # 10,000 events, as fast as one client sends them
@@ -69,20 +71,7 @@ def test_a_feedback_flood_is_written_or_refused_before_acknowledgement(tmp_path:
 
 
 def test_a_resent_event_id_is_counted_once(tmp_path: Path) -> None:
-    writer = RecordingWriter()
-    gw = ThreadedGateway(
-        config.load(
-            {
-                "TRACEGW_LISTEN_ADDRESS": "127.0.0.1:0",
-                "TRACEGW_METRICS_ADDRESS": "",
-                "MLFLOW_TRACKING_URI": "http://127.0.0.1:9",
-                "TRACEGW_SPOOL_DIR": str(tmp_path / "spool"),
-                "TRACEGW_MEMORY_SOFT_LIMIT_BYTES": str(8 << 30),
-                "TRACEGW_MEMORY_HARD_LIMIT_BYTES": str(12 << 30),
-            }
-        ),
-        writer=writer,
-    )
+    writer, gw = recording_gateway(tmp_path)
     stub = trace_gateway_service_pb2_grpc.TraceGatewayServiceStub(grpc.insecure_channel(gw.target))
     event = feedback_pb2.FeedbackEvent(
         event_id="click-1", trace_id="ab" * 16, response_id="resp_1", feedback=feedback_pb2.FEEDBACK_VALUE_THUMBS_DOWN
