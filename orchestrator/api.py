@@ -10,6 +10,7 @@ Invalid requests get 422 (400 for a body that is not JSON) with ``{"error": ...,
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import threading
 import time
@@ -122,7 +123,63 @@ def _field_errors(exc: RequestValidationError) -> list[dict[str, str]]:
     return out
 
 
-def create_app(service: ChatService, on_shutdown: Any = None) -> FastAPI:
+class BodyLimit:
+    """ASGI middleware: a request body over ``max_bytes`` is refused with 413 before the app reads
+    it into memory. A stated Content-Length is checked up front; a chunked body is counted as it
+    arrives (held up to the limit, then handed on whole)."""
+
+    def __init__(self, app: Any, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = next((v for k, v in scope["headers"] if k == b"content-length"), None)
+        if length is not None:
+            if not length.isdigit() or int(length) > self.max_bytes:
+                await self._refuse(send)
+                return
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        total = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return
+            body = message.get("body", b"")
+            total += len(body)
+            if total > self.max_bytes:
+                await self._refuse(send)
+                return
+            chunks.append(body)
+            if not message.get("more_body", False):
+                break
+        whole = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+        handed = False
+
+        async def replay() -> dict[str, Any]:
+            nonlocal handed
+            if handed:
+                message: dict[str, Any] = await receive()
+                return message
+            handed = True
+            return whole
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, send: Any) -> None:
+        body = json.dumps(
+            {"error": f"request body larger than {self.max_bytes} bytes (MANGAASSIST_MAX_BODY_BYTES)", "fields": []}
+        ).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+def create_app(service: ChatService, on_shutdown: Any = None, max_body_bytes: int = 65536) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
@@ -130,6 +187,7 @@ def create_app(service: ChatService, on_shutdown: Any = None) -> FastAPI:
             on_shutdown()
 
     app = FastAPI(title="MangaAssist orchestrator", version="1", lifespan=lifespan)
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -291,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
 
     service, tracer = build(cfg)
     service.retriever.warm_up()
-    app = create_app(service, on_shutdown=lambda: tracer.shutdown(timeout_s=5))
+    app = create_app(service, on_shutdown=lambda: tracer.shutdown(timeout_s=5), max_body_bytes=cfg.api.max_body_bytes)
     uvicorn.run(app, host=cfg.api.host, port=cfg.api.port, log_level="info")
     return 0
 

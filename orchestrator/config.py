@@ -59,6 +59,7 @@ class CacheConfig:
 class ApiConfig:
     host: str
     port: int
+    max_body_bytes: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +185,14 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("MANGAASSIST_HOST", "api.host", "127.0.0.1", _text, "HTTP API listen host", _non_empty),
     Setting("MANGAASSIST_PORT", "api.port", "8080", _int, "HTTP API listen port", _port),
+    Setting(
+        "MANGAASSIST_MAX_BODY_BYTES",
+        "api.max_body_bytes",
+        "65536",
+        _int,
+        "largest request body accepted; larger is refused with 413 before it is read into memory",
+        _positive,
+    ),
     Setting(
         "MANGAASSIST_BEDROCK_MODEL_ID",
         "aws.bedrock_model_id",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -113,3 +114,28 @@ def test_a_retried_feedback_post_is_the_same_event(api: TestClient) -> None:
 def test_health(api: TestClient) -> None:
     r = api.get("/healthz")
     assert r.status_code == 200 and r.json()["providers"] == "offline"
+
+
+def test_a_body_over_the_limit_is_refused_before_it_is_read(offline_tracer: Tracer) -> None:
+    app = create_app(ChatService(offline_tracer, offline_providers()), max_body_bytes=4096)
+    with TestClient(app) as client:
+        big = {**GOOD, "message": "x" * 10_000}
+        r = client.post("/v1/chat", json=big)
+        assert r.status_code == 413 and "4096" in r.json()["error"]
+
+        def chunks() -> Iterator[bytes]:  # no Content-Length: counted as it arrives
+            yield b'{"session_id": "s1", "message": "'
+            for _ in range(100):
+                yield b"y" * 100
+            yield b'"}'
+
+        r = client.post("/v1/chat", content=chunks(), headers={"content-type": "application/json"})
+        assert r.status_code == 413
+        small = json.dumps(GOOD).encode()
+
+        def one_chunk() -> Iterator[bytes]:
+            yield small
+
+        r = client.post("/v1/chat", content=one_chunk(), headers={"content-type": "application/json"})
+        assert r.status_code == 200, r.text
+        assert client.post("/v1/chat", json=GOOD).status_code == 200
