@@ -37,6 +37,9 @@ class ListenConfig:
     grpc_address: str
     metrics_address: str
     max_receive_message_bytes: int
+    metrics_max_connections: int = 8
+    metrics_read_timeout_s: float = 5.0
+    metrics_write_timeout_s: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,9 @@ class InputLimits:
     max_io_json_chars: int = 1048576
     max_status_chars: int = 4096
     max_events: int = 128
+    max_event_message_bytes: int = 1048576
+    max_concurrent_rpcs: int = 16
+    max_experiment_name_chars: int = 256
 
 
 @dataclass(frozen=True)
@@ -60,6 +66,8 @@ class MlflowConfig:
     request_timeout_s: float
     artifact_root: str
     bundle_experiment_name: str
+    max_experiments: int = 32
+    allowed_experiments: tuple[str, ...] = ()
 
     @property
     def embedded(self) -> bool:
@@ -105,6 +113,7 @@ class RedactionConfig:
     max_preview_chars: int
     hmac_key: str = field(default="", repr=False)  # a secret: never shown by repr
     keep_tags: tuple[str, ...] = ()
+    offload_bytes: int = 262144
 
 
 @dataclass(frozen=True)
@@ -121,6 +130,8 @@ class WriterConfig:
     queue_max_batches: int
     event_queue_max: int
     feedback_join_window_s: float
+    feedback_awaiting_max: int = 10000
+    feedback_join_max_attempts: int = 10
 
 
 @dataclass(frozen=True)
@@ -145,6 +156,7 @@ class RetryConfig:
     max_elapsed_s: float
     breaker_failures: int
     breaker_cooldown_s: float
+    span_turn_max_attempts: int = 5
 
 
 @dataclass(frozen=True)
@@ -277,15 +289,40 @@ SETTINGS: tuple[Setting, ...] = (
         "listen.metrics_address",
         "127.0.0.1:9464",
         str,
-        "Prometheus /metrics address; empty disables it",
+        "Prometheus /metrics (and /healthz) address, served on the event loop; empty disables it",
         _optional_address,
+    ),
+    Setting(
+        "TRACEGW_METRICS_MAX_CONNECTIONS",
+        "listen.metrics_max_connections",
+        "8",
+        int,
+        "connections the /metrics port holds at once; one more is answered 503 (Retry-After: 1) and closed, counted",
+        _positive,
+    ),
+    Setting(
+        "TRACEGW_METRICS_READ_TIMEOUT_S",
+        "listen.metrics_read_timeout_s",
+        "5",
+        float,
+        "time a /metrics connection has to send its request line and headers (8 KiB at most); then it is "
+        "closed, counted",
+        _positive,
+    ),
+    Setting(
+        "TRACEGW_METRICS_WRITE_TIMEOUT_S",
+        "listen.metrics_write_timeout_s",
+        "10",
+        float,
+        "time a /metrics client has to take the whole response; then the connection is closed, counted",
+        _positive,
     ),
     Setting(
         "TRACEGW_MAX_RECEIVE_MESSAGE_BYTES",
         "listen.max_receive_message_bytes",
-        str(16 * 1024 * 1024),
+        str(4 * 1024 * 1024),
         int,
-        "largest gRPC request accepted",
+        "largest gRPC request (ExportSpans, OTLP Export) accepted; gRPC refuses larger ones before reading them",
         _positive,
     ),
     Setting(
@@ -338,6 +375,30 @@ SETTINGS: tuple[Setting, ...] = (
         _positive,
     ),
     Setting(
+        "TRACEGW_MAX_EVENT_MESSAGE_BYTES",
+        "limits.max_event_message_bytes",
+        str(1024 * 1024),
+        int,
+        "largest RecordFeedback or RecordBundleEvents request; larger ones get RESOURCE_EXHAUSTED",
+        _positive,
+    ),
+    Setting(
+        "TRACEGW_MAX_CONCURRENT_RPCS",
+        "limits.max_concurrent_rpcs",
+        "16",
+        int,
+        "RPCs handled at once; more get RESOURCE_EXHAUSTED (with the message size, bounds the bytes in flight)",
+        _positive,
+    ),
+    Setting(
+        "TRACEGW_MAX_EXPERIMENT_NAME_CHARS",
+        "limits.max_experiment_name_chars",
+        "256",
+        int,
+        "longest experiment name a request may give; longer ones get INVALID_ARGUMENT",
+        _positive,
+    ),
+    Setting(
         "MLFLOW_TRACKING_URI",
         "mlflow.tracking_uri",
         DEFAULT_TRACKING_URI,
@@ -352,6 +413,21 @@ SETTINGS: tuple[Setting, ...] = (
         str,
         "experiment for spans whose request names none (created if missing)",
         _non_empty,
+    ),
+    Setting(
+        "TRACEGW_ALLOWED_EXPERIMENTS",
+        "mlflow.allowed_experiments",
+        "",
+        _csv,
+        "comma list of experiment names requests may name (a trailing * allows a prefix); empty allows any",
+    ),
+    Setting(
+        "TRACEGW_MAX_EXPERIMENTS",
+        "mlflow.max_experiments",
+        "32",
+        int,
+        "distinct experiment names requests may name per process; spans naming a further one are rejected",
+        _positive,
     ),
     Setting(
         "MLFLOW_ENABLE_ASYNC_LOGGING",
@@ -546,6 +622,14 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("TRACEGW_BATCH_MAX_SPANS", "batch.max_spans", "2000", int, "spans per write request to MLflow", _positive),
     Setting(
+        "TRACEGW_REDACTION_OFFLOAD_BYTES",
+        "redaction.offload_bytes",
+        str(256 * 1024),
+        int,
+        "traces larger than this are redacted on a worker thread, off the event loop",
+        _positive,
+    ),
+    Setting(
         "TRACEGW_BATCH_MAX_BYTES",
         "batch.max_bytes",
         str(4 * 1024 * 1024),
@@ -604,6 +688,22 @@ SETTINGS: tuple[Setting, ...] = (
         _positive,
     ),
     Setting(
+        "TRACEGW_FEEDBACK_AWAITING_MAX",
+        "writer.feedback_awaiting_max",
+        "10000",
+        int,
+        "feedback events waiting for their trace at once; beyond it an orphan is dropped (trace_not_found)",
+        _positive,
+    ),
+    Setting(
+        "TRACEGW_FEEDBACK_JOIN_MAX_ATTEMPTS",
+        "writer.feedback_join_max_attempts",
+        "10",
+        int,
+        "writes of one feedback event whose trace MLflow does not have, within the join window",
+        _positive,
+    ),
+    Setting(
         "TRACEGW_RETRY_INITIAL_S",
         "retry.initial_s",
         "0.5",
@@ -633,6 +733,14 @@ SETTINGS: tuple[Setting, ...] = (
         "5",
         int,
         "consecutive retryable failures that open the circuit breaker",
+        _positive,
+    ),
+    Setting(
+        "TRACEGW_SPAN_TURN_MAX_ATTEMPTS",
+        "retry.span_turn_max_attempts",
+        "5",
+        int,
+        "failed writes after which a span batch stops holding later batches back (it keeps retrying aside)",
         _positive,
     ),
     Setting(
@@ -779,6 +887,26 @@ def load(environ: Mapping[str, str], overrides: Mapping[str, str] | None = None)
     soft, hard = values.get("memory.soft_limit_bytes"), values.get("memory.hard_limit_bytes")
     if soft is not None and hard is not None and soft >= hard:
         problems.append("TRACEGW_MEMORY_SOFT_LIMIT_BYTES must be below TRACEGW_MEMORY_HARD_LIMIT_BYTES")
+    per_trace, per_batch = values.get("assembly.max_spans_per_trace"), values.get("batch.max_spans")
+    if per_trace is not None and per_batch is not None and per_trace > per_batch:
+        problems.append(
+            f"TRACEGW_MAX_SPANS_PER_TRACE ({per_trace}) must not exceed TRACEGW_BATCH_MAX_SPANS ({per_batch}): "
+            "a trace is written in one request"
+        )
+    rpcs, message = values.get("limits.max_concurrent_rpcs"), values.get("listen.max_receive_message_bytes")
+    if (
+        rpcs is not None
+        and message is not None
+        and soft is not None
+        and hard is not None
+        and soft < hard
+        and rpcs * message > (hard - soft) // 2
+    ):
+        problems.append(
+            f"TRACEGW_MAX_CONCURRENT_RPCS x TRACEGW_MAX_RECEIVE_MESSAGE_BYTES ({rpcs * message} bytes in flight) "
+            f"must fit in half the room between the memory limits ({(hard - soft) // 2} bytes): lower one of them, "
+            "or raise TRACEGW_MEMORY_HARD_LIMIT_BYTES"
+        )
     if problems:
         raise ConfigError(problems)
     return _build(values)

@@ -17,6 +17,8 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 
 from gateway.config import Config
 from gateway.export.batcher import Batcher
@@ -27,7 +29,7 @@ from gateway.export.segments import Kind
 from gateway.export.spool import Spool
 from gateway.memory_guard import MemoryGuard
 from gateway.metrics import GatewayMetrics
-from gateway.model import BundleRecord, FeedbackRecord, SpanRecord, TraceRecord
+from gateway.model import BundleRecord, FeedbackRecord, SpanRecord, TraceRecord, approx_trace_bytes
 from gateway.process.assembler import Assembler
 from gateway.process.chain import StageChain
 from gateway.process.contract import ContractChecker
@@ -82,7 +84,9 @@ class Gateway:
             max_label_chars=config.metrics.max_label_chars,
             region=config.region,
         )
-        self._chain = StageChain(
+        # The chain in three parts, so that redacting a large trace can leave the event loop:
+        # measure and check, redact, then feedback join and sampling.
+        self._before_redaction = StageChain(
             [
                 Measure(
                     metrics,
@@ -91,12 +95,16 @@ class Gateway:
                     config.metrics.max_label_chars,
                 ),
                 ContractChecker(config.contract, metrics),
-                self._redactor,
-                self._feedback,
-                self._sampler,
             ],
             metrics,
         )
+        self._redaction = StageChain([self._redactor], metrics)
+        # Its own redactor (and clean cache): the worker thread shares no mutable state with the loop.
+        self._offload_redaction = StageChain([Redactor(config.redaction, metrics)], metrics)
+        self._after_redaction = StageChain([self._feedback, self._sampler], metrics)
+        self._offload_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tracegw-redact")
+        self._offloads: set[asyncio.Task[None]] = set()
+        self._offloading: Counter[str] = Counter()  # trace ids being redacted on the worker thread
         concurrency = 1 if config.mlflow.embedded else config.writer.concurrency
         spool = Spool(config.spool.directory or None, config.spool.max_bytes, config.spool.fsync, metrics)
         self._delivery = Delivery(
@@ -158,7 +166,7 @@ class Gateway:
             return ("sampled_in" if decided else "orphan"), self._feedback.lookup(trace_id)
         # Not decided: still in assembly, or its spans have not arrived (yet): keep it if they do.
         self._feedback_forced[trace_id] = None
-        if self._assembler.holds(trace_id):
+        if self._assembler.holds(trace_id) or trace_id in self._offloading:
             return "in_flight", None
         return "orphan", self._feedback.lookup(trace_id)
 
@@ -183,9 +191,44 @@ class Gateway:
             self.rescue.add(trace)
 
     def _hand_on(self, traces: list[TraceRecord]) -> None:
-        kept = self._chain.run(traces)
+        checked = self._before_redaction.run(traces)
+        limit = self.config.redaction.offload_bytes
+        heavy = [t for t in checked if t.trace_id in self._offloading or approx_trace_bytes(t) > limit]
+        if heavy:
+            # Large traces are redacted on the worker thread so that health checks and receivers
+            # keep answering; late spans of a trace being redacted there follow it the same way,
+            # so a trace's batches keep their order (one worker: first in, first out).
+            ids = {id(t) for t in heavy}
+            checked = [t for t in checked if id(t) not in ids]
+            self._offload(heavy)
+        self._after_redacted(self._redaction.run(checked))
+
+    def _after_redacted(self, traces: list[TraceRecord]) -> None:
+        kept = self._after_redaction.run(traces)
         if kept:
             self._batcher.add(kept)
+
+    def _offload(self, traces: list[TraceRecord]) -> None:
+        self.metrics.redaction_offloaded.inc(len(traces))
+        self._offloading.update(t.trace_id for t in traces)
+        loop = asyncio.get_running_loop()
+        redacted = loop.run_in_executor(self._offload_pool, self._offload_redaction.run, traces)
+
+        async def finish() -> None:
+            try:
+                done = await redacted
+            except Exception:  # counted like any trace a stage loses; never raised into the loop
+                log.exception("redaction on the worker thread failed; %d traces dropped", len(traces))
+                self.metrics.drop_spans("redact", "invalid", sum(len(t.spans) for t in traces))
+                done = []
+            finally:
+                self._offloading.subtract(t.trace_id for t in traces)
+                self._offloading += Counter()  # forget ids at zero
+            self._after_redacted(done)
+
+        task = asyncio.create_task(finish(), name="tracegw-redact")
+        self._offloads.add(task)
+        task.add_done_callback(self._offloads.discard)
 
     async def _tick(self) -> None:
         while True:
@@ -220,6 +263,9 @@ class Gateway:
         self._ticker = None
         held = self._assembler.drain()
         self._hand_on(held)
+        if self._offloads:
+            await asyncio.gather(*list(self._offloads), return_exceptions=True)
+        self._offload_pool.shutdown(wait=False)
         self._feedback.flush()
         self._batcher.flush()
         remaining = max(0.1, timeout_s - (time.monotonic() - started))

@@ -302,6 +302,28 @@ class GatewayMetrics:
             ["rpc"],
             registry=registry,
         )
+        self.requests_too_large = Counter(
+            f"{p}_requests_too_large_total",
+            "Event requests over TRACEGW_MAX_EVENT_MESSAGE_BYTES (answered RESOURCE_EXHAUSTED), by RPC.",
+            ["rpc"],
+            registry=registry,
+        )
+        self.experiments_refused = Counter(
+            f"{p}_experiments_refused_total",
+            "Spans rejected for the experiment their request named, by reason (not_allowed, cap).",
+            ["reason"],
+            registry=registry,
+        )
+        self.span_turn_stepped_aside = Counter(
+            f"{p}_span_turn_stepped_aside_total",
+            "Span batches that failed TRACEGW_SPAN_TURN_MAX_ATTEMPTS writes and stopped holding later batches back.",
+            registry=registry,
+        )
+        self.redaction_offloaded = Counter(
+            f"{p}_redaction_offloaded_traces_total",
+            "Traces larger than TRACEGW_REDACTION_OFFLOAD_BYTES, redacted on a worker thread.",
+            registry=registry,
+        )
         self.events_refused = Counter(
             f"{p}_events_refused_total",
             "Feedback and bundle events refused with RESOURCE_EXHAUSTED before they were acknowledged, "
@@ -319,6 +341,13 @@ class GatewayMetrics:
             f"{p}_refused_spans_total",
             "Spans in requests refused with RESOURCE_EXHAUSTED, by receiver.",
             ["receiver"],
+            registry=registry,
+        )
+        self.metrics_http_refused = Counter(
+            f"{p}_metrics_http_refused_total",
+            "Connections to the /metrics port closed without their answer, by reason (connections, "
+            "timeout, too_large, bad_request, write_timeout).",
+            ["reason"],
             registry=registry,
         )
         self.memory_rss = Gauge(f"{p}_memory_rss_bytes", "Resident memory of the gateway process.", registry=registry)

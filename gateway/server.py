@@ -23,7 +23,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 
 from clients.pb import trace_gateway_service_pb2
 from gateway.config import Config
@@ -32,6 +32,7 @@ from gateway.export.errors import TraceWriter
 from gateway.export.mlflow_http import HttpMlflowWriter
 from gateway.gc_policy import tune_process
 from gateway.metrics import GatewayMetrics
+from gateway.metrics_http import HttpLimits, MetricsHttpServer
 from gateway.receive import servicers
 
 log = logging.getLogger(__name__)
@@ -53,11 +54,15 @@ def make_writer(tracking_uri: str, timeout_s: float, artifact_root: str) -> Trac
 async def create_server(
     address: str, gateway: Gateway, max_receive_message_bytes: int, health: HealthServicer
 ) -> tuple[grpc.aio.Server, int]:
+    # Bytes in flight are bounded before they are allocated: gRPC refuses a message over
+    # max_receive_message_length from its length prefix, and an RPC beyond maximum_concurrent_rpcs
+    # with RESOURCE_EXHAUSTED, so at most (concurrency x message size) request bytes are held.
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", max_receive_message_bytes),
             ("grpc.so_reuseport", 0),
-        ]
+        ],
+        maximum_concurrent_rpcs=gateway.config.limits.max_concurrent_rpcs,
     )
     servicers.register(server, gateway)
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
@@ -90,7 +95,7 @@ class Running:
     metrics_port: int | None
     _server: grpc.aio.Server
     _health: HealthServicer
-    _httpd: Any = None
+    _httpd: MetricsHttpServer | None = None
     _stopped: bool = field(default=False)
 
     async def stop(self, timeout_s: float | None = None) -> None:
@@ -104,8 +109,7 @@ class Running:
         await self._server.stop(min(RPC_GRACE_S, budget / 4))
         await self.gateway.shutdown(budget)
         if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
+            await self._httpd.close()
         log.info("stopped")
 
 
@@ -123,8 +127,14 @@ async def start(
     metrics_port = None
     if config.listen.metrics_address:
         host, _, port = config.listen.metrics_address.rpartition(":")
-        httpd, _thread = start_http_server(int(port), addr=host.strip("[]"), registry=registry)
-        metrics_port = httpd.server_port
+        listen = config.listen
+        limits = HttpLimits(
+            listen.metrics_max_connections, listen.metrics_read_timeout_s, listen.metrics_write_timeout_s
+        )
+        httpd = MetricsHttpServer(
+            registry, host.strip("[]"), int(port), metrics.metrics_http_refused, lambda: gateway.accepting, limits
+        )
+        metrics_port = await httpd.start()
     health = HealthServicer()
     server, grpc_port = await create_server(
         config.listen.grpc_address, gateway, config.listen.max_receive_message_bytes, health

@@ -36,11 +36,18 @@ class Batcher:
     def add(self, traces: list[TraceRecord]) -> None:
         for trace in traces:
             batch = self._open.get(trace.experiment_name)
+            spans = len(trace.spans)
+            if batch is not None and batch.traces and batch.span_count + spans > self._cfg.max_spans:
+                # This trace would take the batch past its span bound: send what is there first,
+                # so a batch exceeds TRACEGW_BATCH_MAX_SPANS only when one trace alone does.
+                del self._open[trace.experiment_name]
+                self._emit(batch)
+                batch = None
             if batch is None:
                 batch = SpanBatch(trace.experiment_name, opened_at=self._clock())
                 self._open[trace.experiment_name] = batch
             batch.traces.append(trace)
-            batch.span_count += len(trace.spans)
+            batch.span_count += spans
             batch.approx_bytes += approx_trace_bytes(trace)
             if batch.span_count >= self._cfg.max_spans or batch.approx_bytes >= self._cfg.max_bytes:
                 del self._open[trace.experiment_name]

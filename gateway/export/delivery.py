@@ -54,7 +54,10 @@ from gateway.model import BundleRecord, FeedbackRecord, TraceRecord
 log = logging.getLogger(__name__)
 
 FEEDBACK_RETRY_FIRST_S = 0.5
-FEEDBACK_RETRY_MAX_S = 8.0
+FEEDBACK_RETRY_MAX_S = 30.0
+# A span batch names the rootless and late traces it carries (for the ordering rule in
+# ``_next``); past this many of either it names none and keeps the strict order instead.
+ORDER_IDS_MAX = 1000
 
 
 class Delivery:
@@ -92,7 +95,8 @@ class Delivery:
         self._cond = threading.Condition()
         self._in_flight = 0
         self._spans_in_flight = 0
-        self._spans_deferred = 0
+        self._spans_deferred = 0  # deferred span batches that still hold the span turn (not aside)
+        self._awaiting = 0  # feedback deferred until its trace is in MLflow
         self._memory_only = 0
         self._stop = threading.Event()
         self._closed = False
@@ -138,6 +142,7 @@ class Delivery:
             if awaiting:
                 for g in awaiting:
                     g.awaiting_trace = False
+                self._awaiting -= len(awaiting)
                 self._retry_deferred_now(lambda g: g in awaiting)
                 self._wait_until_idle(deadline)
         self._stop.set()
@@ -243,6 +248,14 @@ class Delivery:
                 "first_at": now,
                 "attempts": 0,
             }
+            standins = [t.trace_id for t in traces if not t.complete]
+            late = [t.trace_id for t in traces if t.late]
+            if standins:
+                header["standins"] = standins if len(standins) <= ORDER_IDS_MAX else []
+                header["strict"] = len(standins) > ORDER_IDS_MAX
+            if late:
+                header["late"] = late if len(late) <= ORDER_IDS_MAX else []
+                header["strict"] = header.get("strict", False) or len(late) > ORDER_IDS_MAX
             return Segment(self._spool.next_seq(), Kind.SPANS, header, payload)
         if isinstance(item, FeedbackRecord):
             header = {"kind": Kind.FEEDBACK.value, "span_count": 0, "first_at": now, "attempts": 0}
@@ -293,6 +306,13 @@ class Delivery:
         assembler synthesized for a rootless trace is written before the real span that may
         arrive later under the same id (across a restart too: the spool replays in sequence
         order, and new segments get later numbers), so the real span always wins MLflow's upsert.
+
+        A batch that failed ``TRACEGW_SPAN_TURN_MAX_ATTEMPTS`` writes steps **aside**: it keeps
+        retrying (until ``TRACEGW_RETRY_MAX_ELAPSED_S``) but no longer holds later batches back,
+        so one batch MLflow keeps refusing costs only itself. The stand-in-root order is then kept
+        by name: a batch carrying late spans of a trace whose stand-in root is in an earlier
+        batch not yet written waits for that batch (``_blocked_by``).
+
         While the span turn is taken, a free sender takes only events (feedback, bundles), so they
         do not queue behind a span backlog; otherwise the oldest ready segment goes first."""
         with self._cond:
@@ -308,13 +328,17 @@ class Delivery:
             ):
                 seg = heapq.heappop(self._deferred)[2]
                 if seg.kind is Kind.SPANS:
-                    self._spans_deferred -= 1
+                    if not seg.aside:
+                        self._spans_deferred -= 1
+                    seg = self._unless_blocked(seg, now)
+                elif seg.awaiting_trace:
+                    self._awaiting -= 1
             elif self._ready_events and not (
                 next_span_may_go and self._ready and self._ready[0].seq < self._ready_events[0].seq
             ):
                 seg = self._ready_events.popleft()
             elif next_span_may_go and self._ready:
-                seg = self._ready.popleft()
+                seg = self._unless_blocked(self._ready.popleft(), now)
             if seg is None:
                 wait = 0.1 if not self._deferred else min(0.1, self._deferred[0][0] - now)
                 self._cond.wait(max(0.005, wait))
@@ -323,6 +347,32 @@ class Delivery:
             if seg.kind is Kind.SPANS:
                 self._spans_in_flight += 1
             return seg
+
+    def _unless_blocked(self, seg: Segment, now: float) -> Segment | None:
+        """With ``_cond`` held: ``seg``, or None when it must wait for an earlier batch (then it is
+        deferred aside until that batch's next attempt, without counting an attempt)."""
+        blocker = self._blocked_by(seg)
+        if blocker is None:
+            return seg
+        seg.aside = True
+        heapq.heappush(self._deferred, (max(now, blocker) + 0.001, seg.seq, seg))
+        return None
+
+    def _blocked_by(self, seg: Segment) -> float | None:
+        """With ``_cond`` held: the due time of an earlier deferred span batch that ``seg`` must not
+        overtake — it holds the stand-in root of a trace whose late spans ``seg`` carries (or either
+        batch named too many traces to tell, ``strict``) — else None."""
+        late = seg.late
+        strict = bool(seg.header.get("strict"))
+        if not late and not strict:
+            return None
+        wanted = set(late)
+        for due, seq, other in self._deferred:
+            if other.kind is not Kind.SPANS or seq >= seg.seq:
+                continue
+            if strict or other.header.get("strict") or wanted.intersection(other.standins):
+                return due
+        return None
 
     def _send_loop(self) -> None:
         while not self._stop.is_set():
@@ -425,14 +475,25 @@ class Delivery:
         if time.time() - float(seg.header.get("first_at", time.time())) > self._retry.max_elapsed_s:
             self._dead_letter(seg, "retry_exhausted", "RETRY_EXHAUSTED")
             return
+        if seg.kind is Kind.SPANS and not seg.aside and seg.attempts >= self._retry.span_turn_max_attempts:
+            seg.aside = True
+            self._m.span_turn_stepped_aside.inc()
+            self._warn.warning(
+                "span_turn_aside",
+                "span segment %d failed %d writes; retrying it aside, later batches go on",
+                seg.seq,
+                seg.attempts,
+            )
         delay = backoff_s(seg.attempts, self._retry.initial_s, self._retry.max_s, retry_after_s)
         self._defer(seg, delay)
 
     def _defer(self, seg: Segment, delay_s: float) -> None:
         with self._cond:
             heapq.heappush(self._deferred, (time.monotonic() + delay_s, seg.seq, seg))
-            if seg.kind is Kind.SPANS:
+            if seg.kind is Kind.SPANS and not seg.aside:
                 self._spans_deferred += 1
+            elif seg.awaiting_trace:
+                self._awaiting += 1
             self._cond.notify()
 
     def _permanent(self, seg: Segment, payload: bytes, exc: PermanentWriteError) -> None:
@@ -440,7 +501,13 @@ class Delivery:
             # The trace is not in MLflow yet (in assembly, a batch, or a retry): wait for it.
             seg.header["attempts"] = seg.attempts + 1
             waited = time.time() - float(seg.header.get("first_at", time.time()))
-            if waited <= self._cfg.feedback_join_window_s:
+            with self._cond:
+                room = self._awaiting < self._cfg.feedback_awaiting_max
+            if (
+                waited <= self._cfg.feedback_join_window_s
+                and seg.attempts < self._cfg.feedback_join_max_attempts
+                and room
+            ):
                 seg.awaiting_trace = True
                 self._defer(seg, min(FEEDBACK_RETRY_MAX_S, FEEDBACK_RETRY_FIRST_S * 2 ** (seg.attempts - 1)))
                 return
@@ -448,9 +515,11 @@ class Delivery:
             self._drop(seg, "trace_not_found")
             self._warn.warning(
                 "feedback_orphan",
-                "feedback segment %d: its trace was not in MLflow after %.0fs",
+                "feedback segment %d: its trace was not in MLflow after %.0fs and %d writes%s",
                 seg.seq,
-                self._cfg.feedback_join_window_s,
+                waited,
+                seg.attempts,
+                "" if room else " (TRACEGW_FEEDBACK_AWAITING_MAX reached)",
             )
             return
         if seg.kind is Kind.SPANS:

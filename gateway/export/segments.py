@@ -36,6 +36,7 @@ class Segment:
     replayed: bool = False  # read back from the spool at start
     memory_only: bool = False  # not in the spool (disabled, full or refused): counts against the memory bound
     awaiting_trace: bool = False  # feedback whose trace MLflow does not have yet
+    aside: bool = False  # a span batch past TRACEGW_SPAN_TURN_MAX_ATTEMPTS: retried without holding the turn
 
     @property
     def durable(self) -> bool:
@@ -48,6 +49,16 @@ class Segment:
     @property
     def attempts(self) -> int:
         return int(self.header.get("attempts", 0))
+
+    @property
+    def standins(self) -> list[str]:
+        """Trace ids of the stand-in roots this span batch carries (rootless traces)."""
+        return list(self.header.get("standins", ()))
+
+    @property
+    def late(self) -> list[str]:
+        """Trace ids of the late spans this span batch carries."""
+        return list(self.header.get("late", ()))
 
 
 def feedback_to_json(record: FeedbackRecord) -> bytes:

@@ -9,8 +9,8 @@ cache remembers recent decisions).
 
 Bounded: at most ``max_traces_in_flight`` traces and about ``max_bytes_in_flight`` bytes
 (beyond either the oldest trace is decided early, outcome ``evicted_count`` or
-``evicted_bytes``), and ``max_spans_per_trace`` spans per trace (extra spans are dropped and
-counted with reason ``span_limit``). Not thread-safe: the gateway calls it from its event loop.
+``evicted_bytes``), and ``max_spans_per_trace`` spans per trace, late spans included (extra
+spans are dropped and counted with reason ``span_limit``). Not thread-safe: the gateway calls it from its event loop.
 """
 
 from __future__ import annotations
@@ -28,6 +28,15 @@ from gateway.process.recent import RecentMap
 INCOMPLETE_TAG = "tracegw.incomplete"
 SYNTHESIZED_ATTRIBUTE = "tracegw.synthesized_root"
 DECISION_CACHE_SIZE = 100_000
+
+
+@dataclass(slots=True)
+class _Decided:
+    """What assembly remembers of a decided trace: where its late spans go, and how many spans
+    it has had (the per-trace cap counts late spans too)."""
+
+    experiment: str
+    spans: int
 
 
 @dataclass(slots=True)
@@ -51,7 +60,7 @@ class Assembler:
         self._pending: dict[str, _Pending] = {}
         self._root_deadlines: deque[tuple[float, str]] = deque()
         self._timeout_deadlines: deque[tuple[float, str]] = deque()
-        self._decided: RecentMap[str, str] = RecentMap(DECISION_CACHE_SIZE)
+        self._decided: RecentMap[str, _Decided] = RecentMap(DECISION_CACHE_SIZE)
         self._late: dict[str, list[SpanRecord]] = {}
         self._span_count = 0
         self._bytes = 0
@@ -86,8 +95,13 @@ class Assembler:
                 last = trace_id
                 pending = self._pending.get(trace_id)
                 if pending is None:
-                    if trace_id in self._decided:
-                        self._late.setdefault(trace_id, []).append(span)
+                    decided = self._decided.get(trace_id)
+                    if decided is not None:
+                        if decided.spans >= max_spans:
+                            self._metrics.drop_spans("assemble", "span_limit", 1)
+                        else:
+                            decided.spans += 1
+                            self._late.setdefault(trace_id, []).append(span)
                         last = None  # the next span of this trace goes the same way
                         continue
                     if len(self._pending) >= self._cfg.max_traces_in_flight:
@@ -165,10 +179,10 @@ class Assembler:
         if not self._late:
             return []
         now = self._clock()
-        late = [
-            TraceRecord(tid, self._decided.get(tid, ""), spans, {}, late=True, first_seen=now)
-            for tid, spans in self._late.items()
-        ]
+        late = []
+        for tid, spans in self._late.items():
+            decided = self._decided.get(tid)
+            late.append(TraceRecord(tid, decided.experiment if decided else "", spans, {}, late=True, first_seen=now))
         self._late.clear()
         self._outcome("late").inc(len(late))
         return late
@@ -177,7 +191,7 @@ class Assembler:
         pending = self._pending.pop(trace_id)
         self._span_count -= len(pending.spans)
         self._bytes -= pending.approx_bytes
-        self._decided[trace_id] = pending.experiment
+        self._decided[trace_id] = _Decided(pending.experiment, len(pending.spans))
         trace = TraceRecord(
             trace_id,
             pending.experiment,

@@ -20,6 +20,7 @@ from gateway.core import Gateway
 from gateway.export.segments import Kind
 from gateway.logs import RateLimitedLog
 from gateway.receive import decode_events, decode_spans
+from gateway.receive.experiments import ExperimentPolicy, Refusal
 
 log = logging.getLogger(__name__)
 _MALFORMED_LOG = RateLimitedLog(log)
@@ -71,6 +72,34 @@ async def _refuse_if_full(gateway: Gateway, context: grpc.aio.ServicerContext, r
         )
 
 
+_EXPERIMENT_STATUS = {
+    Refusal.TOO_LONG: grpc.StatusCode.INVALID_ARGUMENT,
+    Refusal.NOT_ALLOWED: grpc.StatusCode.PERMISSION_DENIED,
+    Refusal.CAP: grpc.StatusCode.RESOURCE_EXHAUSTED,
+}
+
+
+def experiment_policy(gateway: Gateway) -> ExperimentPolicy:
+    cfg = gateway.config
+    return ExperimentPolicy(
+        cfg.mlflow.experiment_name,
+        cfg.mlflow.allowed_experiments,
+        cfg.mlflow.max_experiments,
+        cfg.limits.max_experiment_name_chars,
+    )
+
+
+async def _refuse_experiment(
+    gateway: Gateway, policy: ExperimentPolicy, context: grpc.aio.ServicerContext, name: str, spans: int
+) -> None:
+    """The whole request is refused (nothing taken) when it names an experiment it may not."""
+    refusal = policy.check(name)
+    if refusal is None:
+        return
+    gateway.metrics.experiments_refused.labels(refusal).inc(spans)
+    await context.abort(_EXPERIMENT_STATUS[refusal], policy.explain(refusal, name))
+
+
 async def _refuse_events_if_full(gateway: Gateway, context: grpc.aio.ServicerContext, kind: Kind, events: int) -> None:
     """Before acknowledging events: RESOURCE_EXHAUSTED with a RetryInfo when memory is over its
     limit or delivery's queue for ``kind`` has no room for all of them (none is taken then)."""
@@ -88,15 +117,17 @@ async def _refuse_events_if_full(gateway: Gateway, context: grpc.aio.ServicerCon
 
 
 class NativeReceiver(trace_gateway_service_pb2_grpc.TraceGatewayServiceServicer):
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gateway: Gateway, experiments: ExperimentPolicy) -> None:
         self._gw = gateway
         self._m = gateway.metrics
+        self._experiments = experiments
 
     async def ExportSpans(
         self, request: trace_gateway_service_pb2.ExportSpansRequest, context: grpc.aio.ServicerContext
     ) -> trace_gateway_service_pb2.ExportSpansResponse:
         await _refuse_if_closed(self._gw, context)
         await _refuse_if_full(self._gw, context, "native", len(request.spans))
+        await _refuse_experiment(self._gw, self._experiments, context, request.experiment_name, len(request.spans))
         decoded = decode_spans.decode_native_spans(request.spans, self._gw.config.limits)
         self._m.spans_received.labels("native").inc(len(request.spans))
         if decoded.rejections:
@@ -141,17 +172,22 @@ class OtlpReceiver(trace_service_pb2_grpc.TraceServiceServicer):
     the gateway's default.
     """
 
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gateway: Gateway, experiments: ExperimentPolicy) -> None:
         self._gw = gateway
         self._m = gateway.metrics
+        self._experiments = experiments
 
     async def Export(
         self, request: trace_service_pb2.ExportTraceServiceRequest, context: grpc.aio.ServicerContext
     ) -> trace_service_pb2.ExportTraceServiceResponse:
         await _refuse_if_closed(self._gw, context)
-        await _refuse_if_full(
-            self._gw, context, "otlp", sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)
-        )
+        spans = sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)
+        await _refuse_if_full(self._gw, context, "otlp", spans)
+        experiment = ""
+        for key, value in context.invocation_metadata() or ():
+            if key == EXPERIMENT_METADATA_KEY:
+                experiment = value if isinstance(value, str) else value.decode()
+        await _refuse_experiment(self._gw, self._experiments, context, experiment, spans)
         decoded = decode_spans.decode_otlp_spans(request.resource_spans, self._gw.config.limits)
         total = len(decoded.spans) + len(decoded.rejections)
         self._m.spans_received.labels("otlp").inc(total)
@@ -160,10 +196,6 @@ class OtlpReceiver(trace_service_pb2_grpc.TraceServiceServicer):
             self._m.drop_spans("receive", "invalid", len(decoded.rejections))
         if decoded.stripped_keys:
             self._m.reserved_keys_stripped.inc(decoded.stripped_keys)
-        experiment = ""
-        for key, value in context.invocation_metadata() or ():
-            if key == EXPERIMENT_METADATA_KEY:
-                experiment = value if isinstance(value, str) else value.decode()
         if decoded.spans:
             self._gw.accept_spans(decoded.spans, experiment)
         response = trace_service_pb2.ExportTraceServiceResponse()
@@ -187,8 +219,19 @@ class Malformed:
         self.error = error
 
 
-def _lenient(parse: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+class TooLarge:
+    """A request larger than its RPC's bound (``TRACEGW_MAX_EVENT_MESSAGE_BYTES``), left unparsed."""
+
+    __slots__ = ("size",)
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+
+def _lenient(parse: Callable[[bytes], Any], max_bytes: int | None = None) -> Callable[[bytes], Any]:
     def deserialize(data: bytes) -> Any:
+        if max_bytes is not None and len(data) > max_bytes:
+            return TooLarge(len(data))
         try:
             return parse(data)
         except Exception as exc:  # DecodeError, RecursionError: the request is bad, not the gateway
@@ -201,6 +244,15 @@ def _guarded(
     rpc: str, handler: Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]], gateway: Gateway
 ) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]:
     async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        if request.__class__ is TooLarge:
+            gateway.metrics.requests_too_large.labels(rpc).inc()
+            _MALFORMED_LOG.warning("too_large_" + rpc, "%s request of %d bytes refused (too large)", rpc, request.size)
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"the {rpc} request is {request.size} bytes; this gateway takes at most "
+                f"{gateway.config.limits.max_event_message_bytes} (TRACEGW_MAX_EVENT_MESSAGE_BYTES): "
+                "send fewer events per call",
+            )
         if request.__class__ is Malformed:
             gateway.metrics.requests_malformed.labels(rpc).inc()
             _MALFORMED_LOG.warning("malformed_" + rpc, "malformed %s request (%s) refused", rpc, request.error)
@@ -217,7 +269,8 @@ def register(server: grpc.aio.Server, gateway: Gateway) -> tuple[str, str]:
     reflection). Like the generated ``add_*_to_server``, except that a request protobuf cannot
     parse answers INVALID_ARGUMENT (counted, one rate-limited log line) instead of UNKNOWN with
     a traceback per request."""
-    native, otlp = NativeReceiver(gateway), OtlpReceiver(gateway)
+    experiments = experiment_policy(gateway)  # one policy: the cap counts names from both receivers
+    native, otlp = NativeReceiver(gateway, experiments), OtlpReceiver(gateway, experiments)
     svc = trace_gateway_service_pb2
     services: dict[str, dict[str, tuple[Any, Any, Any]]] = {
         svc.DESCRIPTOR.services_by_name["TraceGatewayService"].full_name: {
@@ -237,11 +290,15 @@ def register(server: grpc.aio.Server, gateway: Gateway) -> tuple[str, str]:
             ),
         },
     }
+    # Span RPCs are bounded by gRPC itself (TRACEGW_MAX_RECEIVE_MESSAGE_BYTES, refused before the
+    # bytes are read); event RPCs carry small records, so they get a tighter bound of their own.
+    event_max = gateway.config.limits.max_event_message_bytes
+    bounded = {"RecordFeedback": event_max, "RecordBundleEvents": event_max}
     for service, methods in services.items():
         handlers = {
             name: grpc.unary_unary_rpc_method_handler(
                 _guarded(name, fn, gateway),
-                request_deserializer=_lenient(request.FromString),
+                request_deserializer=_lenient(request.FromString, bounded.get(name)),
                 response_serializer=response.SerializeToString,
             )
             for name, (fn, request, response) in methods.items()

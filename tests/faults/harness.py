@@ -839,6 +839,9 @@ def run_overload(
     gw = rig.start_gateway(
         TRACEGW_MEMORY_SOFT_LIMIT_BYTES=str(soft_bytes),
         TRACEGW_MEMORY_HARD_LIMIT_BYTES=str(hard_bytes),
+        # Limits this tight leave no room for 16 x 4 MiB requests in flight (``tracegw check``
+        # refuses that); the client's requests are far smaller anyway.
+        TRACEGW_MAX_RECEIVE_MESSAGE_BYTES=str(min(4 << 20, (hard_bytes - soft_bytes) // 32)),
         TRACEGW_ROOT_GRACE_S="30",
         TRACEGW_DECISION_TIMEOUT_S="60",
         TRACEGW_MAX_ASSEMBLY_BYTES=str(2**31),

@@ -156,3 +156,15 @@ def test_the_trace_knows_its_first_root_as_a_scan_would_find_it() -> None:
     assert trace.first_root is trace.spans[1] and trace.root is trace.spans[1]
     trace.first_root = None  # as after the rescue buffer: root is found by walking the spans
     assert trace.root is trace.spans[1]
+
+
+def test_late_spans_count_against_the_per_trace_cap() -> None:
+    asm, clock, metrics = make(max_spans=3)
+    asm.add([mk("a", "1", None), mk("a", "2", "1")], "exp")
+    clock.now += 1
+    assert len(asm.poll()) == 1
+    asm.add([mk("a", "3", "1"), mk("a", "4", "1"), mk("a", "5", "1")], "exp")  # one more fits
+    asm.add([mk("a", "6", "1")], "exp")
+    [late] = asm.poll()
+    assert [s.span_id for s in late.spans] == ["3" * 16]
+    assert sample(metrics, "tracegw_spans_dropped_total", {"stage": "assemble", "reason": "span_limit"}) == 3

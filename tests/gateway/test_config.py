@@ -80,3 +80,16 @@ def test_readme_configuration_table_lists_every_setting() -> None:
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     missing = [s.env for s in config.SETTINGS if f"| `{s.env}` |" not in readme]
     assert missing == [], "README is missing settings; regenerate with `tracegw config --markdown`"
+
+
+def test_a_trace_must_fit_in_one_write_request() -> None:
+    with pytest.raises(config.ConfigError, match="TRACEGW_MAX_SPANS_PER_TRACE"):
+        config.load({"TRACEGW_MAX_SPANS_PER_TRACE": "5000", "TRACEGW_BATCH_MAX_SPANS": "2000"})
+
+
+def test_bytes_in_flight_must_fit_between_the_memory_limits() -> None:
+    # 16 RPCs x 4 MiB = 64 MiB fits in half of (384 - 256) MiB, the shipped pod's limits ...
+    config.load({"TRACEGW_MEMORY_SOFT_LIMIT_BYTES": str(256 << 20), "TRACEGW_MEMORY_HARD_LIMIT_BYTES": str(384 << 20)})
+    # ... 16 MiB messages do not, and the error says what to change.
+    with pytest.raises(config.ConfigError, match="TRACEGW_MAX_CONCURRENT_RPCS x TRACEGW_MAX_RECEIVE_MESSAGE_BYTES"):
+        config.load({"TRACEGW_MAX_RECEIVE_MESSAGE_BYTES": str(16 << 20)})

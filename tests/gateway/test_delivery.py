@@ -356,3 +356,97 @@ def test_a_probe_whose_segment_is_unreadable_does_not_stall_delivery(tmp_path: P
     d.submit_batch(batch("0" * 31 + "1"))
     wait_for(lambda: w.written == ["0" * 31 + "1"], timeout_s=5, what="the next batch after the torn probe")
     d.shutdown(2)
+
+
+class RefusesWriter(FlakyWriter):
+    """Answers 500 (retryable) to every span write holding ``refused`` until ``heal`` is set, and
+    records each write as (trace id, span ids)."""
+
+    def __init__(self, refused: str) -> None:
+        super().__init__()
+        self.refused = refused
+        self.heal = threading.Event()
+        self.writes: list[tuple[str, list[str]]] = []
+        self.refusals = 0
+
+    def write_spans(self, experiment_id: str, payload: bytes, span_count: int) -> None:
+        request = ExportTraceServiceRequest.FromString(payload)
+        spans = [s for rs in request.resource_spans for ss in rs.scope_spans for s in ss.spans]
+        ids = sorted({s.trace_id.hex() for s in spans})
+        if self.refused in ids and not self.heal.is_set():
+            with self.lock:
+                self.refusals += 1
+            raise RetryableWriteError("write spans: HTTP 500", status=500)
+        with self.lock:
+            self.writes.extend((t, sorted(s.span_id.hex() for s in spans if s.trace_id.hex() == t)) for t in ids)
+        super().write_spans(experiment_id, payload, span_count)
+
+
+def one_span_batch(trace_id: str, span_id: str, *, complete: bool = True, late: bool = False) -> SpanBatch:
+    trace = TraceRecord(trace_id, "e", [SpanRecord(trace_id, span_id, None, "s", "CHAIN", 1, 2)], {}, late=late)
+    trace.complete = complete
+    return SpanBatch("e", [trace], 1)
+
+
+def test_a_batch_mlflow_keeps_refusing_steps_aside_after_bounded_attempts(tmp_path: Path) -> None:
+    a, b, c = "a" * 32, "b" * 32, "c" * 32
+    writer = RefusesWriter(refused=a)
+    d, m = make(tmp_path, writer, TRACEGW_SPAN_TURN_MAX_ATTEMPTS="3")
+    try:
+        for t in (a, b, c):
+            d.submit_batch(batch(t))
+        wait_for(lambda: [t for t, _ in writer.writes] == [b, c], timeout_s=10, what="later batches go on")
+        assert writer.refusals >= 3 and value(m, "tracegw_span_turn_stepped_aside_total") == 1
+        writer.heal.set()  # the refused batch kept retrying aside, and lands once MLflow takes it
+        wait_for(lambda: len(writer.writes) == 3, timeout_s=10, what="the refused batch written at last")
+    finally:
+        writer.heal.set()
+        d.shutdown(5)
+
+
+def test_late_spans_never_overtake_the_stand_in_root_of_their_trace(tmp_path: Path) -> None:
+    # A rootless trace's stand-in root (span 1…) is refused and steps aside; its real root arrives
+    # late under the same span id. MLflow keeps the last write of a span, so the late batch must
+    # wait for the stand-in, while an unrelated batch goes past both.
+    a, c = "a" * 32, "c" * 32
+    writer = RefusesWriter(refused=a)
+    d, _ = make(tmp_path, writer, TRACEGW_SPAN_TURN_MAX_ATTEMPTS="2")
+    try:
+        d.submit_batch(one_span_batch(a, "1" * 16, complete=False))
+        wait_for(lambda: writer.refusals >= 2, timeout_s=10, what="the stand-in refused twice")
+        d.submit_batch(one_span_batch(a, "1" * 16, late=True))
+        d.submit_batch(one_span_batch(c, "2" * 16))
+        wait_for(lambda: [t for t, _ in writer.writes] == [c], timeout_s=10, what="the unrelated batch goes on")
+        time.sleep(0.3)  # the late batch had several chances to go and must not have
+        assert [t for t, _ in writer.writes] == [c]
+        writer.heal.set()
+        wait_for(lambda: len(writer.writes) == 3, timeout_s=10, what="stand-in, then the late root")
+        headers = [t for t, _ in writer.writes]
+        assert headers == [c, a, a]  # the stand-in first, the real span (last write) wins
+    finally:
+        writer.heal.set()
+        d.shutdown(5)
+
+
+def test_orphan_feedback_is_bounded_in_count_and_in_writes(tmp_path: Path) -> None:
+    writer = TraceLaterWriter()  # every feedback write answers 404: its trace never comes
+    d, m = make(
+        tmp_path,
+        writer,
+        TRACEGW_FEEDBACK_AWAITING_MAX="2",
+        TRACEGW_FEEDBACK_JOIN_MAX_ATTEMPTS="2",
+        TRACEGW_FEEDBACK_JOIN_WINDOW_S="60",
+    )
+    try:
+        for i in range(5):
+            d.submit_feedback(FeedbackRecord(f"ev-{i}", "resp", f"{i + 1:032x}", FeedbackValue.THUMBS_DOWN, 0))
+        # Two wait for their trace; three find no room and are counted at once. Each that waited
+        # is written twice at most, then counted too: 5 + 2 writes, well inside the join window.
+        wait_for(
+            lambda: value(m, "tracegw_events_dropped_total", kind="feedback", reason="trace_not_found") == 5,
+            timeout_s=10,
+            what="every orphan counted",
+        )
+        assert writer.feedback_calls == 7
+    finally:
+        d.shutdown(2)
