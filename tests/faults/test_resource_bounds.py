@@ -1,5 +1,7 @@
-"""Memory is bounded before allocation (issue 17's held-out bar): 60 requests carrying a 15 MB
-attribute each, sent at once to a real ``tracegw serve`` process beside innocent traffic.
+"""Resources are bounded before allocation (issue 17's held-out bar), against a real
+``tracegw serve`` process.
+
+60 requests carrying a 15 MB attribute each, sent at once beside innocent traffic:
 
 - With the shipped bounds (4 MiB messages) gRPC refuses each from its length prefix, before the
   bytes are read.
@@ -9,11 +11,15 @@ attribute each, sent at once to a real ``tracegw serve`` process beside innocent
 
 Either way the gateway's peak RSS (the kernel's VmHWM) stays under its hard limit, health checks
 answer throughout, and every innocent trace lands in MLflow.
+
+A scrape storm (300 connections that send half a request and stall) is refused on the metrics
+port: memory and threads do not grow, health checks and real scrapes come back, SIGTERM drains.
 """
 
 from __future__ import annotations
 
 import random
+import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -193,3 +199,42 @@ def test_sixty_15_mb_requests_stay_under_the_hard_limit(
         wait_for(lambda: set(innocents) <= stored(server, experiment), timeout_s=60, what="every innocent trace stored")
     finally:
         gw.terminate(30)
+
+
+def test_a_scrape_storm_is_refused_and_the_gateway_stays_healthy(
+    mlflow_db: tuple[MlflowServer, Path], tmp_path: Path
+) -> None:
+    server, _ = mlflow_db
+    gw = GatewayProcess(
+        tmp_path,
+        {
+            **FAST_GATEWAY_ENV,
+            "MLFLOW_TRACKING_URI": server.url,
+            "TRACEGW_SPOOL_DIR": str(tmp_path / "spool"),
+            "TRACEGW_METRICS_READ_TIMEOUT_S": "2",
+        },
+    ).start()
+    sockets: list[socket.socket] = []
+    try:
+        before = gw.rss_bytes()
+        with Prober(gw.target) as prober:
+            for _ in range(300):  # half a request line each, then silence
+                s = socket.create_connection(("127.0.0.1", gw.metrics_port), timeout=5)
+                s.sendall(b"GET /metr")
+                sockets.append(s)
+            time.sleep(0.5)
+            during = gw.rss_bytes()
+            for s in sockets:
+                s.close()
+            sockets.clear()
+            metrics = wait_for(gw.try_metrics, timeout_s=10, what="a real scrape answered after the storm")
+        refused = metrics.value("tracegw_metrics_http_refused_total", reason="connections")
+        print(f"scrape storm: rss {before / 2**20:.0f} -> {during / 2**20:.0f} MiB, refused={refused:.0f}")
+        assert refused >= 300 - 8 - 1  # all but the connection limit's worth (and a probe of ours)
+        assert during - before < 64 * 2**20
+        assert prober.failures == [] and prober.answered > 0
+        assert gw.terminate(30) == 0
+    finally:
+        for s in sockets:
+            s.close()
+        gw.stop()
