@@ -23,6 +23,20 @@ MAX_FEEDBACK_COMMENT_CHARS = feedback_rules.MAX_COMMENT_CHARS
 MAX_FEEDBACK_CONTEXT_CHARS = feedback_rules.MAX_CONTEXT_CHARS
 
 
+# google.protobuf.Timestamp's valid range: 0001-01-01 to 9999-12-31, nanos in [0, 1e9).
+_MIN_SECONDS, _MAX_SECONDS = -62_135_596_800, 253_402_300_799
+TIME_RANGE_REASON = "must be a valid Timestamp (years 1 to 9999, nanos 0 to 999,999,999)"
+
+
+def timestamp_ns(ts: Any) -> int | None:
+    """A ``google.protobuf.Timestamp`` in nanoseconds, or None when it is out of its valid range
+    (protobuf's own ``ToNanoseconds`` raises ValueError then)."""
+    seconds, nanos = ts.seconds, ts.nanos
+    if not (_MIN_SECONDS <= seconds <= _MAX_SECONDS and 0 <= nanos < 1_000_000_000):
+        return None
+    return int(seconds) * 1_000_000_000 + int(nanos)
+
+
 def _feedback_problem(e: Any, where: str, trace_id: str, now_ns: int) -> tuple[str, str] | None:
     """(field, reason) for the first thing wrong with one feedback event, or None."""
     if not e.event_id:
@@ -46,7 +60,10 @@ def _feedback_problem(e: Any, where: str, trace_id: str, now_ns: int) -> tuple[s
         if len(getattr(e, name)) > MAX_FEEDBACK_CONTEXT_CHARS:
             return f"{where}.{name}", f"must be at most {MAX_FEEDBACK_CONTEXT_CHARS} characters"
     if e.HasField("time"):
-        problem = feedback_rules.time_problem(e.time.ToNanoseconds() / 1e9, now_ns / 1e9)
+        at = timestamp_ns(e.time)
+        if at is None:
+            return f"{where}.time", TIME_RANGE_REASON
+        problem = feedback_rules.time_problem(at / 1e9, now_ns / 1e9)
         if problem:
             return f"{where}.time", problem
     return None
@@ -70,7 +87,7 @@ def decode_feedback(events: Any) -> tuple[list[FeedbackRecord], list[Rejection]]
                 response_id=e.response_id,
                 trace_id=trace_id,
                 value=_FEEDBACK[e.feedback],
-                time_ns=e.time.ToNanoseconds() if e.HasField("time") else now_ns,
+                time_ns=(timestamp_ns(e.time) or 0) if e.HasField("time") else now_ns,
                 reason_code=e.reason_code,
                 comment=e.comment,
                 session_id=e.session_id,
@@ -99,15 +116,21 @@ def decode_bundle_events(events: Any) -> tuple[list[BundleRecord], list[Rejectio
                     i, f"{where}.kind", "one of registered, evaluated, signed_off, promoted, rolled_back must be set"
                 )
             )
+        elif e.HasField("time") and timestamp_ns(e.time) is None:
+            rejections.append(Rejection(i, f"{where}.time", TIME_RANGE_REASON))
         else:
-            details = MessageToDict(getattr(e, kind), preserving_proto_field_name=True)
+            try:
+                details = MessageToDict(getattr(e, kind), preserving_proto_field_name=True)
+            except ValueError:  # e.g. a Timestamp inside the details out of its range
+                rejections.append(Rejection(i, f"{where}.{kind}", "holds a value protobuf cannot render"))
+                continue
             records.append(
                 BundleRecord(
                     event_id=e.event_id,
                     bundle_name=e.bundle_name,
                     bundle_version=e.bundle_version,
                     kind=kind,
-                    time_ns=e.time.ToNanoseconds() if e.HasField("time") else 0,
+                    time_ns=(timestamp_ns(e.time) or 0) if e.HasField("time") else 0,
                     actor_id=e.actor_id,
                     note=e.note,
                     details=details,
