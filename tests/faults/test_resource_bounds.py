@@ -49,7 +49,7 @@ def span(trace_id: bytes, attribute: str | None = None) -> spans_pb2.Span:
         span_type="CHAIN",
         start_time_unix_nano=now,
         end_time_unix_nano=now + 1000,
-        status_code=1,
+        status_code=spans_pb2.SPAN_STATUS_CODE_OK,
     )
     if attribute is not None:
         s.attributes["blob"].string_value = attribute
@@ -227,7 +227,9 @@ def test_a_scrape_storm_is_refused_and_the_gateway_stays_healthy(
             for s in sockets:
                 s.close()
             sockets.clear()
-            metrics = wait_for(gw.try_metrics, timeout_s=10, what="a real scrape answered after the storm")
+            scraped = wait_for(gw.try_metrics, timeout_s=10, what="a real scrape answered after the storm")
+            assert scraped is not None
+            metrics = scraped
         refused = metrics.value("tracegw_metrics_http_refused_total", reason="connections")
         print(f"scrape storm: rss {before / 2**20:.0f} -> {during / 2**20:.0f} MiB, refused={refused:.0f}")
         assert refused >= 300 - 8 - 1  # all but the connection limit's worth (and a probe of ours)

@@ -1389,8 +1389,12 @@ def test_the_probe_poisons_together_cost_only_themselves(rig: Rig) -> None:
 def test_an_out_of_range_timestamp_rejects_its_event_alone(seconds: int, nanos: int) -> None:
     # Found by this suite: protobuf's ToNanoseconds raised ValueError, the RPC answered UNKNOWN
     # and the valid events beside it were lost.
-    good = feedback_pb2.FeedbackEvent(event_id="ok", response_id="resp_1", trace_id="ab" * 16, feedback=1)
-    bad = feedback_pb2.FeedbackEvent(event_id="bad", response_id="resp_1", trace_id="ab" * 16, feedback=1)
+    good = feedback_pb2.FeedbackEvent(
+        event_id="ok", response_id="resp_1", trace_id="ab" * 16, feedback=feedback_pb2.FEEDBACK_VALUE_THUMBS_UP
+    )
+    bad = feedback_pb2.FeedbackEvent(
+        event_id="bad", response_id="resp_1", trace_id="ab" * 16, feedback=feedback_pb2.FEEDBACK_VALUE_THUMBS_UP
+    )
     bad.time.seconds, bad.time.nanos = seconds, nanos
     records, rejections = decode_events.decode_feedback([good, bad])
     assert [r.event_id for r in records] == ["ok"]
