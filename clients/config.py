@@ -15,6 +15,14 @@ DEFAULT_SERVICE_NAME = "mangaassist-orchestrator"
 ENV_TARGET = "TRACEGW_CLIENT_TARGET"
 ENV_EXPERIMENT_NAME = "MLFLOW_EXPERIMENT_NAME"
 ENV_SERVICE_NAME = "TRACEGW_CLIENT_SERVICE_NAME"
+# Security settings: environment variable → field.
+ENV_SECURITY = {
+    "TRACEGW_CLIENT_TOKEN_FILE": "token_file",
+    "TRACEGW_CLIENT_TLS_CA_FILE": "tls_ca_file",
+    "TRACEGW_CLIENT_TLS_CERT_FILE": "tls_cert_file",
+    "TRACEGW_CLIENT_TLS_KEY_FILE": "tls_key_file",
+    "TRACEGW_CLIENT_TLS_SERVER_NAME": "tls_server_name",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +66,21 @@ class ClientConfig:
     """First pause after a failed RPC; doubles on each further failure."""
     backoff_max_s: float = 5.0
     """Longest pause after failed RPCs (also caps a server's RetryInfo delay)."""
+    token_file: str = ""
+    """File holding the bearer token sent as ``authorization`` metadata (first non-comment
+    line); re-read within a second of a change, so a rotated token needs no restart."""
+    tls_ca_file: str = ""
+    """PEM CA that signed the gateway's certificate: set, the channel uses TLS."""
+    tls_cert_file: str = ""
+    """PEM client certificate for mTLS (with ``tls_key_file``)."""
+    tls_key_file: str = ""
+    """PEM private key of ``tls_cert_file``."""
+    tls_server_name: str = ""
+    """The name to check the gateway's certificate against, when it differs from the target's host."""
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.tls_ca_file or self.tls_cert_file)
 
     def __post_init__(self) -> None:
         problems = self.validate()
@@ -88,6 +111,11 @@ class ClientConfig:
                 problems.append(f"{name} must be a number > 0, got {value!r}")
         if not problems and self.backoff_max_s < self.backoff_initial_s:
             problems.append("backoff_max_s must be >= backoff_initial_s")
+        for name in ENV_SECURITY.values():
+            if not isinstance(getattr(self, name), str):
+                problems.append(f"{name} must be a string")
+        if not problems and bool(self.tls_cert_file) != bool(self.tls_key_file):
+            problems.append("tls_cert_file and tls_key_file must be set together (mTLS)")
         return problems
 
     @classmethod
@@ -100,6 +128,9 @@ class ClientConfig:
             "experiment_name": env.get(ENV_EXPERIMENT_NAME, ""),
             "service_name": env.get(ENV_SERVICE_NAME, "").strip() or DEFAULT_SERVICE_NAME,
         }
+        for variable, name in ENV_SECURITY.items():
+            if env.get(variable, "").strip():
+                values[name] = env[variable].strip()
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(overrides) - known)
         if unknown:

@@ -55,6 +55,7 @@ from clients.events import BundleEvent, Event, FeedbackEvent
 from clients.ledger import Ledger
 from clients.pb import trace_gateway_service_pb2 as svc_pb2
 from clients.retry_info import retry_delay_from_metadata
+from clients.security import TokenMetadata, make_channel
 from clients.span import SpanHandle
 from clients.stats import ClientStats, Counters
 
@@ -129,8 +130,9 @@ class Sender:
         self._wake = wake
         self._counters = counters
         self._ledger = Ledger(spans, events, counters)  # where each span and event taken is
-        factory = channel_factory or (lambda target: grpc.insecure_channel(target, options=CHANNEL_OPTIONS))
+        factory = channel_factory or (lambda _target: make_channel(config, list(CHANNEL_OPTIONS)))
         self._channel = factory(config.target)
+        self._token = TokenMetadata(config.token_file)
         self._export = self._channel.unary_unary(
             f"/{_SERVICE}/ExportSpans",
             request_serializer=None,  # the request is serialised chunk by chunk (encode_spans_chunk)
@@ -393,7 +395,7 @@ class Sender:
         try:
             if self._past_deadline():
                 raise _Failure("shutdown", "deadline passed")
-            response = self._export(payload, timeout=self._config.rpc_timeout_s)
+            response = self._export(payload, timeout=self._config.rpc_timeout_s, **self._token.call_kwargs())
         except Exception as err:
             failure = err if isinstance(err, _Failure) else self._call_failure(err)
             ledger.call_failed(failure.reason)
@@ -442,7 +444,7 @@ class Sender:
                 settle(count, failure.reason)
                 continue
             try:
-                response = method(request, timeout=self._config.rpc_timeout_s)
+                response = method(request, timeout=self._config.rpc_timeout_s, **self._token.call_kwargs())
             except Exception as err:
                 failure = self._call_failure(err)
                 settle(count, failure.reason)

@@ -60,6 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {env: getattr(args, flag) for flag, env in _FLAGS.items() if getattr(args, flag) is not None}
     try:
         cfg = config_mod.load(os.environ, overrides)
+        from gateway.receive.auth import file_problems
+
+        if problems := file_problems(cfg.auth):
+            raise config_mod.ConfigError(problems)
     except config_mod.ConfigError as exc:
         print(f"tracegw: {exc}", file=sys.stderr)
         return 2

@@ -37,9 +37,34 @@ class ListenConfig:
     grpc_address: str
     metrics_address: str
     max_receive_message_bytes: int
+    health_address: str = ""
     metrics_max_connections: int = 8
     metrics_read_timeout_s: float = 5.0
     metrics_write_timeout_s: float = 10.0
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    """Transport security and who may call what (DESIGN §13). Nothing set: no TLS, no tokens,
+    which ``load`` allows only on loopback."""
+
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    tls_client_ca_file: str = ""
+    token_file: str = ""
+    bundle_token_file: str = ""
+    bundle_identities: tuple[str, ...] = ()
+    allow_insecure_remote: bool = False
+    reflection: bool = False
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.tls_cert_file)
+
+    @property
+    def required(self) -> bool:
+        """Callers must authenticate (a token, or a client certificate)."""
+        return bool(self.token_file or self.bundle_token_file or self.tls_client_ca_file)
 
 
 @dataclass(frozen=True)
@@ -176,6 +201,7 @@ class MemoryConfig:
 @dataclass(frozen=True)
 class Config:
     listen: ListenConfig
+    auth: AuthConfig
     limits: InputLimits
     mlflow: MlflowConfig
     assembly: AssemblyConfig
@@ -244,6 +270,24 @@ def _tracking_uri(v: str) -> str | None:
     return "must be http(s)://host:port or sqlite:///path.db (other stores cannot ingest spans)"
 
 
+def _readable_or_empty(v: str) -> str | None:
+    if not v:
+        return None
+    try:
+        with open(v, "rb"):
+            return None
+    except OSError as exc:
+        return f"cannot read it ({exc.strerror or exc.__class__.__name__})"
+
+
+LOOPBACK_HOSTS = frozenset(("127.0.0.1", "::1", "[::1]", "localhost"))
+
+
+def is_loopback(address: str) -> bool:
+    host = address.rpartition(":")[0]
+    return host in LOOPBACK_HOSTS or host.startswith("127.")
+
+
 def _non_empty(v: str) -> str | None:
     return None if v.strip() else "must not be empty"
 
@@ -289,7 +333,8 @@ SETTINGS: tuple[Setting, ...] = (
         "listen.metrics_address",
         "127.0.0.1:9464",
         str,
-        "Prometheus /metrics (and /healthz) address, served on the event loop; empty disables it",
+        "Prometheus /metrics address (only /metrics; exemplars there carry trace ids), served on the event loop; "
+        "empty disables it",
         _optional_address,
     ),
     Setting(
@@ -318,6 +363,15 @@ SETTINGS: tuple[Setting, ...] = (
         _positive,
     ),
     Setting(
+        "TRACEGW_HEALTH_ADDRESS",
+        "listen.health_address",
+        "",
+        str,
+        "HTTP /healthz (readiness: 503 while draining) and /livez (liveness) for the kubelet's probes, "
+        "e.g. 0.0.0.0:8081; empty: none (gRPC health on the gRPC port still answers)",
+        _optional_address,
+    ),
+    Setting(
         "TRACEGW_MAX_RECEIVE_MESSAGE_BYTES",
         "listen.max_receive_message_bytes",
         str(4 * 1024 * 1024),
@@ -325,6 +379,58 @@ SETTINGS: tuple[Setting, ...] = (
         "largest gRPC request (ExportSpans, OTLP Export) accepted; gRPC refuses larger ones before reading them",
         _positive,
     ),
+    Setting(
+        "TRACEGW_TLS_CERT_FILE",
+        "auth.tls_cert_file",
+        "",
+        str,
+        "PEM certificate (chain) of the gRPC listener; with TRACEGW_TLS_KEY_FILE turns TLS on "
+        "(re-read when it changes)",
+        _readable_or_empty,
+    ),
+    Setting(
+        "TRACEGW_TLS_KEY_FILE", "auth.tls_key_file", "", str, "PEM private key of that certificate", _readable_or_empty
+    ),
+    Setting(
+        "TRACEGW_TLS_CLIENT_CA_FILE",
+        "auth.tls_client_ca_file",
+        "",
+        str,
+        "PEM CA bundle: set, every caller must present a client certificate it signed (mTLS)",
+        _readable_or_empty,
+    ),
+    Setting(
+        "TRACEGW_AUTH_TOKEN_FILE",
+        "auth.token_file",
+        "",
+        str,
+        "file of bearer tokens (one per line, optionally `name token`) that may send spans and feedback; "
+        "re-read within a second of a change",
+        _readable_or_empty,
+    ),
+    Setting(
+        "TRACEGW_BUNDLE_TOKEN_FILE",
+        "auth.bundle_token_file",
+        "",
+        str,
+        "file of bearer tokens that may record bundle events (the release control plane's, not a chatbot's)",
+        _readable_or_empty,
+    ),
+    Setting(
+        "TRACEGW_BUNDLE_CLIENT_IDENTITIES",
+        "auth.bundle_identities",
+        "",
+        _csv,
+        "client-certificate identities (CN or DNS/URI SAN) that may record bundle events, under mTLS",
+    ),
+    Setting(
+        "TRACEGW_ALLOW_INSECURE_REMOTE",
+        "auth.allow_insecure_remote",
+        "false",
+        _bool,
+        "let the gRPC listener leave loopback without TLS or a token (a mesh does the securing)",
+    ),
+    Setting("TRACEGW_REFLECTION", "auth.reflection", "false", _bool, "serve gRPC server reflection (for grpcurl)"),
     Setting(
         "TRACEGW_MAX_ATTRIBUTES_PER_SPAN",
         "limits.max_attributes",
@@ -907,9 +1013,37 @@ def load(environ: Mapping[str, str], overrides: Mapping[str, str] | None = None)
             f"must fit in half the room between the memory limits ({(hard - soft) // 2} bytes): lower one of them, "
             "or raise TRACEGW_MEMORY_HARD_LIMIT_BYTES"
         )
+    problems += _auth_problems(values)
     if problems:
         raise ConfigError(problems)
     return _build(values)
+
+
+def _auth_problems(values: dict[str, Any]) -> list[str]:
+    problems = []
+    cert, key = values.get("auth.tls_cert_file"), values.get("auth.tls_key_file")
+    if bool(cert) != bool(key):
+        problems.append("TRACEGW_TLS_CERT_FILE and TRACEGW_TLS_KEY_FILE must be set together")
+    if values.get("auth.tls_client_ca_file") and not cert:
+        problems.append(
+            "TRACEGW_TLS_CLIENT_CA_FILE (mTLS) needs TLS: set TRACEGW_TLS_CERT_FILE and TRACEGW_TLS_KEY_FILE"
+        )
+    if values.get("auth.bundle_identities") and not values.get("auth.tls_client_ca_file"):
+        problems.append("TRACEGW_BUNDLE_CLIENT_IDENTITIES needs client certificates: set TRACEGW_TLS_CLIENT_CA_FILE")
+    address = values.get("listen.grpc_address")
+    # Off loopback, callers must authenticate: a token, or a client certificate (TLS alone only
+    # encrypts: anyone could still connect and write).
+    authenticated = (
+        values.get("auth.token_file") or values.get("auth.bundle_token_file") or values.get("auth.tls_client_ca_file")
+    )
+    remote = address and _address(address) is None and not is_loopback(address)  # a bad address is reported already
+    if remote and not authenticated and not values.get("auth.allow_insecure_remote"):
+        problems.append(
+            f"TRACEGW_LISTEN_ADDRESS={address} is not loopback, and nothing authenticates callers: set "
+            "TRACEGW_AUTH_TOKEN_FILE (best with TLS: TRACEGW_TLS_CERT_FILE/TRACEGW_TLS_KEY_FILE) or mTLS "
+            "(TRACEGW_TLS_CLIENT_CA_FILE), or TRACEGW_ALLOW_INSECURE_REMOTE=true if something in front does"
+        )
+    return problems
 
 
 def _build(values: dict[str, Any]) -> Config:
@@ -924,6 +1058,7 @@ def _build(values: dict[str, Any]) -> Config:
     types = {f.name: f.type for f in dataclasses.fields(Config)}
     classes = {
         "listen": ListenConfig,
+        "auth": AuthConfig,
         "limits": InputLimits,
         "mlflow": MlflowConfig,
         "assembly": AssemblyConfig,

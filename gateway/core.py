@@ -61,6 +61,7 @@ class Gateway:
     def __init__(self, config: Config, metrics: GatewayMetrics, writer: TraceWriter) -> None:
         self.config = config
         self.metrics = metrics
+        self._writer = writer
         self._assembler = Assembler(config.assembly, metrics)
         self.rescue = RescueBuffer(config.sampling.rescue_window_s, config.sampling.rescue_max_bytes, metrics)
         # Traces that got feedback before their sampling decision: the sampler keeps them.
@@ -169,6 +170,25 @@ class Gateway:
         if self._assembler.holds(trace_id) or trace_id in self._offloading:
             return "in_flight", None
         return "orphan", self._feedback.lookup(trace_id)
+
+    async def unknown_bundle_versions(self, records: list[BundleRecord]) -> dict[int, str]:
+        """``id(record)`` → the field naming a version the model registry lacks, for the
+        ``promoted`` and ``rolled_back`` events among ``records`` (bundle events are history: a
+        promotion of a version nobody registered did not happen). Asks the registry off the
+        event loop; raises ``RetryableWriteError`` when it cannot tell."""
+        unknown: dict[int, str] = {}
+        for record in records:
+            checks = []
+            if record.kind in ("promoted", "rolled_back"):
+                checks.append(("bundle_version", record.bundle_version))
+            if record.kind == "rolled_back":
+                checks.append(("rolled_back.to_version", str(record.details.get("to_version", ""))))
+            for field, version in checks:
+                known = await asyncio.to_thread(self._writer.bundle_version_known, record.bundle_name, version)
+                if not known:
+                    unknown[id(record)] = field
+                    break
+        return unknown
 
     def accept_bundle_events(self, records: list[BundleRecord]) -> None:
         for record in records:

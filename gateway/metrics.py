@@ -302,6 +302,12 @@ class GatewayMetrics:
             ["rpc"],
             registry=registry,
         )
+        self.requests_unauthorized = Counter(
+            f"{p}_requests_unauthorized_total",
+            "RPCs refused for their credentials, by RPC and reason (unauthenticated, permission_denied).",
+            ["rpc", "reason"],
+            registry=registry,
+        )
         self.requests_too_large = Counter(
             f"{p}_requests_too_large_total",
             "Event requests over TRACEGW_MAX_EVENT_MESSAGE_BYTES (answered RESOURCE_EXHAUSTED), by RPC.",

@@ -129,6 +129,7 @@ class BundleRecord:
     actor_id: str = ""
     note: str = ""
     details: dict[str, Any] = field(default_factory=dict)
+    recorded_by: str = ""  # the authenticated caller (receive/auth.py), beside the claimed actor_id
 
 
 def truthy(value: Any) -> bool:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import threading
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from prometheus_client import CollectorRegistry
 
 from clients.pb import trace_gateway_service_pb2
-from gateway.config import Config
+from gateway.config import AuthConfig, Config
 from gateway.core import Gateway
 from gateway.export.errors import TraceWriter
 from gateway.export.mlflow_http import HttpMlflowWriter
@@ -66,22 +67,68 @@ async def create_server(
     )
     servicers.register(server, gateway)
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    reflection.enable_server_reflection(
-        (
-            NATIVE_SERVICE,
-            OTLP_SERVICE,
-            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-            reflection.SERVICE_NAME,
-        ),
-        server,
-    )
-    port = server.add_insecure_port(address)
+    auth = gateway.config.auth
+    if auth.reflection:  # off by default: it tells anyone who connects what the gateway serves
+        reflection.enable_server_reflection(
+            (
+                NATIVE_SERVICE,
+                OTLP_SERVICE,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ),
+            server,
+        )
+    port = server.add_secure_port(address, server_credentials(auth)) if auth.tls else server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"cannot listen on {address}")
     await server.start()
     for service in ("", NATIVE_SERVICE, OTLP_SERVICE):
         await health.set(service, health_pb2.HealthCheckResponse.SERVING)
     return server, port
+
+
+class _CertificateFiles:
+    """The listener's certificate, key and client CA, re-read when a file changes: gRPC asks
+    on each new connection, so a rotated certificate is served without a restart."""
+
+    def __init__(self, auth: AuthConfig) -> None:
+        self._paths = [p for p in (auth.tls_cert_file, auth.tls_key_file, auth.tls_client_ca_file) if p]
+        self._auth = auth
+        self._stamp = self._stat()
+
+    def _stat(self) -> tuple[int, ...]:
+        return tuple(os.stat(p).st_mtime_ns for p in self._paths)
+
+    def configuration(self) -> Any:
+        a = self._auth
+        with open(a.tls_key_file, "rb") as k, open(a.tls_cert_file, "rb") as c:
+            pair = (k.read(), c.read())
+        ca = None
+        if a.tls_client_ca_file:
+            with open(a.tls_client_ca_file, "rb") as f:
+                ca = f.read()
+        return grpc.ssl_server_certificate_configuration([pair], root_certificates=ca)
+
+    def fetch(self) -> Any:
+        """A new configuration when a file changed since the last one, else None (keep it)."""
+        try:
+            stamp = self._stat()
+            if stamp == self._stamp:
+                return None
+            config = self.configuration()
+        except (OSError, ValueError) as exc:
+            log.warning("TLS files changed but cannot be read (%s); keeping the previous certificate", exc)
+            return None
+        self._stamp = stamp
+        log.info("TLS certificate re-read")
+        return config
+
+
+def server_credentials(auth: AuthConfig) -> grpc.ServerCredentials:
+    files = _CertificateFiles(auth)
+    return grpc.dynamic_ssl_server_credentials(
+        files.configuration(), files.fetch, require_client_authentication=bool(auth.tls_client_ca_file)
+    )
 
 
 @dataclass
@@ -95,7 +142,8 @@ class Running:
     metrics_port: int | None
     _server: grpc.aio.Server
     _health: HealthServicer
-    _httpd: MetricsHttpServer | None = None
+    _http: list[MetricsHttpServer] = field(default_factory=list)
+    health_port: int | None = None
     _stopped: bool = field(default=False)
 
     async def stop(self, timeout_s: float | None = None) -> None:
@@ -108,8 +156,8 @@ class Running:
         await self.gateway.shutdown_receiving()
         await self._server.stop(min(RPC_GRACE_S, budget / 4))
         await self.gateway.shutdown(budget)
-        if self._httpd is not None:
-            await self._httpd.close()
+        for httpd in self._http:
+            await httpd.close()
         log.info("stopped")
 
 
@@ -123,18 +171,27 @@ async def start(
     )
     gateway = Gateway(config, metrics, writer)
     await gateway.start()
-    httpd = None
-    metrics_port = None
-    if config.listen.metrics_address:
-        host, _, port = config.listen.metrics_address.rpartition(":")
-        listen = config.listen
-        limits = HttpLimits(
-            listen.metrics_max_connections, listen.metrics_read_timeout_s, listen.metrics_write_timeout_s
-        )
+    listen = config.listen
+    limits = HttpLimits(listen.metrics_max_connections, listen.metrics_read_timeout_s, listen.metrics_write_timeout_s)
+    http_servers: list[MetricsHttpServer] = []
+    ports: dict[str, int | None] = {"metrics": None, "health": None}
+    for role, address in (("metrics", listen.metrics_address), ("health", listen.health_address)):
+        if not address:
+            continue
+        host, _, port = address.rpartition(":")
         httpd = MetricsHttpServer(
-            registry, host.strip("[]"), int(port), metrics.metrics_http_refused, lambda: gateway.accepting, limits
+            registry,
+            host.strip("[]"),
+            int(port),
+            metrics.metrics_http_refused,
+            lambda: gateway.accepting,
+            limits,
+            serve_metrics=role == "metrics",
+            serve_health=role == "health",
         )
-        metrics_port = await httpd.start()
+        ports[role] = await httpd.start()
+        http_servers.append(httpd)
+    metrics_port = ports["metrics"]
     health = HealthServicer()
     server, grpc_port = await create_server(
         config.listen.grpc_address, gateway, config.listen.max_receive_message_bytes, health
@@ -148,7 +205,7 @@ async def start(
         config.mlflow.experiment_name,
         config.sampling.ratio,
     )
-    return Running(config, gateway, metrics, grpc_port, metrics_port, server, health, httpd)
+    return Running(config, gateway, metrics, grpc_port, metrics_port, server, health, http_servers, ports["health"])
 
 
 def _safe_uri(uri: str) -> str:

@@ -61,6 +61,9 @@ class NullWriter:
     def write_bundle_event(self, record: BundleRecord, experiment_name: str) -> None:
         pass
 
+    def bundle_version_known(self, name: str, version: str) -> bool:
+        return True
+
     def close(self) -> None:
         pass
 
@@ -74,6 +77,7 @@ class RecordingWriter:
         self.written: list[str] = []
         self.feedback: list[tuple[str, bool]] = []
         self.bundles: list[BundleRecord] = []
+        self.registry: set[tuple[str, str]] | None = None
         self.calls = 0
         self.hold = threading.Event()
         self.hold.set()
@@ -102,6 +106,10 @@ class RecordingWriter:
     def write_bundle_event(self, record: BundleRecord, experiment_name: str) -> None:
         with self.lock:
             self.bundles.append(record)
+
+    def bundle_version_known(self, name: str, version: str) -> bool:
+        """Every version, unless ``registry`` lists the known (name, version) pairs."""
+        return self.registry is None or (name, version) in self.registry
 
     def close(self) -> None:
         pass

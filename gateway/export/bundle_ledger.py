@@ -10,10 +10,37 @@ This module is pure; the writers apply its output through MLflow's runs API.
 
 from __future__ import annotations
 
+import re
+
 from gateway.model import BundleRecord
 
 NAME_TAG = "bundle.name"
 VERSION_TAG = "bundle.version"
+# What decode lets through for names and versions (``decode_events.BUNDLE_KEY``); checked
+# again here because these values go into an MLflow search filter.
+_FILTER_SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+:/-]{0,127}")
+
+
+VERSION_TAG_KEY = "bundle_version"
+"""The model-version tag that names a bundle version (``2026.11.26-rc3``) beside the registry's
+own version number: a bundle event may name either."""
+
+
+def version_filter(name: str, version: str) -> str:
+    """The model-version search that finds bundle version ``version`` of registered model ``name``."""
+    for value in (name, version):
+        if not _FILTER_SAFE.fullmatch(value):
+            raise ValueError("a bundle name or version holds characters a filter cannot carry")
+    return f"name = '{name}' and tags.`{VERSION_TAG_KEY}` = '{version}'"
+
+
+def run_filter(identity: dict[str, str]) -> str:
+    """The MLflow filter string that finds the bundle's run. Values are never spliced in raw:
+    anything outside the plain charset (a quote, a backtick, a space) is refused."""
+    for key, value in identity.items():
+        if not (_FILTER_SAFE.fullmatch(key) and _FILTER_SAFE.fullmatch(value)):
+            raise ValueError(f"bundle identity {key!r} holds characters a filter cannot carry")
+    return " and ".join(f"tags.`{k}` = '{v}'" for k, v in identity.items())
 
 
 def run_identity(record: BundleRecord) -> tuple[str, dict[str, str]]:
@@ -31,6 +58,8 @@ def updates(record: BundleRecord) -> tuple[dict[str, float], dict[str, str]]:
     tags: dict[str, str] = {f"event.{record.event_id}": record.kind}
     if record.actor_id:
         tags[f"{record.kind}.actor_id"] = record.actor_id
+    if record.recorded_by:  # who the gateway authenticated, whatever actor_id claims
+        tags[f"{record.kind}.recorded_by"] = record.recorded_by
     if record.note:
         tags[f"{record.kind}.note"] = record.note
     if record.kind == "registered":

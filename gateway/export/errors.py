@@ -85,4 +85,9 @@ class TraceWriter(Protocol):
         """Apply a bundle lifecycle event to the bundle's run in ``experiment_name``."""
         ...
 
+    def bundle_version_known(self, name: str, version: str) -> bool:
+        """Whether the model registry has version ``version`` of registered model ``name``
+        (raises ``RetryableWriteError`` when it cannot tell)."""
+        ...
+
     def close(self) -> None: ...

@@ -41,6 +41,7 @@ class EmbeddedMlflowWriter:
         root = Path(artifact_root).resolve()
         root.mkdir(parents=True, exist_ok=True)
         self._store = SqlAlchemyStore(tracking_uri, root.as_uri())
+        self._uri = tracking_uri
         self._experiments: dict[str, str] = {}
         self._lock = threading.Lock()
 
@@ -101,7 +102,7 @@ class EmbeddedMlflowWriter:
         run_name, identity = bundle_ledger.run_identity(record)
         metrics, tags = bundle_ledger.updates(record)
         ts = record.time_ns // 1_000_000
-        flt = " and ".join(f"tags.`{k}` = '{v}'" for k, v in identity.items())
+        flt = bundle_ledger.run_filter(identity)
         try:
             with self._lock:
                 runs = self._store.search_runs([exp_id], flt, ViewType.ACTIVE_ONLY, max_results=1)
@@ -120,6 +121,22 @@ class EmbeddedMlflowWriter:
                 )
         except MlflowException as exc:
             raise _translate(exc, "log bundle event") from None
+
+    def bundle_version_known(self, name: str, version: str) -> bool:
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking_uri=self._uri, registry_uri=self._uri)
+        try:
+            if client.search_model_versions(bundle_ledger.version_filter(name, version), max_results=1):
+                return True
+            if not version.isdigit():
+                return False
+            client.get_model_version(name, version)
+        except MlflowException as exc:
+            if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+                return False
+            raise _translate(exc, "look up bundle version") from None
+        return True
 
     def close(self) -> None:
         engine = getattr(self._store, "engine", None)

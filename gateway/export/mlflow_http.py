@@ -144,7 +144,7 @@ class HttpMlflowWriter:
         run_name, identity = bundle_ledger.run_identity(record)
         metrics, tags = bundle_ledger.updates(record)
         with self._bundle_lock:
-            flt = " and ".join(f"tags.`{k}` = '{v}'" for k, v in identity.items())
+            flt = bundle_ledger.run_filter(identity)
             resp = self._call(
                 "POST",
                 "/api/2.0/mlflow/runs/search",
@@ -181,6 +181,29 @@ class HttpMlflowWriter:
             },
         )
         classify(resp, "log bundle event")
+
+    def bundle_version_known(self, name: str, version: str) -> bool:
+        resp = self._call(
+            "GET",
+            "/api/2.0/mlflow/model-versions/search",
+            "look up bundle version",
+            params={"filter": bundle_ledger.version_filter(name, version), "max_results": 1},
+        )
+        classify(resp, "look up bundle version")
+        if resp.json().get("model_versions"):
+            return True
+        if not version.isdigit():
+            return False
+        resp = self._call(
+            "GET",
+            "/api/2.0/mlflow/model-versions/get",
+            "look up bundle version",
+            params={"name": name, "version": version},
+        )
+        if resp.status_code in (400, 404) and "RESOURCE_DOES_NOT_EXIST" in resp.text:
+            return False
+        classify(resp, "look up bundle version")
+        return True
 
     def close(self) -> None:
         session = getattr(self._local, "session", None)

@@ -296,14 +296,16 @@ class Redactor:
         return dataclasses.replace(record, comment=comment, reason_code=reason)
 
     def redact_bundle(self, record: BundleRecord) -> BundleRecord:
-        """The record with its note and the strings inside ``details`` redacted."""
+        """The record with its actor id, note and the strings inside ``details`` redacted (an id
+        field is meant to hold an id, but may hold an e-mail address)."""
         counts: Counter[str] = Counter()
+        actor_id = self.texts.text(record.actor_id, counts)
         note = self.texts.text(record.note, counts)
         details = self.texts.value(record.details, counts)
         if not counts:
             return record
         self._count(counts)
-        return dataclasses.replace(record, note=note, details=details)
+        return dataclasses.replace(record, actor_id=actor_id, note=note, details=details)
 
     def _count(self, counts: Counter[str]) -> None:
         if self._metrics is not None:

@@ -7,6 +7,8 @@ a gateway that is shutting down answers ``UNAVAILABLE``.
 
 from __future__ import annotations
 
+import contextvars
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -17,9 +19,11 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_serv
 
 from clients.pb import common_pb2, trace_gateway_service_pb2, trace_gateway_service_pb2_grpc
 from gateway.core import Gateway
+from gateway.export.errors import RetryableWriteError
 from gateway.export.segments import Kind
 from gateway.logs import RateLimitedLog
 from gateway.receive import decode_events, decode_spans
+from gateway.receive.auth import ANONYMOUS, Authenticator, Principal
 from gateway.receive.experiments import ExperimentPolicy, Refusal
 
 log = logging.getLogger(__name__)
@@ -40,6 +44,9 @@ def _retry_info_details() -> bytes:
 
 
 _RETRY_DETAILS = _retry_info_details()
+# The authenticated caller of the RPC being handled (set by ``_guarded``).
+CALLER: contextvars.ContextVar[Principal] = contextvars.ContextVar("tracegw_caller", default=ANONYMOUS)
+BUNDLE_RPC = "RecordBundleEvents"
 EXPERIMENT_METADATA_KEY = "x-mlflow-experiment-name"
 
 
@@ -155,6 +162,29 @@ class NativeReceiver(trace_gateway_service_pb2_grpc.TraceGatewayServiceServicer)
         await _refuse_if_closed(self._gw, context)
         await _refuse_events_if_full(self._gw, context, Kind.BUNDLE, len(request.events))
         records, rejections = decode_events.decode_bundle_events(request.events)
+        rejected = {r.index for r in rejections}
+        indexed = list(zip((i for i in range(len(request.events)) if i not in rejected), records, strict=True))
+        try:
+            unknown = await self._gw.unknown_bundle_versions(records)
+        except RetryableWriteError as exc:
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE,
+                f"cannot check the model registry now ({exc.code}); nothing was recorded, retry later",
+                trailing_metadata=(("grpc-status-details-bin", _RETRY_DETAILS),),
+            )
+        if unknown:
+            for i, record in indexed:
+                field = unknown.get(id(record))
+                if field is not None:
+                    rejections.append(
+                        decode_spans.Rejection(
+                            i, f"events[{i}].{field}", "names a version the model registry does not have"
+                        )
+                    )
+            rejections.sort(key=lambda r: r.index)
+            records = [r for r in records if id(r) not in unknown]
+        caller = CALLER.get().identity
+        records = [dataclasses.replace(r, recorded_by=caller) for r in records]
         self._count_events("bundle", len(request.events), rejections)
         self._gw.accept_bundle_events(records)
         return trace_gateway_service_pb2.RecordBundleEventsResponse(partial_success=_partial(rejections))
@@ -241,9 +271,29 @@ def _lenient(parse: Callable[[bytes], Any], max_bytes: int | None = None) -> Cal
 
 
 def _guarded(
-    rpc: str, handler: Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]], gateway: Gateway
+    rpc: str,
+    handler: Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]],
+    gateway: Gateway,
+    auth: Authenticator,
 ) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]:
+    bundles = rpc == BUNDLE_RPC
+
     async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        principal = auth.authenticate(context)
+        if principal is None:
+            gateway.metrics.requests_unauthorized.labels(rpc, "unauthenticated").inc()
+            _MALFORMED_LOG.warning("unauthenticated_" + rpc, "%s call without valid credentials refused", rpc)
+            await context.abort(
+                grpc.StatusCode.UNAUTHENTICATED,
+                "this gateway needs a bearer token (authorization metadata) or a client certificate",
+            )
+        assert principal is not None
+        if not (principal.may_record_bundles if bundles else principal.may_ingest):
+            gateway.metrics.requests_unauthorized.labels(rpc, "permission_denied").inc()
+            _MALFORMED_LOG.warning("denied_" + rpc, "%s refused to %s (no right to it)", rpc, principal.identity)
+            what = "record bundle events" if bundles else "send spans or feedback"
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"{principal.identity} may not {what}")
+        CALLER.set(principal)
         if request.__class__ is TooLarge:
             gateway.metrics.requests_too_large.labels(rpc).inc()
             _MALFORMED_LOG.warning("too_large_" + rpc, "%s request of %d bytes refused (too large)", rpc, request.size)
@@ -264,11 +314,12 @@ def _guarded(
     return guarded
 
 
-def register(server: grpc.aio.Server, gateway: Gateway) -> tuple[str, str]:
+def register(server: grpc.aio.Server, gateway: Gateway, auth: Authenticator | None = None) -> tuple[str, str]:
     """Add the native and OTLP services to ``server``; returns their full names (for health and
     reflection). Like the generated ``add_*_to_server``, except that a request protobuf cannot
     parse answers INVALID_ARGUMENT (counted, one rate-limited log line) instead of UNKNOWN with
     a traceback per request."""
+    auth = auth or Authenticator(gateway.config.auth)
     experiments = experiment_policy(gateway)  # one policy: the cap counts names from both receivers
     native, otlp = NativeReceiver(gateway, experiments), OtlpReceiver(gateway, experiments)
     svc = trace_gateway_service_pb2
@@ -297,7 +348,7 @@ def register(server: grpc.aio.Server, gateway: Gateway) -> tuple[str, str]:
     for service, methods in services.items():
         handlers = {
             name: grpc.unary_unary_rpc_method_handler(
-                _guarded(name, fn, gateway),
+                _guarded(name, fn, gateway, auth),
                 request_deserializer=_lenient(request.FromString, bounded.get(name)),
                 response_serializer=response.SerializeToString,
             )

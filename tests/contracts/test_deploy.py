@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import pytest
 import yaml
 
 from gateway import config
@@ -39,3 +40,44 @@ def test_alert_rules_reference_metrics_the_gateway_exports() -> None:
     }
     known = names | {n + suffix for n in names for suffix in ("_total", "_bucket", "_count", "_sum")}
     assert used and used <= known, used - known
+
+
+def _deployment(name: str) -> dict:
+    docs = list(yaml.safe_load_all((DEPLOY / "k8s" / "mangaassist.yaml").read_text()))
+    return next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == name)["spec"]["template"][
+        "spec"
+    ]
+
+
+def test_probes_use_the_health_port_and_the_sidecar_stays_on_loopback() -> None:
+    sidecar = next(c for c in _pod()["containers"] if c["name"] == "trace-gateway")
+    env = {e["name"]: e["value"] for e in sidecar["env"] if "value" in e}
+    cfg = config.load(env)
+    assert config.is_loopback(cfg.listen.grpc_address) and not cfg.auth.required
+    health_port = int(cfg.listen.health_address.rpartition(":")[2])
+    ports = {p["name"]: p["containerPort"] for p in sidecar["ports"]}
+    assert ports["health"] == health_port
+    assert sidecar["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert sidecar["livenessProbe"]["httpGet"] == {"path": "/livez", "port": "health"}
+
+
+def test_the_release_gateway_off_loopback_authenticates_with_tls_and_a_bundle_token(tmp_path: Path) -> None:
+    from tests.tls import CertAuthority
+
+    container = _deployment("tracegw-release")["containers"][0]
+    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    # The manifest's files live in Secrets; stand in for them to check the settings are valid.
+    server = CertAuthority(tmp_path / "pki").server()
+    tokens = tmp_path / "bundle.tokens"
+    tokens.write_text("release-bot release-token-0123456789\n")
+    stand_ins = {
+        "TRACEGW_TLS_CERT_FILE": server.cert,
+        "TRACEGW_TLS_KEY_FILE": server.key,
+        "TRACEGW_BUNDLE_TOKEN_FILE": tokens,
+    }
+    cfg = config.load({**env, **{k: str(v) for k, v in stand_ins.items()}})
+    assert not config.is_loopback(cfg.listen.grpc_address)
+    assert cfg.auth.tls and cfg.auth.bundle_token_file and not cfg.auth.token_file  # bundle events only
+    assert not cfg.auth.allow_insecure_remote
+    with pytest.raises(config.ConfigError, match="nothing authenticates"):
+        config.load({**env, "TRACEGW_TLS_CERT_FILE": "", "TRACEGW_TLS_KEY_FILE": "", "TRACEGW_BUNDLE_TOKEN_FILE": ""})

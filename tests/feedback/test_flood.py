@@ -79,13 +79,18 @@ def test_a_resent_event_id_is_counted_once(tmp_path: Path) -> None:
     for _ in range(2):  # a retried call
         stub.RecordFeedback(trace_gateway_service_pb2.RecordFeedbackRequest(events=[event, event]), timeout=10)
     bundle = bundles_pb2.BundleEvent(
-        event_id="b-1", bundle_name="mangaassist-chatbot", bundle_version="1", promoted=bundles_pb2.BundlePromoted()
+        event_id="b-1",
+        bundle_name="mangaassist-chatbot",
+        bundle_version="1",
+        actor_id="pipeline",
+        promoted=bundles_pb2.BundlePromoted(),
     )
     reused = bundles_pb2.BundleEvent(
         event_id="b-1",
         bundle_name="mangaassist-chatbot",
         bundle_version="1",
-        rolled_back=bundles_pb2.BundleRolledBack(),
+        actor_id="pipeline",
+        rolled_back=bundles_pb2.BundleRolledBack(to_version="1"),
     )
     stub.RecordBundleEvents(trace_gateway_service_pb2.RecordBundleEventsRequest(events=[bundle, reused]), timeout=10)
     wait_for(lambda: len(writer.feedback) == 1 and len(writer.bundles) == 1, timeout_s=10, what="one of each written")

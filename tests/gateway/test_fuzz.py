@@ -1399,7 +1399,7 @@ def test_an_out_of_range_timestamp_rejects_its_event_alone(seconds: int, nanos: 
     records, rejections = decode_events.decode_feedback([good, bad])
     assert [r.event_id for r in records] == ["ok"]
     assert [(r.index, r.field) for r in rejections] == [(1, "events[1].time")]
-    bundle = bundles_pb2.BundleEvent(event_id="b1", bundle_name="n", bundle_version="v")
+    bundle = bundles_pb2.BundleEvent(event_id="b1", bundle_name="n", bundle_version="v", actor_id="pipeline")
     bundle.promoted.SetInParent()
     bundle.time.seconds, bundle.time.nanos = seconds, nanos
     records_b, rejections_b = decode_events.decode_bundle_events([bundle])

@@ -381,6 +381,7 @@ def test_settings_reach_the_sidecars_metrics_port_and_stop_closes_it() -> None:
     settings = {
         "TRACEGW_LISTEN_ADDRESS": "127.0.0.1:0",
         "TRACEGW_METRICS_ADDRESS": "127.0.0.1:0",
+        "TRACEGW_HEALTH_ADDRESS": "127.0.0.1:0",
         "TRACEGW_METRICS_MAX_CONNECTIONS": "2",
         "TRACEGW_METRICS_READ_TIMEOUT_S": "30",
         "MLFLOW_TRACKING_URI": "http://127.0.0.1:9",
@@ -389,19 +390,27 @@ def test_settings_reach_the_sidecars_metrics_port_and_stop_closes_it() -> None:
         "TRACEGW_MEMORY_HARD_LIMIT_BYTES": str(12 << 30),
     }
     gw = ThreadedGateway(config.load(settings), writer=NullWriter())
-    port = gw.running.metrics_port
-    assert port
+    port, health_port = gw.running.metrics_port, gw.running.health_port
+    assert port and health_port and port != health_port
     stalled = []
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=5) as probe:
-            probe.sendall(request("/healthz"))
-            assert probe.recv(4096).startswith(b"HTTP/1.1 200 OK")
+        # probes on the health port, only /metrics on the metrics port
+        for where, path, status in (
+            (health_port, "/healthz", b"200 OK"),
+            (health_port, "/livez", b"200 OK"),
+            (health_port, "/metrics", b"404 Not Found"),
+            (port, "/healthz", b"404 Not Found"),
+            (port, "/metrics", b"200 OK"),
+        ):
+            with socket.create_connection(("127.0.0.1", where), timeout=5) as probe:
+                probe.sendall(request(path))
+                assert probe.recv(4096).startswith(b"HTTP/1.1 " + status), (where, path)
         for _ in range(2):
             sock = socket.create_connection(("127.0.0.1", port), timeout=5)
             sock.sendall(HALF_REQUEST)
             stalled.append(sock)
         deadline = time.monotonic() + 5
-        while gw.call(lambda: gw.running._httpd.open_connections) < 2:  # type: ignore[union-attr]
+        while gw.call(lambda: gw.running._http[0].open_connections) < 2:
             assert time.monotonic() < deadline
             time.sleep(0.01)
         with socket.create_connection(("127.0.0.1", port), timeout=5) as third:

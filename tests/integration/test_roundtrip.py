@@ -174,6 +174,12 @@ def test_bundle_events_build_the_bundle_run(mlflow_server: MlflowServer, gateway
     gw = gateway_factory(MLFLOW_TRACKING_URI=mlflow_server.url, TRACEGW_BUNDLE_EXPERIMENT="bundles-test")
     tracer = Tracer(ClientConfig(target=gw.target, flush_interval_s=0.05))
     name, version = "mangaassist-chatbot-prod", "2026.11.26-rc3"
+    client = mlflow_client(mlflow_server.url)
+    # A promotion is history only for a version the model registry has (by number, or by its
+    # bundle_version tag).
+    client.create_registered_model(name)
+    client.create_model_version(name, source=f"s3://bundles/{version}", tags={"bundle_version": version})
+    actor = "release-pipeline"
     tracer.record_bundle_event(
         BundleEvent(
             name,
@@ -183,16 +189,24 @@ def test_bundle_events_build_the_bundle_run(mlflow_server: MlflowServer, gateway
                     "7", "rr-4", "recommendation-2.4", "anthropic.claude-3-5-haiku-20241022-v1:0", "rag-v5", "gr-12"
                 )
             ),
+            actor_id=actor,
         )
     )
     tracer.record_bundle_event(
         BundleEvent(
-            name, version, BundleEvaluated(EvaluationStage.SHADOW, EvaluationVerdict.PASS, {"intent_accuracy": 0.95})
+            name,
+            version,
+            BundleEvaluated(EvaluationStage.SHADOW, EvaluationVerdict.PASS, {"intent_accuracy": 0.95}),
+            actor_id=actor,
         )
     )
-    tracer.record_bundle_event(BundleEvent(name, version, BundlePromoted(previous_version="2026.11.20-rc1")))
+    tracer.record_bundle_event(
+        BundleEvent(name, "2026.12.01-never-registered", BundlePromoted(), actor_id=actor)
+    )  # rejected: no such version
+    tracer.record_bundle_event(
+        BundleEvent(name, version, BundlePromoted(previous_version="2026.11.20-rc1"), actor_id=actor)
+    )
     assert tracer.flush(timeout_s=10)
-    client = mlflow_client(mlflow_server.url)
 
     def run() -> Any:
         exp = client.get_experiment_by_name("bundles-test")
@@ -209,4 +223,8 @@ def test_bundle_events_build_the_bundle_run(mlflow_server: MlflowServer, gateway
     assert bundle_run.data.tags["eval.shadow.verdict"] == "pass"
     assert bundle_run.data.metrics["shadow.intent_accuracy"] == pytest.approx(0.95)
     assert bundle_run.data.tags["lifecycle.previous_version"] == "2026.11.20-rc1"
+    assert bundle_run.data.tags["promoted.recorded_by"] == "anonymous"  # loopback, no credentials configured
+    assert tracer.stats().events_dropped["rejected"] == 1
+    runs = client.search_runs([client.get_experiment_by_name("bundles-test").experiment_id])
+    assert [r.info.run_name for r in runs] == [f"{name}@{version}"]  # the unregistered promotion left nothing
     tracer.shutdown()

@@ -82,6 +82,7 @@ def sidecar(tmp_path: Path) -> Iterator[Sidecar]:
     env = _clean_env(
         TRACEGW_LISTEN_ADDRESS=f"127.0.0.1:{grpc_port}",
         TRACEGW_METRICS_ADDRESS=f"127.0.0.1:{metrics_port}",
+        TRACEGW_REFLECTION="true",  # off by default; the test below lists services with it
         MLFLOW_TRACKING_URI=tracking_uri,
         MLFLOW_EXPERIMENT_NAME=EXPERIMENT,
         TRACEGW_ARTIFACT_ROOT=str(tmp_path / "art"),
