@@ -103,3 +103,25 @@ def test_otlp_metadata_routes_spans_to_the_named_experiment(mlflow_server: Mlflo
     default = client.get_experiment_by_name("otel-default")
     if default is not None:  # the gateway creates experiments lazily: the default may not exist at all
         assert trace_id not in {t.info.trace_id for t in client.search_traces(locations=[default.experiment_id])}
+
+
+@pytest.mark.integration
+def test_the_otel_sdk_authenticates_with_the_authorization_header(
+    mlflow_server: MlflowServer, gateway_factory: Any, tmp_path: Any
+) -> None:
+    import mlflow
+
+    token = "otel-collector-token-0123456789"
+    tokens = tmp_path / "ingest.tokens"
+    tokens.write_text(f"otel {token}\n")
+    gw = gateway_factory(
+        MLFLOW_TRACKING_URI=mlflow_server.url, MLFLOW_EXPERIMENT_NAME="otel-auth", TRACEGW_AUTH_TOKEN_FILE=str(tokens)
+    )
+    # what OTEL_EXPORTER_OTLP_HEADERS="authorization=Bearer <token>" makes the exporter send
+    trace_id, _ = _send_otel_trace(gw.target, headers=(("authorization", f"Bearer {token}"),))
+    _wait_for_trace(mlflow.MlflowClient(tracking_uri=mlflow_server.url), trace_id, 3)
+    _send_otel_trace(gw.target)  # without the header: refused, and counted
+    refused = gw.metrics.registry.get_sample_value(
+        "tracegw_requests_unauthorized_total", {"rpc": "Export", "reason": "unauthenticated"}
+    )
+    assert refused and refused >= 1
