@@ -40,6 +40,11 @@ DONT_KNOW = {
 }
 
 
+def _mostly_japanese(text: str) -> bool:
+    letters = [ch for ch in text if not ch.isspace()]
+    return bool(letters) and len(_JAPANESE.findall(text)) > 0.3 * len(letters)
+
+
 @dataclass(frozen=True, slots=True)
 class Instructions:
     """What a system prompt tells the model to do, as this simulation understands it."""
@@ -134,7 +139,7 @@ class ExtractiveGenerator:
             q |= {"price", "価格"}
         japanese = bool(_JAPANESE.search(question))
         if rules.customer_language:  # chunks in the customer's language first (stable otherwise)
-            chunks.sort(key=lambda c: bool(_JAPANESE.search(c.text)) != japanese)
+            chunks.sort(key=lambda c: _mostly_japanese(c.text) != japanese)
 
         def cited(text: str, chunk: _Chunk) -> str:
             return f"{text} [{chunk.chunk_id}]" if rules.cite else text
