@@ -14,7 +14,7 @@ The prompt layout (read back by the offline generator, so keep the tags stable):
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from orchestrator.corpus import Document
@@ -61,8 +61,11 @@ def build_prompt(
     page_type: str,
     product_id: str | None,
     history: Sequence[str],
+    templates: Mapping[str, str] | None = None,
 ) -> BuiltPrompt:
-    system = SYSTEM_PROMPTS.get(prompt_version)
+    """The prompt for ``prompt_version``, from ``templates`` (a bundle's prompts, loaded from the
+    prompt registry by the release tooling) or else the shipped ``SYSTEM_PROMPTS``."""
+    system = (SYSTEM_PROMPTS if templates is None else templates).get(prompt_version)
     if system is None:
         raise KeyError(f"unknown prompt version {prompt_version!r}")
     blocks = "\n".join(

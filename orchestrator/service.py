@@ -172,7 +172,14 @@ class ChatService:
                     "build_prompt", attributes={"prompt_version": route.prompt_version, "chunk_count": len(chunks)}
                 ) as span:
                     prompt = build_prompt(
-                        route.prompt_version, intent, req.message, chunks, ctx.page_type, ctx.product_id, history
+                        route.prompt_version,
+                        intent,
+                        req.message,
+                        chunks,
+                        ctx.page_type,
+                        ctx.product_id,
+                        history,
+                        self.providers.prompts or None,
                     )
                     span.set_attributes({"prompt_hash": prompt.prompt_hash, "prompt_chars": prompt.chars})
                 try:

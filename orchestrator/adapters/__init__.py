@@ -6,7 +6,8 @@ modules importing boto3), offline deterministic ones in ``offline_*``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from orchestrator.adapters.base import Embedder, Generator, IntentClassifier, Reranker, RouteSource
 from orchestrator.config import OrchestratorConfig, load
@@ -20,6 +21,8 @@ class Providers:
     reranker: Reranker
     routes: RouteSource
     kind: str
+    prompts: Mapping[str, str] = field(default_factory=dict)
+    """System prompts by prompt version; empty: the shipped ``orchestrator.prompts.SYSTEM_PROMPTS``."""
 
 
 def offline_providers(config: OrchestratorConfig | None = None) -> Providers:

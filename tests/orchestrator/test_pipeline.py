@@ -143,3 +143,19 @@ def test_product_page_pins_its_product(offline_tracer: Tracer) -> None:
         ChatRequest("s", "How much is this one?", PageContext("product", "en-US", "product_blue-lock_v030"))
     )
     assert "product_blue-lock_v030" in response.citations and "$11.99" in response.reply
+
+
+def test_a_bundles_prompts_replace_the_shipped_ones(offline_tracer: Tracer) -> None:
+    from orchestrator.prompts import SYSTEM_PROMPTS
+
+    request = ChatRequest("s", "How long does shipping take?", PageContext("search", "en-US", None))
+    shipped = ChatService(offline_tracer, offline_providers()).handle(request)
+    assert shipped.citations and "[" in shipped.reply
+    uncited = {
+        v: t.replace("Cite each fact with its chunk id in square brackets, e.g. [faq_003]. ", "")
+        for v, t in SYSTEM_PROMPTS.items()
+    }
+    assert all("Cite" not in t for t in uncited.values())
+    providers = dataclasses.replace(offline_providers(), prompts=uncited)
+    changed = ChatService(offline_tracer, providers).handle(request)
+    assert changed.citations == () and "[" not in changed.reply  # the model followed the new prompt
