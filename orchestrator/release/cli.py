@@ -1,0 +1,211 @@
+"""``mangaassist-release``: the release control plane's command line (registry layers and bundles).
+
+Talks to ``MLFLOW_TRACKING_URI`` (default ``sqlite:///mlflow.db``): a ``sqlite:///`` file
+(embedded, in-process) or an ``http(s)://`` tracking server. The registry objects' LoggedModels
+go to ``MLFLOW_EXPERIMENT_NAME`` (default: the gateway's ``mangaassist-local``).
+
+An unreachable server fails in seconds, not minutes: unless set, MLflow's
+``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` and ``MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR`` default to 2 and 1
+here (MLflow's own defaults, 7 and 2, retry for minutes).
+
+Exit status: 0 done; 2 usage error, unknown or unresolvable URI, sealed bundle, or MLflow
+unreachable or failing (one line on stderr, no traceback; ``--debug`` shows it). Results go to
+stdout (``--json`` for machines), progress lines to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import re
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+from orchestrator.config import DEFAULT_RELEASE_BUNDLE, ConfigError, load
+
+DESCRIPTION = """\
+Registry layers and release bundles of MangaAssist on MLflow.
+
+  bootstrap   create (idempotently) the hosted models, the per-route prompts, the retriever
+              policy, the guardrail ruleset and the first release bundle from what the project ships
+  register    create a candidate bundle from another one with some components replaced
+  show        print a bundle: version, aliases, the six component URIs, per-route prompt URIs, tags
+
+MLFLOW_TRACKING_URI selects MLflow (sqlite:///file or http(s)://server; default sqlite:///mlflow.db).
+"""
+
+EPILOG = """\
+examples:
+  mangaassist-release bootstrap
+  mangaassist-release register --from prod \\
+      --set-prompt recommendation=prompts:/mangaassist-prompts.recommendation/2 --json
+  mangaassist-release register --from prod --set retriever_policy=models:/mangaassist-rag-policy/2
+  mangaassist-release show --alias candidate --json
+
+exit status: 0 ok; 2 usage, validation or infrastructure error (one line on stderr)
+"""
+
+
+class UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _pairs(values: Sequence[str] | None, what: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for raw in values or ():
+        key, sep, value = raw.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise UsageError(f"{what} expects KEY=VALUE, got {raw!r}")
+        if key.strip() in out:
+            raise UsageError(f"{what} names {key.strip()!r} twice")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from orchestrator.release.components import SETTABLE_KEYS_HELP
+
+    parser = _Parser(
+        prog="mangaassist-release",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and MLflow's own log lines")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+
+    boot = sub.add_parser(
+        "bootstrap",
+        help="create the registry layers from what the project ships (idempotent)",
+        description="Create what is missing: manga-intent-classifier, manga-reranker, mangaassist-rag-policy, "
+        "mangaassist-guardrails (registered models, alias prod), mangaassist-prompts.<route> (prompts, aliases "
+        "production and candidate) and the release bundle mangaassist-chatbot-prod (aliases prod and candidate). "
+        "Running it again creates nothing and moves no alias.",
+    )
+    boot.add_argument(
+        "--bundle-version",
+        default=DEFAULT_RELEASE_BUNDLE,
+        help=f"bundle_version tag of the shipped bundle (default {DEFAULT_RELEASE_BUNDLE})",
+    )
+    boot.add_argument("--json", action="store_true", help="print the report and the bundle as JSON")
+
+    reg = sub.add_parser(
+        "register",
+        help="create a candidate bundle (alias candidate) from another bundle",
+        description="Copy the components of the bundle at --from, replace the ones named by --set and "
+        "--set-prompt, check that every URI resolves, and register the result as a new version of "
+        "mangaassist-chatbot-prod with alias candidate. NAME@ALIAS URIs are pinned to the version they name now.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=SETTABLE_KEYS_HELP,
+    )
+    reg.add_argument("--from", dest="from_alias", default="prod", metavar="ALIAS", help="source bundle alias")
+    reg.add_argument("--set", action="append", metavar="KEY=URI", help="replace a component (repeatable)")
+    reg.add_argument(
+        "--set-prompt", action="append", metavar="ROUTE=URI", help="replace one route's prompt (repeatable)"
+    )
+    reg.add_argument("--bundle-version", help="bundle_version tag (default: <source bundle_version>+<version>)")
+    reg.add_argument("--json", action="store_true", help="print the candidate as JSON")
+
+    show = sub.add_parser("show", help="print a bundle", description="Print one bundle (default: alias prod).")
+    which = show.add_mutually_exclusive_group()
+    which.add_argument("--alias", help="bundle alias (default prod)")
+    which.add_argument("--bundle", metavar="V", help="registry version number or bundle_version tag")
+    show.add_argument("--json", action="store_true", help="print as JSON")
+    return parser
+
+
+def _render(bundle_json: dict[str, object]) -> str:
+    b = bundle_json
+    lines = [
+        f"{b['name']} version {b['version']}  bundle_version={b['bundle_version']}",
+        f"  aliases:  {', '.join(b['aliases']) or '-'}{'  (released: sealed)' if b['released'] else ''}",  # type: ignore[arg-type]
+        f"  model_id: {b['model_id']}",
+        "  components:",
+    ]
+    components = b["components"]
+    assert isinstance(components, dict)
+    lines += [f"    {k:<18} {v}" for k, v in components.items() if k != "prompt_pack"]
+    lines.append("  prompts:")
+    prompts = b["prompts"]
+    assert isinstance(prompts, dict)
+    lines += [f"    {k:<18} {v}" for k, v in prompts.items()]
+    tags = b["tags"]
+    assert isinstance(tags, dict)
+    lines.append("  tags:")
+    lines += [f"    {k} = {v}" for k, v in sorted(tags.items())]
+    return "\n".join(lines)
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+
+    def progress(message: str) -> None:
+        print(f"mangaassist-release: {message}", file=sys.stderr, flush=True)
+
+    # MLflow's HTTP retry knobs (read by MLflow, not settings of ours): fail fast unless told otherwise.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    try:
+        config = load()
+        from orchestrator.release.registry import ReleaseRegistry  # imports mlflow, which sets up its loggers
+
+        for name in ("mlflow", "alembic"):
+            logging.getLogger(name).setLevel(logging.DEBUG if args.debug else logging.WARNING)
+
+        registry = ReleaseRegistry(config.mlflow.tracking_uri, config.tracing.experiment_name, progress)
+        progress(f"MLflow at {config.mlflow.tracking_uri}")
+        if args.command == "bootstrap":
+            report = registry.bootstrap(config, args.bundle_version)
+            assert report.bundle is not None
+            bundle = report.bundle.to_json()
+            if args.json:
+                print(json.dumps({"created": report.created, "existing": report.existing, "bundle": bundle}, indent=2))
+            else:
+                print(f"created {len(report.created)}, existing {len(report.existing)}")
+                print(_render(bundle))
+        elif args.command == "register":
+            candidate = registry.register(
+                args.from_alias,
+                _pairs(args.set, "--set"),
+                _pairs(args.set_prompt, "--set-prompt"),
+                args.bundle_version,
+            )
+            print(json.dumps(candidate.to_json(), indent=2) if args.json else candidate.version)
+        else:
+            b = registry.bundle(args.bundle) if args.bundle else registry.resolve(args.alias or "prod")
+            print(json.dumps(b.to_json(), indent=2) if args.json else _render(b.to_json()))
+    except Exception as exc:
+        if args.debug:
+            raise
+        print(f"mangaassist-release: error: {_reason(exc)}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _reason(exc: BaseException) -> str:
+    from orchestrator.release.registry import ReleaseError
+
+    if isinstance(exc, (ReleaseError, UsageError, ConfigError)):
+        return str(exc)
+    text = " ".join(str(exc).split())
+    refused = re.search(r"API request to (\S+?)/api/\S* failed .*?(\[Errno \d+\] [^\"')]+)", text)
+    if refused:
+        return f"cannot reach MLflow at {refused.group(1)}: {refused.group(2).strip()}"
+    return f"{type(exc).__name__}: {text[:400]}"
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    sys.exit(run(argv))
+
+
+if __name__ == "__main__":
+    main()
