@@ -8,8 +8,9 @@ An unreachable server fails in seconds, not minutes: unless set, MLflow's
 ``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` and ``MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR`` default to 2 and 1
 here (MLflow's own defaults, 7 and 2, retry for minutes).
 
-Exit status: 0 done; 2 usage error, unknown or unresolvable URI, sealed bundle, or MLflow
-unreachable or failing (one line on stderr, no traceback; ``--debug`` shows it). Results go to
+Exit status: 0 done (``evaluate``: every threshold met); 1 ``evaluate``: a threshold missed (each
+printed with its value, threshold and worst case ids); 2 usage error, unknown or unresolvable URI,
+sealed bundle, or MLflow unreachable or failing (one line on stderr, no traceback; ``--debug`` shows it). Results go to
 stdout (``--json`` for machines), progress lines to stderr.
 """
 
@@ -21,10 +22,13 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Sequence
-from typing import NoReturn
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, NoReturn
 
 from orchestrator.config import DEFAULT_RELEASE_BUNDLE, ConfigError, load
+
+if TYPE_CHECKING:
+    from orchestrator.release.registry import ReleaseRegistry
 
 DESCRIPTION = """\
 Registry layers and release bundles of MangaAssist on MLflow.
@@ -33,6 +37,9 @@ Registry layers and release bundles of MangaAssist on MLflow.
               policy, the guardrail ruleset and the first release bundle from what the project ships
   register    create a candidate bundle from another one with some components replaced
   show        print a bundle: version, aliases, the six component URIs, per-route prompt URIs, tags
+  evaluate    run the golden set through the chatbot a bundle configures (mlflow.genai.evaluate),
+              log the spec §11 metrics and artifacts, gate on thresholds-v1.json (exit 1 when missed)
+  compare     per-metric deltas and the cases whose outcome changed between two evaluations
 
 MLFLOW_TRACKING_URI selects MLflow (sqlite:///file or http(s)://server; default sqlite:///mlflow.db).
 """
@@ -44,8 +51,11 @@ examples:
       --set-prompt recommendation=prompts:/mangaassist-prompts.recommendation/2 --json
   mangaassist-release register --from prod --set retriever_policy=models:/mangaassist-rag-policy/2
   mangaassist-release show --alias candidate --json
+  mangaassist-release evaluate --alias candidate --subset route=recommendation
+  mangaassist-release compare --bundle candidate-ref --against 1
 
-exit status: 0 ok; 2 usage, validation or infrastructure error (one line on stderr)
+exit status: 0 ok (evaluate: every threshold met); 1 evaluate: a threshold missed;
+2 usage, validation or infrastructure error (one line on stderr)
 """
 
 
@@ -120,6 +130,42 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--alias", help="bundle alias (default prod)")
     which.add_argument("--bundle", metavar="V", help="registry version number or bundle_version tag")
     show.add_argument("--json", action="store_true", help="print as JSON")
+
+    ev = sub.add_parser(
+        "evaluate",
+        help="evaluate a bundle offline over the golden set and gate it on the thresholds file",
+        description="Run the golden dataset (MLflow evaluation dataset mangaassist-golden-v1) through the chatbot "
+        "configured by the bundle with mlflow.genai.evaluate and code scorers, in the experiment "
+        "mangaassist-evaluation; log intent_accuracy, grounded_answer_rate, guardrail_pass_rate, "
+        "thumbs_up_proxy_score, avg_input_tokens, avg_output_tokens, p95_latency_ms and the artifacts; compare "
+        "with orchestrator/evaluation/thresholds-v1.json; tag the bundle's model version eval.offline=passed|failed "
+        "and eval.offline.run_id. Exit 0 when every threshold is met, 1 when one is missed.",
+    )
+    ev_which = ev.add_mutually_exclusive_group()
+    ev_which.add_argument("--bundle", metavar="V", help="registry version number or bundle_version tag")
+    ev_which.add_argument("--alias", help="bundle alias (default prod)")
+    ev.add_argument(
+        "--subset",
+        action="append",
+        metavar="KEY=V1[,V2]",
+        help="only the golden cases matching (repeatable, AND): route, intent, kind, component, language, "
+        "page_type, case_ids",
+    )
+    ev.add_argument("--limit", type=int, metavar="N", help="an evenly spaced sample of N cases of the selection")
+    ev.add_argument("--thresholds", metavar="FILE", help="thresholds file (default: the shipped thresholds-v1.json)")
+    ev.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    cmp_ = sub.add_parser(
+        "compare",
+        help="compare two offline evaluations: metric deltas and changed cases",
+        description="A and B are evaluation run ids or bundles (version number or bundle_version: the bundle's "
+        "latest offline evaluation, tag eval.offline.run_id). Prints per-metric A, B and A - B, and the cases "
+        "whose outcome changed (joined on case_id); logs the comparison as a run unless --no-log.",
+    )
+    cmp_.add_argument("--bundle", required=True, metavar="A", help="run id or bundle (the candidate side)")
+    cmp_.add_argument("--against", required=True, metavar="B", help="run id or bundle (the baseline side)")
+    cmp_.add_argument("--no-log", action="store_true", help="do not log the comparison as an MLflow run")
+    cmp_.add_argument("--json", action="store_true", help="print the comparison as JSON")
     return parser
 
 
@@ -180,6 +226,13 @@ def run(argv: Sequence[str] | None = None) -> int:
                 args.bundle_version,
             )
             print(json.dumps(candidate.to_json(), indent=2) if args.json else candidate.version)
+        elif args.command == "evaluate":
+            return _evaluate(registry, args, progress)
+        elif args.command == "compare":
+            from orchestrator.evaluation.compare import compare
+
+            result = compare(registry, args.bundle, args.against, log_run=not args.no_log)
+            print(json.dumps(result.to_json(), indent=2) if args.json else result.render())
         else:
             b = registry.bundle(args.bundle) if args.bundle else registry.resolve(args.alias or "prod")
             print(json.dumps(b.to_json(), indent=2) if args.json else _render(b.to_json()))
@@ -189,6 +242,61 @@ def run(argv: Sequence[str] | None = None) -> int:
         print(f"mangaassist-release: error: {_reason(exc)}", file=sys.stderr)
         return 2
     return 0
+
+
+def _evaluate(registry: ReleaseRegistry, args: argparse.Namespace, progress: Callable[[str], None]) -> int:
+    from pathlib import Path
+
+    from orchestrator.evaluation.evaluate import THRESHOLDS_PATH, evaluate_bundle, parse_subset
+
+    bundle = registry.bundle(args.bundle) if args.bundle else registry.resolve(args.alias or "prod")
+    outcome = evaluate_bundle(
+        registry,
+        bundle,
+        subset=parse_subset(args.subset),
+        limit=args.limit,
+        thresholds_path=Path(args.thresholds) if args.thresholds else THRESHOLDS_PATH,
+        progress=progress,
+    )
+    verdict = "passed" if outcome.passed else "failed"
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "bundle": bundle.version,
+                    "bundle_version": bundle.bundle_version,
+                    "run_id": outcome.run_id,
+                    "experiment_id": outcome.experiment_id,
+                    "verdict": verdict,
+                    "metrics": outcome.metrics,
+                    "missed": [
+                        {
+                            "metric": m.threshold.metric,
+                            "value": m.measured,
+                            m.threshold.bound: m.threshold.value,
+                            "worst_cases": list(m.worst),
+                        }
+                        for m in outcome.missed
+                    ],
+                    "not_measured": outcome.not_measured,
+                    "wall_s": round(outcome.wall_s, 2),
+                },
+                indent=2,
+            )
+        )
+    else:
+        print(
+            f"bundle {bundle.version} ({bundle.bundle_version}): offline evaluation {verdict} "
+            f"on {len(outcome.rows)} cases in {outcome.wall_s:.1f}s "
+            f"(run {outcome.run_id}, {outcome.thresholds_version})"
+        )
+        for name, value in outcome.metrics.items():
+            print(f"  {name:<24} {value:.4g}")
+        for m in outcome.missed:
+            print(f"MISSED {m.line()}")
+        for name in outcome.not_measured:
+            print(f"not measured on this subset: {name}")
+    return 0 if outcome.passed else 1
 
 
 def _reason(exc: BaseException) -> str:

@@ -38,6 +38,8 @@ read MLflow's process-global tracking URI; every public method sets it for its o
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 import os
 import re
@@ -54,9 +56,11 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from mlflow.tracking._tracking_service import utils as _tracking_utils
 
-from orchestrator.config import DEFAULT_RELEASE_BUNDLE, OrchestratorConfig
+from orchestrator.adapters import Providers, offline_providers
+from orchestrator.config import DEFAULT_RELEASE_BUNDLE, OrchestratorConfig, load
 from orchestrator.release import components as comp
 from orchestrator.release.components import BUNDLE_MODEL, COMPONENT_KEYS, MODEL_COMPONENTS, SETTABLE_KEYS, ModelSpec
+from orchestrator.routes import DEFAULT_DOCUMENT, StaticRoutes, parse_routes
 
 DEFAULT_EXPERIMENT = "mangaassist-local"
 """Where the LoggedModels live when ``MLFLOW_EXPERIMENT_NAME`` is empty: the gateway's default traffic
@@ -182,18 +186,21 @@ class ReleaseRegistry:
 
     def _experiment(self) -> str:
         if self._experiment_id is None:
-            found = self._client.get_experiment_by_name(self.experiment_name)
-            if found is not None:
-                self._experiment_id = str(found.experiment_id)
-            else:
-                location = None
-                if self.tracking_uri.startswith("sqlite:///"):
-                    # Embedded: keep artifacts next to the database, not in the working directory.
-                    # sqlite:///relative.db or sqlite:////absolute.db (SQLAlchemy's convention)
-                    db = Path(unquote(self.tracking_uri.removeprefix("sqlite:///")).split("?", 1)[0])
-                    location = (db.parent.resolve() / "mlartifacts").as_uri()
-                self._experiment_id = str(self._client.create_experiment(self.experiment_name, location))
+            self._experiment_id = self.ensure_experiment(self.experiment_name)
         return self._experiment_id
+
+    def ensure_experiment(self, name: str) -> str:
+        """The id of experiment ``name``, created when missing (embedded: artifacts next to the database)."""
+        found = self._client.get_experiment_by_name(name)
+        if found is not None:
+            return str(found.experiment_id)
+        location = None
+        if self.tracking_uri.startswith("sqlite:///"):
+            # Embedded: keep artifacts next to the database, not in the working directory.
+            # sqlite:///relative.db or sqlite:////absolute.db (SQLAlchemy's convention)
+            db = Path(unquote(self.tracking_uri.removeprefix("sqlite:///")).split("?", 1)[0])
+            location = (db.parent.resolve() / "mlartifacts").as_uri()
+        return str(self._client.create_experiment(name, location))
 
     def _alias_version(self, name: str, alias: str) -> int | None:
         try:
@@ -477,6 +484,26 @@ class ReleaseRegistry:
         self._client.log_model_params(bundle.model_id, dict(params))
         return self.bundle(str(bundle.version))
 
+    def set_bundle_tags(self, bundle: Bundle, tags: Mapping[str, str]) -> None:
+        """Set tags on the bundle's model version (e.g. ``eval.offline``, ``eval.offline.run_id``)."""
+        for key, value in tags.items():
+            self._client.set_model_version_tag(BUNDLE_MODEL, str(bundle.version), key, value)
+
+    def prompt_templates(self, bundle: Bundle) -> dict[str, tuple[str, str]]:
+        """Route -> (prompt label ``NAME/VERSION``, template), loaded with ``mlflow.genai.load_prompt``.
+
+        Inside an active run, ``load_prompt`` also links each prompt version to that run.
+        """
+        out: dict[str, tuple[str, str]] = {}
+        with self._mlflow():
+            for route, uri in sorted(bundle.prompts.items()):
+                prompt = mlflow.genai.load_prompt(uri)
+                template = prompt.template
+                if not isinstance(template, str):
+                    raise ReleaseError(f"prompt {uri} is a chat prompt; the chatbot's system prompts are text")
+                out[route] = (f"{prompt.name}/{prompt.version}", template)
+        return out
+
     # -- URI validation ---------------------------------------------------------------------------
 
     def _resolve_model(self, uri: str) -> str:
@@ -535,3 +562,35 @@ def _check_bundle_version(value: str) -> None:
             f"bundle version {value!r} must match {_BUNDLE_VERSION.pattern} and not be a plain number "
             "(a plain number is the registry's own version)"
         )
+
+
+def providers_for_bundle(
+    registry: ReleaseRegistry, bundle: Bundle, config: OrchestratorConfig | None = None
+) -> tuple[Providers, dict[str, tuple[str, str]]]:
+    """Offline :class:`~orchestrator.adapters.Providers` configured by ``bundle``, and its route prompts.
+
+    The route table is the shipped route document with, per LLM-backed route, ``prompt_version``
+    set to the bundle's prompt label (``mangaassist-prompts.<route>/<version>``) and the bundle's
+    ``bedrock_model_id``; ``Providers.prompts`` maps each label to the template loaded from the
+    prompt registry. So two bundles that differ in a prompt or in the model id behave differently
+    offline (the offline generator follows the prompt's instructions and the model's profile).
+
+    Not applied here (weaker than the issue's item 2): the bundle's intent classifier, reranker,
+    retriever policy and guardrail ruleset versions; the offline stand-ins of the shipped code are used.
+    """
+    config = config or load({})
+    prompts = registry.prompt_templates(bundle)
+    document = copy.deepcopy(DEFAULT_DOCUMENT)
+    model_id = bundle.components["bedrock_model_id"]
+    for route, (label, _template) in prompts.items():
+        if route not in document["routes"]:
+            raise ReleaseError(f"bundle {bundle.version} has a prompt for unknown route {route!r}")
+        document["routes"][route]["prompt_version"] = label
+    table = parse_routes(document, model_id, bundle.bundle_version or config.release_bundle)
+    base = offline_providers(config)
+    providers = dataclasses.replace(
+        base,
+        routes=StaticRoutes(table),
+        prompts={label: template for label, template in prompts.values()},
+    )
+    return providers, prompts
