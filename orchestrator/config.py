@@ -81,6 +81,8 @@ class OrchestratorConfig:
     providers: str
     deployment_stage: str
     release_bundle: str
+    bundle_file: str
+    bundle_refresh_s: float
     aws: AwsConfig
     cache: CacheConfig
     api: ApiConfig
@@ -182,6 +184,22 @@ SETTINGS: tuple[Setting, ...] = (
         _text,
         "release bundle served when the route configuration names none",
         _non_empty,
+    ),
+    Setting(
+        "MANGAASSIST_BUNDLE_FILE",
+        "bundle_file",
+        "",
+        _text,
+        "a bundle exported by `mangaassist-release export` (routes, prompts, model ids) to serve; "
+        "empty: the shipped routes and prompts",
+    ),
+    Setting(
+        "MANGAASSIST_BUNDLE_REFRESH_S",
+        "bundle_refresh_s",
+        "10",
+        _float,
+        "how often the bundle file is checked for a new export (a bad one is refused; the last good one stays)",
+        _positive,
     ),
     Setting("MANGAASSIST_HOST", "api.host", "127.0.0.1", _text, "HTTP API listen host", _non_empty),
     Setting("MANGAASSIST_PORT", "api.port", "8080", _int, "HTTP API listen port", _port),

@@ -25,13 +25,25 @@ class Providers:
     """System prompts by prompt version; empty: the shipped ``orchestrator.prompts.SYSTEM_PROMPTS``."""
 
 
+def _served_bundle(providers: Providers, config: OrchestratorConfig) -> Providers:
+    """``providers`` serving the exported bundle of ``MANGAASSIST_BUNDLE_FILE``, when one is set."""
+    if not config.bundle_file:
+        return providers
+    import dataclasses
+
+    from orchestrator.bundle_file import BundleFile
+
+    served = BundleFile(config.bundle_file, config.aws.bedrock_model_id, config.bundle_refresh_s)
+    return dataclasses.replace(providers, routes=served, prompts=served.prompts)
+
+
 def offline_providers(config: OrchestratorConfig | None = None) -> Providers:
     from orchestrator.adapters.offline_generator import ExtractiveGenerator
     from orchestrator.adapters.offline_models import HashingEmbedder, KeywordIntentClassifier, OverlapReranker
     from orchestrator.routes import StaticRoutes
 
     config = config or load({})
-    return Providers(
+    providers = Providers(
         generator=ExtractiveGenerator(),
         embedder=HashingEmbedder(config.aws.embedding_dimensions),
         classifier=KeywordIntentClassifier(),
@@ -39,6 +51,7 @@ def offline_providers(config: OrchestratorConfig | None = None) -> Providers:
         routes=StaticRoutes.default(config.aws.bedrock_model_id, config.release_bundle),
         kind="offline",
     )
+    return _served_bundle(providers, config)
 
 
 def aws_providers(config: OrchestratorConfig) -> Providers:
@@ -48,7 +61,7 @@ def aws_providers(config: OrchestratorConfig) -> Providers:
 
     aws = config.aws
     common = (aws.region, aws.timeout_s, aws.max_attempts)
-    return Providers(
+    providers = Providers(
         generator=BedrockGenerator.create(*common),
         embedder=BedrockEmbedder.create(*common, aws.embedding_model_id, aws.embedding_dimensions),
         classifier=SageMakerIntentClassifier.create(*common, aws.intent_endpoint),
@@ -63,6 +76,7 @@ def aws_providers(config: OrchestratorConfig) -> Providers:
         ),
         kind="aws",
     )
+    return _served_bundle(providers, config)
 
 
 def build_providers(config: OrchestratorConfig) -> Providers:

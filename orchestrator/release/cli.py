@@ -131,6 +131,18 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--bundle", metavar="V", help="registry version number or bundle_version tag")
     show.add_argument("--json", action="store_true", help="print as JSON")
 
+    exp = sub.add_parser(
+        "export",
+        help="write a bundle as the file the chatbot serves",
+        description="Resolve a bundle and write it (routes, prompt templates, model id, component URIs) to --out, "
+        "atomically, for MANGAASSIST_BUNDLE_FILE: the chatbot serves it without talking to MLflow and picks up a "
+        "new export within MANGAASSIST_BUNDLE_REFRESH_S.",
+    )
+    which_exp = exp.add_mutually_exclusive_group()
+    which_exp.add_argument("--alias", help="bundle alias (default prod)")
+    which_exp.add_argument("--bundle", metavar="V", help="registry version number or bundle_version tag")
+    exp.add_argument("--out", required=True, help="the file to write")
+
     ev = sub.add_parser(
         "evaluate",
         help="evaluate a bundle offline over the golden set and gate it on the thresholds file",
@@ -228,6 +240,12 @@ def run(argv: Sequence[str] | None = None) -> int:
             print(json.dumps(candidate.to_json(), indent=2) if args.json else candidate.version)
         elif args.command == "evaluate":
             return _evaluate(registry, args, progress)
+        elif args.command == "export":
+            from orchestrator.release.registry import export_bundle
+
+            b = registry.bundle(args.bundle) if args.bundle else registry.resolve(args.alias or "prod")
+            _write_atomically(args.out, json.dumps(export_bundle(registry, b), indent=2, ensure_ascii=False) + "\n")
+            print(f"wrote bundle {b.version} ({b.bundle_version}) to {args.out}")
         elif args.command == "compare":
             from orchestrator.evaluation.compare import compare
 
@@ -309,6 +327,22 @@ def _reason(exc: BaseException) -> str:
     if refused:
         return f"cannot reach MLflow at {refused.group(1)}: {refused.group(2).strip()}"
     return f"{type(exc).__name__}: {text[:400]}"
+
+
+def _write_atomically(path: str, text: str) -> None:
+    import os
+    import tempfile
+
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".bundle-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)  # readers see the old file or the new one, never half of one
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
 
 
 def main(argv: Sequence[str] | None = None) -> None:

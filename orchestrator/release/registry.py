@@ -594,3 +594,29 @@ def providers_for_bundle(
         prompts={label: template for label, template in prompts.values()},
     )
     return providers, prompts
+
+
+def export_bundle(registry: ReleaseRegistry, bundle: Bundle) -> dict[str, Any]:
+    """The bundle as the document the chatbot serves (``orchestrator.bundle_file``): the shipped
+    route document with each LLM route's prompt label and the bundle's model id, the prompt
+    templates by label (from the prompt registry), and the component URIs."""
+    from orchestrator.bundle_file import FORMAT
+
+    prompts = registry.prompt_templates(bundle)
+    document = copy.deepcopy(DEFAULT_DOCUMENT)
+    document["release_bundle"] = bundle.bundle_version or str(bundle.version)
+    document["version"] = f"{bundle.name}/{bundle.version}"
+    for route, (label, _template) in prompts.items():
+        if route not in document["routes"]:
+            raise ReleaseError(f"bundle {bundle.version} has a prompt for unknown route {route!r}")
+        document["routes"][route]["prompt_version"] = label
+        document["routes"][route]["model_id"] = bundle.components["bedrock_model_id"]
+    return {
+        "format": FORMAT,
+        "bundle_version": document["release_bundle"],
+        "model_version": str(bundle.version),
+        "logged_model_id": bundle.model_id,
+        "components": bundle.components,
+        "routes": document,
+        "prompts": {label: template for label, template in prompts.values()},
+    }
