@@ -1,6 +1,10 @@
 """Redaction speed: µs per 500-character text on one core, with and without PII, against a
 naive baseline measured in the same run (the same six entity regexes run one by one over the
 NFKC-normalised text, no prefilter), and phonenumbers' matcher alone when it is installed.
+Texts: dense PII of the six original types (the bar's text), dense PII of the formats and types
+issue 18 added ("new kinds": glued labels, JSON text with escapes, a URL-encoded e-mail, national
+ids, addresses; the code before it finds fewer there, so read its figure as a cost, not an A/B),
+clean English + Japanese, clean English.
 ``--compare-with REV`` also measures ``find_pii`` as it was at git revision REV, in the same
 run, for before/after figures that share the machine's noise.
 
@@ -30,6 +34,13 @@ PII_TEXT = (
     "503-1234567-7654321 and I paid with 4111 1111 1111 1111. Price was $12.99, Vol. 107, v2.4.1. "
     "連絡先は０９０－８７６５－４３２１です。IP 203.0.113.77 seen. Thanks! 2026年3月24日 "
     "trace 4bf92f3577b34da6a3ce929d0e0e4736, resp_01HZZX4Q9W2K8M3N5P7R, recommendation-2.4. ok."
+)
+NEW_KINDS_TEXT = (  # issue 18 formats and types, dense, part of it JSON text with \u escapes
+    "Signature: TEL0626347047 / FAX0877-54-2664 / order113-1234567-7654321. text me 4155550132 (cell), "
+    "or 0044 20 7557 4095, +81 (0)50-1234-5678. mail=hanako.s%40live.jp SSN 123-45-6789, IBAN DE89 3704 "
+    "0044 0532 0130 00, passport TK1234567, マイナンバー 1234 5678 9018. Ship to 742 Evergreen Terrace, "
+    "Springfield or 〒150-0001 東京都渋谷区神宮前1-2-3. Keep app_version=1.0.3.2, bind 0.0.0.0:8080, "
+    'ISBN 4088834151. {"memo": "\\u96fb\\u8a71\\u306f090-6574-8118", "at": "2026-12-03T10:15:30Z"}'
 )
 CLEAN_TEXT = (
     "Recommend a manga like Vinland Saga for a teenager. The Frieren hardcover collection has 12 "
@@ -96,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     texts = {
         "with PII": (PII_TEXT * 2)[:500],
+        "new kinds": (NEW_KINDS_TEXT * 2)[:500],
         "no PII (en+ja)": (CLEAN_TEXT * 2)[:500],
         "no PII (en)": (CLEAN_EN * 2)[:500],
     }

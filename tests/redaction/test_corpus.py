@@ -1,12 +1,16 @@
-"""Recall and precision of the detectors on the labeled corpus, per entity type and overall
-(DESIGN §8: recall ≥ 0.99, precision ≥ 0.98). A detection counts only with the exact span and type."""
+"""Recall and precision of the detectors on the first labeled corpus (``corpus.py``: the six
+original types), per entity type and overall (DESIGN §8: recall ≥ 0.99, precision ≥ 0.98). A
+detection counts only with the exact span and type. The types added for issue 18 are measured on
+the kinds corpus (``test_kinds.py``)."""
 
 from __future__ import annotations
 
 from collections import Counter
 
-from gateway.process.pii import ENTITIES, find_pii
+from gateway.process.pii import CARD, EMAIL, IP, ORDER_ID, PHONE, SECRET, find_pii
 from tests.redaction.corpus import PII, build
+
+ENTITIES = (EMAIL, PHONE, ORDER_ID, CARD, IP, SECRET)
 
 
 def score() -> tuple[Counter[str], Counter[str], Counter[str], list[str]]:
