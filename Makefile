@@ -24,6 +24,9 @@ setup: $(STAMP) .tools/node_modules/.bin/buf  ## create .venv with the gateway, 
 demo: setup  ## run the sidecar on embedded SQLite with realistic traffic, print what landed
 	$(BIN)/mangaassist-demo --workdir .demo
 
+release-demo: setup  ## the release control plane on embedded SQLite: bootstrap, a candidate without citations, evaluate, compare
+	$(BIN)/python -m orchestrator.tools.release_demo --workdir .release-demo
+
 demo-server: setup  ## the same through a local `mlflow server`, stopped mid-run
 	$(BIN)/mangaassist-demo --workdir .demo-server --mlflow-server
 
@@ -56,4 +59,4 @@ sampling-report: setup  ## 10,000 traces at ratio 0.1 through a real gateway: wh
 	$(BIN)/python -m pytest tests/integration/test_sampling_e2e.py -k ten_thousand -s -q -p no:warnings
 
 clean:  ## remove the venv, tools and demo output
-	rm -rf $(VENV) .tools .demo .demo-server .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .tools .demo .demo-server .release-demo .pytest_cache .mypy_cache .ruff_cache
