@@ -10,7 +10,10 @@ that ``gateway.process.pii`` finds in every string that leaves the gateway:
   (``exception.message``, ``exception.stacktrace``, …), ``status_message``;
 - trace tags (the trace's and each span's copy) except the configured id keys.
 
-Keys and names are code, not data, and stay. Each value becomes a typed placeholder
+Keys and names are code, not data, and stay. A string that holds JSON text (a tool call's
+``arguments``, an attribute set to ``json.dumps(...)``) or a URL is redacted in that form:
+``find_pii`` matches through its ``\\uXXXX`` and ``%XX`` escapes and replaces whole escapes, so the
+text stays valid JSON. Each value becomes a typed placeholder
 (``<EMAIL>``) or, with ``TRACEGW_REDACTION_HMAC_KEY`` set, a keyed pseudonym
 (``<EMAIL:3f9a1c2b>``: the first 8 hex of HMAC-SHA256 over the entity and the normalised
 value, so one address maps to one token across traces and cannot be reversed without the
