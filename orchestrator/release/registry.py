@@ -564,6 +564,16 @@ def _check_bundle_version(value: str) -> None:
         )
 
 
+def _route_document(bundle: Bundle, prompts: dict[str, tuple[str, str]]) -> dict[str, Any]:
+    """The shipped route document with each of the bundle's routes naming its prompt label."""
+    document = copy.deepcopy(DEFAULT_DOCUMENT)
+    for route, (label, _template) in prompts.items():
+        if route not in document["routes"]:
+            raise ReleaseError(f"bundle {bundle.version} has a prompt for unknown route {route!r}")
+        document["routes"][route]["prompt_version"] = label
+    return document
+
+
 def providers_for_bundle(
     registry: ReleaseRegistry, bundle: Bundle, config: OrchestratorConfig | None = None
 ) -> tuple[Providers, dict[str, tuple[str, str]]]:
@@ -580,12 +590,8 @@ def providers_for_bundle(
     """
     config = config or load({})
     prompts = registry.prompt_templates(bundle)
-    document = copy.deepcopy(DEFAULT_DOCUMENT)
+    document = _route_document(bundle, prompts)
     model_id = bundle.components["bedrock_model_id"]
-    for route, (label, _template) in prompts.items():
-        if route not in document["routes"]:
-            raise ReleaseError(f"bundle {bundle.version} has a prompt for unknown route {route!r}")
-        document["routes"][route]["prompt_version"] = label
     table = parse_routes(document, model_id, bundle.bundle_version or config.release_bundle)
     base = offline_providers(config)
     providers = dataclasses.replace(
@@ -603,13 +609,10 @@ def export_bundle(registry: ReleaseRegistry, bundle: Bundle) -> dict[str, Any]:
     from orchestrator.bundle_file import FORMAT
 
     prompts = registry.prompt_templates(bundle)
-    document = copy.deepcopy(DEFAULT_DOCUMENT)
+    document = _route_document(bundle, prompts)
     document["release_bundle"] = bundle.bundle_version or str(bundle.version)
     document["version"] = f"{bundle.name}/{bundle.version}"
-    for route, (label, _template) in prompts.items():
-        if route not in document["routes"]:
-            raise ReleaseError(f"bundle {bundle.version} has a prompt for unknown route {route!r}")
-        document["routes"][route]["prompt_version"] = label
+    for route in prompts:
         document["routes"][route]["model_id"] = bundle.components["bedrock_model_id"]
     return {
         "format": FORMAT,
