@@ -48,6 +48,8 @@ FEEDBACK_FORCED_MAX = 100_000
 # last 50,000 to 100,000 of each kind (RecentMap's two generations).
 SEEN_EVENTS_MAX = 100_000
 FEEDBACK_HOLD_MARGIN_S = 5.0
+MAX_REGISTRY_LOOKUPS = 32
+TOO_MANY_LOOKUPS = f"more than {MAX_REGISTRY_LOOKUPS} distinct versions to check in one request; send fewer"
 
 
 class Gateway:
@@ -171,12 +173,15 @@ class Gateway:
             return "in_flight", None
         return "orphan", self._feedback.lookup(trace_id)
 
-    async def unknown_bundle_versions(self, records: list[BundleRecord]) -> dict[int, str]:
-        """``id(record)`` → the field naming a version the model registry lacks, for the
-        ``promoted`` and ``rolled_back`` events among ``records`` (bundle events are history: a
-        promotion of a version nobody registered did not happen). Asks the registry off the
-        event loop; raises ``RetryableWriteError`` when it cannot tell."""
-        unknown: dict[int, str] = {}
+    async def unknown_bundle_versions(self, records: list[BundleRecord]) -> dict[int, tuple[str, str]]:
+        """``id(record)`` → (field, reason) for the ``promoted`` and ``rolled_back`` events among
+        ``records`` that name a version the model registry lacks (bundle events are history: a
+        promotion of a version nobody registered did not happen). Asks the registry off the event
+        loop, once per distinct version and at most ``MAX_REGISTRY_LOOKUPS`` times per request
+        (events past that are rejected, so one request cannot hammer the registry); raises
+        ``RetryableWriteError`` when it cannot tell."""
+        unknown: dict[int, tuple[str, str]] = {}
+        known: dict[tuple[str, str], bool] = {}
         for record in records:
             checks = []
             if record.kind in ("promoted", "rolled_back"):
@@ -184,9 +189,14 @@ class Gateway:
             if record.kind == "rolled_back":
                 checks.append(("rolled_back.to_version", str(record.details.get("to_version", ""))))
             for field, version in checks:
-                known = await asyncio.to_thread(self._writer.bundle_version_known, record.bundle_name, version)
-                if not known:
-                    unknown[id(record)] = field
+                key = (record.bundle_name, version)
+                if key not in known:
+                    if len(known) >= MAX_REGISTRY_LOOKUPS:
+                        unknown[id(record)] = (field, TOO_MANY_LOOKUPS)
+                        break
+                    known[key] = await asyncio.to_thread(self._writer.bundle_version_known, *key)
+                if not known[key]:
+                    unknown[id(record)] = (field, "names a version the model registry does not have")
                     break
         return unknown
 

@@ -174,13 +174,9 @@ class NativeReceiver(trace_gateway_service_pb2_grpc.TraceGatewayServiceServicer)
             )
         if unknown:
             for i, record in indexed:
-                field = unknown.get(id(record))
-                if field is not None:
-                    rejections.append(
-                        decode_spans.Rejection(
-                            i, f"events[{i}].{field}", "names a version the model registry does not have"
-                        )
-                    )
+                why = unknown.get(id(record))
+                if why is not None:
+                    rejections.append(decode_spans.Rejection(i, f"events[{i}].{why[0]}", why[1]))
             rejections.sort(key=lambda r: r.index)
             records = [r for r in records if id(r) not in unknown]
         caller = CALLER.get().identity

@@ -332,3 +332,35 @@ def list_services(channel: grpc.Channel) -> None:
     request = reflection_pb2.ServerReflectionRequest(list_services="")
     for _ in stub.ServerReflectionInfo(iter([request]), timeout=5):
         break
+
+
+class CountingRegistryWriter(RecordingWriter):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lookups = 0
+
+    def bundle_version_known(self, name: str, version: str) -> bool:
+        with self.lock:
+            self.lookups += 1
+        return True
+
+
+def test_one_request_cannot_hammer_the_model_registry(tmp_path: Path) -> None:
+    from gateway.core import MAX_REGISTRY_LOOKUPS
+
+    writer = CountingRegistryWriter()
+    gw = ThreadedGateway(config.load(base_env(tmp_path)), writer)
+    channel = grpc.insecure_channel(gw.target)
+    native = trace_gateway_service_pb2_grpc.TraceGatewayServiceStub(channel)
+    same = [bundle_event("promoted") for _ in range(10)]  # one version, asked once
+    distinct = [bundle_event("promoted", bundle_version=str(100 + i)) for i in range(MAX_REGISTRY_LOOKUPS + 5)]
+    try:
+        response = native.RecordBundleEvents(
+            trace_gateway_service_pb2.RecordBundleEventsRequest(events=[*same, *distinct]), timeout=10
+        )
+        assert writer.lookups == MAX_REGISTRY_LOOKUPS
+        reasons = [r.reason for r in response.partial_success.rejections]
+        assert response.partial_success.rejected_count == 6 and all("distinct versions" in r for r in reasons)
+    finally:
+        channel.close()
+        gw.stop(10)
