@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -39,11 +40,16 @@ def wait_for(check: Callable[[], T], timeout_s: float = 20.0, interval_s: float 
 
 
 class MlflowServer:
-    """A real ``mlflow server`` subprocess on a free loopback port (one worker, see DESIGN §4)."""
+    """A real ``mlflow server`` subprocess on a free loopback port (one worker, see DESIGN §4).
 
-    def __init__(self, backend_uri: str, workdir: Path) -> None:
+    ``admin_password`` starts it with ``--app-name basic-auth`` (``mlflow[auth]``): an auth store
+    in ``workdir``, ``default_permission = READ`` and the admin user ``admin`` with that password;
+    every request then needs credentials (``MLFLOW_TRACKING_USERNAME``/``PASSWORD``)."""
+
+    def __init__(self, backend_uri: str, workdir: Path, admin_password: str | None = None) -> None:
         self.backend_uri = backend_uri
         self.workdir = workdir
+        self.admin_password = admin_password
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -56,6 +62,21 @@ class MlflowServer:
         # No huey job-runner processes: tests do not use MLflow's background jobs, and on a
         # 2-core machine those workers compete with the server for CPU.
         env = dict(os.environ, MLFLOW_TRACKING_URI="", PYTHONUNBUFFERED="1", MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
+        auth_args: list[str] = []
+        if self.admin_password is not None:
+            ini = self.workdir / f"basic-auth-{self.port}.ini"
+            auth_db = (self.workdir / f"basic-auth-{self.port}.db").as_uri().replace("file:", "sqlite:", 1)
+            ini.write_text(
+                "[mlflow]\ndefault_permission = READ\n"
+                f"database_uri = {auth_db}\nadmin_username = admin\n"
+                "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+            )
+            env.update(
+                MLFLOW_AUTH_CONFIG_PATH=str(ini),
+                MLFLOW_AUTH_ADMIN_PASSWORD=self.admin_password,
+                MLFLOW_FLASK_SERVER_SECRET_KEY=secrets.token_hex(16),  # CSRF key the auth app requires
+            )
+            auth_args = ["--app-name", "basic-auth"]
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [
@@ -71,6 +92,7 @@ class MlflowServer:
                     str(self.port),
                     "--workers",
                     "1",
+                    *auth_args,
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
