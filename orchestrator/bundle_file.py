@@ -1,13 +1,19 @@
 """Serving a release bundle without MLflow on the request path.
 
-``mangaassist-release export --alias prod --out FILE`` resolves the alias in MLflow's registry
-and writes the bundle as one JSON document (``FORMAT``): its route table (each route's prompt
-label and model id), the prompt templates by label, and the component URIs. The chatbot reads
-that file (``MANGAASSIST_BUNDLE_FILE``) and checks it for a new export every
-``MANGAASSIST_BUNDLE_REFRESH_S`` (10 s): an alias move reaches running pods within the export
-interval plus that refresh. A file that cannot be read or does not validate is refused with a
-warning and the last good bundle keeps serving, so a registry outage or a bad export never takes
-the chatbot down.
+``mangaassist-release export --alias prod --out FILE`` (once) or ``mangaassist-release follow
+--dir DIR`` (every interval, one file per alias) resolves the alias in MLflow's registry and
+writes the bundle as one JSON document (``FORMAT``): its route table (each route's prompt label,
+model id and, from the retriever policy, its retrieval filters), the prompt templates by label,
+the six component URIs, the params of the four component model versions (intent classifier,
+reranker, retriever policy, guardrail ruleset) and the bundle's LoggedModel id.
+
+The chatbot reads that file (``MANGAASSIST_BUNDLE_FILE``, or ``MANGAASSIST_BUNDLE_DIR/
+<MANGAASSIST_RELEASE_ALIAS>.json``) and serves all of it: prompts, model id, the classifier and
+reranker the component versions configure, the retriever policy and the guardrail ruleset. It
+checks the file for a new export every ``MANGAASSIST_BUNDLE_REFRESH_S`` (10 s): an alias move
+reaches running pods within the follow interval plus that refresh. A file that cannot be read or
+does not validate is refused with a warning and the last good bundle keeps serving, so a
+registry outage or a bad export never takes the chatbot down.
 """
 
 from __future__ import annotations
@@ -15,16 +21,24 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from orchestrator.adapters.base import RouteTable
+from orchestrator.adapters.base import IntentClassifier, Reranker, RouteTable, Serving
+from orchestrator.guardrails import GuardrailRuleset
+from orchestrator.retrieval import RetrievalPolicy
 from orchestrator.routes import RouteConfigError, parse_routes
 
-FORMAT = "mangaassist-bundle/1"
+if TYPE_CHECKING:
+    from orchestrator.adapters import Providers
+
+FORMAT = "mangaassist-bundle/2"
+MODEL_COMPONENT_KEYS = ("intent_classifier", "reranker", "retriever_policy", "guardrail_ruleset")
+_LOGGED_MODEL_ID = re.compile(r"m-[0-9a-f]{32}")
 log = logging.getLogger(__name__)
 
 
@@ -38,9 +52,21 @@ class ServedBundle:
     model_version: str
     table: RouteTable
     prompts: Mapping[str, str]
+    serving: Serving
 
 
-def parse_bundle(document: Mapping[str, Any], default_model_id: str) -> ServedBundle:
+def _configured(base: Any, params: Mapping[str, str], what: str) -> Any:
+    configure = getattr(base, "configured", None)
+    if configure is None:
+        raise BundleFileError(f"{what}: {type(base).__name__} cannot be configured by a bundle")
+    try:
+        return configure(params)
+    except ValueError as exc:
+        raise BundleFileError(str(exc)) from None
+
+
+def parse_bundle(document: Mapping[str, Any], base: Providers, default_model_id: str) -> ServedBundle:
+    """Validate an exported bundle and build what it serves on ``base``'s providers."""
     if document.get("format") != FORMAT:
         raise BundleFileError(f"not a {FORMAT} document (format={document.get('format')!r})")
     prompts = document.get("prompts")
@@ -58,15 +84,57 @@ def parse_bundle(document: Mapping[str, Any], default_model_id: str) -> ServedBu
     )
     if missing:
         raise BundleFileError(f"routes name prompts the file does not hold: {', '.join(missing)}")
-    return ServedBundle(version, str(document.get("model_version", "")), table, dict(prompts))
+    logged_model_id = str(document.get("logged_model_id") or "")
+    if not _LOGGED_MODEL_ID.fullmatch(logged_model_id):
+        raise BundleFileError(f"'logged_model_id' {logged_model_id!r} is not a LoggedModel id (m-<32 hex>)")
+    components = document.get("components")
+    if not isinstance(components, Mapping) or not all(isinstance(v, str) for v in components.values()):
+        raise BundleFileError("'components' must map each component to its URI")
+    raw = document.get("component_params")
+    if not isinstance(raw, Mapping) or set(raw) != set(MODEL_COMPONENT_KEYS):
+        raise BundleFileError(f"'component_params' must hold exactly {', '.join(MODEL_COMPONENT_KEYS)}")
+    params: dict[str, dict[str, str]] = {}
+    for key in MODEL_COMPONENT_KEYS:
+        value = raw[key]
+        if not isinstance(value, Mapping) or not all(isinstance(v, str) for v in value.values()):
+            raise BundleFileError(f"'component_params.{key}' must map param names to strings")
+        params[key] = dict(value)
+    try:
+        policy = RetrievalPolicy.from_params(params["retriever_policy"])
+        ruleset = GuardrailRuleset.from_params(params["guardrail_ruleset"])
+    except ValueError as exc:
+        raise BundleFileError(str(exc)) from None
+    embedding = params["retriever_policy"].get("embedding_model")
+    if embedding != base.embedder.model_id:
+        raise BundleFileError(
+            f"retriever policy: embedding_model {embedding!r} is not the one the index is built with "
+            f"({base.embedder.model_id!r})"
+        )
+    classifier: IntentClassifier = _configured(base.classifier, params["intent_classifier"], "intent classifier")
+    reranker: Reranker = _configured(base.reranker, params["reranker"], "reranker")
+    prompts = dict(prompts)
+    serving = Serving(
+        table,
+        prompts,
+        classifier,
+        reranker,
+        policy,
+        ruleset,
+        logged_model_id,
+        {k: str(v) for k, v in components.items() if k != "prompt_pack"},
+    )
+    return ServedBundle(version, str(document.get("model_version", "")), table, prompts, serving)
 
 
 class BundleFile:
     """A route source (``current()``) and a live prompt mapping (``prompts``) over one exported
     bundle file, re-read when it changes. Thread-safe; the check costs one ``stat`` per refresh."""
 
-    def __init__(self, path: str, default_model_id: str, refresh_s: float, clock: Any = time.monotonic) -> None:
+    def __init__(
+        self, path: str, base: Providers, default_model_id: str, refresh_s: float, clock: Any = time.monotonic
+    ) -> None:
         self.path = path
+        self._base = base
         self._default_model_id = default_model_id
         self._refresh_s = refresh_s
         self._clock = clock
@@ -91,7 +159,7 @@ class BundleFile:
             raise BundleFileError(f"{self.path}: {exc.__class__.__name__}: {exc}") from None
         if not isinstance(document, Mapping):
             raise BundleFileError(f"{self.path}: not a JSON object")
-        return parse_bundle(document, self._default_model_id)
+        return parse_bundle(document, self._base, self._default_model_id)
 
     def served(self) -> ServedBundle:
         now = self._clock()
@@ -112,6 +180,9 @@ class BundleFile:
 
     def current(self) -> RouteTable:
         return self.served().table
+
+    def serving(self) -> Serving:
+        return self.served().serving
 
 
 class _LivePrompts(Mapping[str, str]):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +24,7 @@ DEFAULT_RELEASE_BUNDLE = "2026.11.20-rc1"
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 PROVIDERS = ("offline", "aws")
 DEPLOYMENT_STAGES = ("dev", "prod", "canary", "shadow")
+RELEASE_EVENTS = ("auto", "on", "off")
 TITAN_DIMENSIONS = (256, 512, 1024)
 
 
@@ -76,18 +78,37 @@ class MlflowConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ReleaseConfig:
+    """What ``mangaassist-release`` does besides MLflow: its bundle events to the gateway."""
+
+    events: str
+    outbox: str
+    events_timeout_s: float
+
+
+@dataclass(frozen=True, slots=True)
 class OrchestratorConfig:
     env: str
     providers: str
     deployment_stage: str
     release_bundle: str
     bundle_file: str
+    bundle_dir: str
+    release_alias: str
     bundle_refresh_s: float
     aws: AwsConfig
     cache: CacheConfig
     api: ApiConfig
     tracing: TracingConfig
     mlflow: MlflowConfig
+    release: ReleaseConfig
+
+    @property
+    def bundle_path(self) -> str:
+        """The exported bundle to serve: ``bundle_file``, else ``bundle_dir/<release_alias>.json``, else ``""``."""
+        if self.bundle_file:
+            return self.bundle_file
+        return f"{self.bundle_dir.rstrip('/')}/{self.release_alias}.json" if self.bundle_dir else ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +156,12 @@ def _one_of(options: tuple[Any, ...]) -> Callable[[Any], str | None]:
 
 def _at_least(low: float) -> Callable[[float], str | None]:
     return lambda v: None if v >= low else f"must be >= {low:g}, got {v:g}"
+
+
+def _alias(v: str) -> str | None:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}", v):
+        return f"must be a registry alias (letters, digits, '_' and '-'), got {v!r}"
+    return None
 
 
 def _positive(v: float) -> str | None:
@@ -190,8 +217,24 @@ SETTINGS: tuple[Setting, ...] = (
         "bundle_file",
         "",
         _text,
-        "a bundle exported by `mangaassist-release export` (routes, prompts, model ids) to serve; "
-        "empty: the shipped routes and prompts",
+        "a bundle exported by `mangaassist-release export` (routes, prompts, model ids, retriever policy, "
+        "guardrail ruleset) to serve; overrides MANGAASSIST_BUNDLE_DIR; empty: see MANGAASSIST_BUNDLE_DIR",
+    ),
+    Setting(
+        "MANGAASSIST_BUNDLE_DIR",
+        "bundle_dir",
+        "",
+        _text,
+        "directory `mangaassist-release follow` keeps one exported bundle per alias in; the chatbot serves "
+        "<dir>/<MANGAASSIST_RELEASE_ALIAS>.json; both empty: the shipped routes and prompts, no registered bundle",
+    ),
+    Setting(
+        "MANGAASSIST_RELEASE_ALIAS",
+        "release_alias",
+        "prod",
+        _text,
+        "alias of mangaassist-chatbot-prod this chatbot serves (from MANGAASSIST_BUNDLE_DIR)",
+        _alias,
     ),
     Setting(
         "MANGAASSIST_BUNDLE_REFRESH_S",
@@ -322,6 +365,32 @@ SETTINGS: tuple[Setting, ...] = (
         "MLflow for offline jobs and release tooling (the request path never talks to MLflow)",
         _tracking_uri,
     ),
+    Setting(
+        "MANGAASSIST_RELEASE_EVENTS",
+        "release.events",
+        "auto",
+        _lower,
+        "mangaassist-release sends each lifecycle step to the gateway (TRACEGW_CLIENT_TARGET) as a bundle event: "
+        "on, off, or auto (on with an http(s) MLFLOW_TRACKING_URI, off with embedded sqlite:///)",
+        _one_of(RELEASE_EVENTS),
+    ),
+    Setting(
+        "MANGAASSIST_RELEASE_OUTBOX",
+        "release.outbox",
+        "mangaassist-release-outbox.jsonl",
+        _text,
+        "JSON-lines file (relative: to the working directory) keeping the bundle events the gateway did not "
+        "take; the next mangaassist-release command re-sends them",
+        _non_empty,
+    ),
+    Setting(
+        "MANGAASSIST_RELEASE_EVENTS_TIMEOUT_S",
+        "release.events_timeout_s",
+        "2.0",
+        _float,
+        "deadline of each bundle-event call of mangaassist-release (a slow gateway never holds a release step)",
+        _positive,
+    ),
 )
 
 _SECTIONS: dict[str, type] = {
@@ -330,6 +399,7 @@ _SECTIONS: dict[str, type] = {
     "api": ApiConfig,
     "tracing": TracingConfig,
     "mlflow": MlflowConfig,
+    "release": ReleaseConfig,
 }
 
 

@@ -8,7 +8,7 @@ propagates.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -28,7 +28,13 @@ class RequestTrace:
         return self.root.trace_id
 
     def tag(
-        self, intent: str, release_bundle: str, prompt_version: str, bedrock_model_id: str, cache_hit: bool
+        self,
+        intent: str,
+        release_bundle: str,
+        prompt_version: str,
+        bedrock_model_id: str,
+        cache_hit: bool,
+        bundle_tags: Mapping[str, str] | None = None,
     ) -> None:
         req = self.request
         self.tracer.update_current_trace(
@@ -43,6 +49,7 @@ class RequestTrace:
                 "cache_hit": "true" if cache_hit else "false",
                 "user_type": req.user_type,
                 "deployment_stage": self.deployment_stage,
+                **(bundle_tags or {}),
             }
         )
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from clients import Feedback, FeedbackEvent, Tracer
 from orchestrator.adapters import Providers
-from orchestrator.adapters.base import IntentPrediction, ProviderError
+from orchestrator.adapters.base import IntentClassifier, IntentPrediction, ProviderError, Serving
 from orchestrator.cache import CachedAnswer, ResponseCache, cache_key
 from orchestrator.corpus import Document, load_documents
 from orchestrator.generation import traced_generate
@@ -49,6 +49,16 @@ class ResponseRecord:
     session_id: str
     prompt_version: str
     release_bundle: str
+
+
+def _bundle_tags(serving: Serving) -> dict[str, str]:
+    """Trace tags naming the served bundle's LoggedModel (the gateway links the stored trace to it)
+    and its component versions; none when the shipped configuration is served."""
+    if not serving.logged_model_id:
+        return {}
+    tags = {f"component.{key}": uri for key, uri in serving.components.items()}
+    tags["release_model_id"] = serving.logged_model_id
+    return tags
 
 
 def _japanese(locale: str, message: str) -> bool:
@@ -108,13 +118,13 @@ class ChatService:
         with request_trace(self._tracer, request, self._stage) as trace:
             return self._orchestrate(trace)
 
-    def _classify(self, req: ChatRequest) -> IntentPrediction:
+    def _classify(self, req: ChatRequest, classifier: IntentClassifier) -> IntentPrediction:
         ctx = req.page_context
         with self._tracer.start_span(
-            "intent_classification", span_type="CHAIN", attributes={"classifier": self.providers.classifier.model_name}
+            "intent_classification", span_type="CHAIN", attributes={"classifier": classifier.model_name}
         ) as span:
             try:
-                prediction = self.providers.classifier.classify(req.message, ctx.page_type, ctx.locale)
+                prediction = classifier.classify(req.message, ctx.page_type, ctx.locale)
             except ProviderError as exc:  # degrade to the general-help route, visibly
                 span.set_attributes({"degraded": True, "error_code": exc.code})
                 prediction = IntentPrediction("faq", 0.0, "unavailable")
@@ -130,14 +140,16 @@ class ChatService:
     def _orchestrate(self, trace: RequestTrace) -> ChatResponse:
         tracer, req = self._tracer, trace.request
         ctx = req.page_context
+        serving = self.providers.serving()  # one read: a bundle switch never splits a request
+        guardrails = self.guardrails.for_ruleset(serving.ruleset)
         with tracer.start_span("load_context") as span:
             with self._lock:
                 history = list(self._history.get(req.session_id, ()))
             span.set_attributes({"history_turns": len(history) // 2, "locale": ctx.locale})
-        intent = self._classify(req).intent
-        table = self.providers.routes.current()
+        intent = self._classify(req, serving.classifier).intent
+        table = serving.table
         route = table.route_for(intent)
-        verdict = self.guardrails.screen_input(req.message)
+        verdict = guardrails.screen_input(req.message)
         key = cache_key(
             req.message, intent, ctx.page_type, ctx.product_id, ctx.locale, route.prompt_version, route.model_id
         )
@@ -145,7 +157,7 @@ class ChatService:
         generate = route.uses_bedrock and verdict.passed and cached is None
         prompt_version = route.prompt_version if (generate or cached) else "none"
         model_id = route.model_id if generate else cached.model_id if cached else "none"
-        trace.tag(intent, table.release_bundle, prompt_version, model_id, cached is not None)
+        trace.tag(intent, table.release_bundle, prompt_version, model_id, cached is not None, _bundle_tags(serving))
         with tracer.start_span(
             "route_intent",
             attributes={
@@ -166,7 +178,9 @@ class ChatService:
             chunks, reply, grounded = cached.chunks, cached.reply, True
         elif verdict.passed:
             if route.uses_retrieval:
-                chunks = self.retriever.retrieve(req.message, route, ctx.product_id).chunks
+                chunks = self.retriever.retrieve(
+                    req.message, route, ctx.product_id, serving.policy, serving.reranker
+                ).chunks
             if generate:
                 with tracer.start_span(
                     "build_prompt", attributes={"prompt_version": route.prompt_version, "chunk_count": len(chunks)}
@@ -179,7 +193,7 @@ class ChatService:
                         ctx.page_type,
                         ctx.product_id,
                         history,
-                        self.providers.prompts or None,
+                        serving.prompts or None,
                     )
                     span.set_attributes({"prompt_hash": prompt.prompt_hash, "prompt_chars": prompt.chars})
                 try:
@@ -193,7 +207,7 @@ class ChatService:
                     reply, failed = (UNAVAILABLE_JA if _japanese(ctx.locale, req.message) else UNAVAILABLE_EN), True
             else:
                 reply = rule_answer(intent, req.message, ctx.locale, chunks)
-        outcome = self.guardrails.apply(req.message, reply, chunks, ctx.locale, grounded, verdict)
+        outcome = guardrails.apply(req.message, reply, chunks, ctx.locale, grounded, verdict)
 
         response_id = new_response_id()
         with tracer.start_span("persist_response", attributes={"store": "memory", "response_id": response_id}):

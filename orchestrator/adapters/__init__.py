@@ -8,9 +8,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from orchestrator.adapters.base import Embedder, Generator, IntentClassifier, Reranker, RouteSource
+from orchestrator.adapters.base import Embedder, Generator, IntentClassifier, Reranker, RouteSource, Serving
 from orchestrator.config import OrchestratorConfig, load
+
+
+class BundleSource(Protocol):
+    """A served release bundle (``orchestrator.bundle_file.BundleFile``)."""
+
+    def serving(self) -> Serving: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,18 +30,30 @@ class Providers:
     kind: str
     prompts: Mapping[str, str] = field(default_factory=dict)
     """System prompts by prompt version; empty: the shipped ``orchestrator.prompts.SYSTEM_PROMPTS``."""
+    bundle: BundleSource | None = None
+    """The served release bundle, when one is (``MANGAASSIST_BUNDLE_FILE`` or ``_DIR``); it then
+    supplies routes, prompts, classifier, reranker, retriever policy and guardrail ruleset."""
+
+    def serving(self) -> Serving:
+        """What the next request is served with (one consistent read)."""
+        if self.bundle is not None:
+            return self.bundle.serving()
+        return Serving(self.routes.current(), self.prompts, self.classifier, self.reranker)
 
 
 def _served_bundle(providers: Providers, config: OrchestratorConfig) -> Providers:
-    """``providers`` serving the exported bundle of ``MANGAASSIST_BUNDLE_FILE``, when one is set."""
-    if not config.bundle_file:
+    """``providers`` serving an exported release bundle: ``MANGAASSIST_BUNDLE_FILE``, or
+    ``MANGAASSIST_BUNDLE_DIR/<MANGAASSIST_RELEASE_ALIAS>.json`` (what ``mangaassist-release
+    follow`` writes), when either is set."""
+    path = config.bundle_path
+    if not path:
         return providers
     import dataclasses
 
     from orchestrator.bundle_file import BundleFile
 
-    served = BundleFile(config.bundle_file, config.aws.bedrock_model_id, config.bundle_refresh_s)
-    return dataclasses.replace(providers, routes=served, prompts=served.prompts)
+    served = BundleFile(path, providers, config.aws.bedrock_model_id, config.bundle_refresh_s)
+    return dataclasses.replace(providers, routes=served, prompts=served.prompts, bundle=served)
 
 
 def offline_providers(config: OrchestratorConfig | None = None) -> Providers:

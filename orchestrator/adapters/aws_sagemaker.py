@@ -10,6 +10,8 @@
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Mapping
 from typing import Any
 
 from orchestrator.adapters.aws_calls import RetryPolicy, make_client
@@ -34,6 +36,13 @@ def _invoke(client: Any, retry: RetryPolicy, endpoint: str, payload: dict[str, A
     return body, str(response.get("InvokedProductionVariant", ""))
 
 
+def _endpoint_param(params: Mapping[str, str], model: str) -> str:
+    endpoint = params.get("endpoint_name", "")
+    if not re.fullmatch(r"[A-Za-z0-9](-*[A-Za-z0-9]){0,62}", endpoint):  # SageMaker's endpoint-name rule
+        raise ValueError(f"{model}: endpoint_name {endpoint!r} is not a SageMaker endpoint name")
+    return endpoint
+
+
 class SageMakerIntentClassifier:
     def __init__(
         self, client: Any, endpoint: str = "manga-intent-classifier", retry: RetryPolicy | None = None
@@ -46,6 +55,11 @@ class SageMakerIntentClassifier:
     @classmethod
     def create(cls, region: str, timeout_s: float, max_attempts: int, endpoint: str) -> SageMakerIntentClassifier:
         return cls(make_client("sagemaker-runtime", region, timeout_s), endpoint, RetryPolicy(max_attempts))
+
+    def configured(self, params: Mapping[str, str]) -> SageMakerIntentClassifier:
+        """The classifier a bundle's ``manga-intent-classifier`` version names (its ``endpoint_name``),
+        sharing this one's client and retry policy."""
+        return SageMakerIntentClassifier(self._client, _endpoint_param(params, "manga-intent-classifier"), self._retry)
 
     def classify(self, message: str, page_type: str, locale: str) -> IntentPrediction:
         body, variant = _invoke(
@@ -73,6 +87,10 @@ class SageMakerReranker:
     @classmethod
     def create(cls, region: str, timeout_s: float, max_attempts: int, endpoint: str) -> SageMakerReranker:
         return cls(make_client("sagemaker-runtime", region, timeout_s), endpoint, RetryPolicy(max_attempts))
+
+    def configured(self, params: Mapping[str, str]) -> SageMakerReranker:
+        """The reranker a bundle's ``manga-reranker`` version names (its ``endpoint_name``)."""
+        return SageMakerReranker(self._client, _endpoint_param(params, "manga-reranker"), self._retry)
 
     def score(self, query: str, documents: list[str]) -> list[float]:
         if not documents:

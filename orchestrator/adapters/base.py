@@ -11,8 +11,13 @@ Errors::
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from orchestrator.guardrails import GuardrailRuleset
+    from orchestrator.retrieval import RetrievalPolicy
 
 
 class ProviderError(Exception):
@@ -114,3 +119,21 @@ class RouteTable:
     def route_for(self, intent: str) -> Route:
         """The route of ``intent``; unknown intents fall back to ``faq``."""
         return self.routes.get(intent) or self.routes["faq"]
+
+
+@dataclass(frozen=True, slots=True)
+class Serving:
+    """Everything one request is served with, read once at its start so a bundle switch never
+    splits a request: the route table, the system prompts by label, the intent classifier and
+    reranker the bundle configures, its retriever policy and guardrail ruleset (``None``: the
+    shipped ones), the bundle's LoggedModel id (``""`` when no registered bundle is served) and
+    its component URIs (trace tags ``component.<key>``)."""
+
+    table: RouteTable
+    prompts: Mapping[str, str]
+    classifier: IntentClassifier
+    reranker: Reranker
+    policy: RetrievalPolicy | None = None
+    ruleset: GuardrailRuleset | None = None
+    logged_model_id: str = ""
+    components: Mapping[str, str] = field(default_factory=dict)

@@ -9,9 +9,11 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import zlib
+from collections.abc import Mapping
 
 from orchestrator.adapters.base import IntentPrediction
 from orchestrator.text import tokens
@@ -128,10 +130,25 @@ class KeywordIntentClassifier:
     model_name = "offline-keyword-intent"
     model_version = "offline-keyword-intent-1"
 
+    def __init__(self, page_prior: Mapping[str, str] | None = None) -> None:
+        self.page_prior = dict(_PAGE_PRIOR if page_prior is None else page_prior)
+
+    def configured(self, params: Mapping[str, str]) -> KeywordIntentClassifier:
+        """This classifier as a bundle's ``manga-intent-classifier`` version configures it: the
+        version must be this stand-in (``offline.model_id``); its page prior is read from the params."""
+        _require_offline_id(params, self.model_version, "manga-intent-classifier")
+        try:
+            prior = json.loads(params.get("offline.page_prior", "null"))
+        except ValueError:
+            prior = None
+        if not isinstance(prior, dict) or not all(v in _COMPILED for v in prior.values()):
+            raise ValueError("manga-intent-classifier: offline.page_prior must map page types to known intents")
+        return KeywordIntentClassifier(prior)
+
     def classify(self, message: str, page_type: str, locale: str) -> IntentPrediction:
         text = message.lower().strip()
         scores = {intent: sum(w for pattern, w in cues if pattern.search(text)) for intent, cues in _COMPILED.items()}
-        prior = _PAGE_PRIOR.get(page_type)
+        prior = self.page_prior.get(page_type)
         if prior:
             scores[prior] += 0.5
         total = sum(scores.values())
@@ -141,8 +158,19 @@ class KeywordIntentClassifier:
         return IntentPrediction(best, round(scores[best] / total, 3), self.model_version)
 
 
+def _require_offline_id(params: Mapping[str, str], shipped: str, model: str) -> None:
+    pinned = params.get("offline.model_id")
+    if pinned != shipped:
+        raise ValueError(f"{model}: the bundle pins offline model {pinned!r}; this build ships {shipped!r}")
+
+
 class OverlapReranker:
     version = "offline-overlap-reranker-1"
+
+    def configured(self, params: Mapping[str, str]) -> OverlapReranker:
+        """This reranker for a bundle's ``manga-reranker`` version (which must name this stand-in)."""
+        _require_offline_id(params, self.version, "manga-reranker")
+        return self
 
     def score(self, query: str, documents: list[str]) -> list[float]:
         q = set(tokens(query))

@@ -23,7 +23,7 @@ import os
 import re
 import sys
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from orchestrator.config import DEFAULT_RELEASE_BUNDLE, ConfigError, load
 
@@ -40,8 +40,25 @@ Registry layers and release bundles of MangaAssist on MLflow.
   evaluate    run the golden set through the chatbot a bundle configures (mlflow.genai.evaluate),
               log the spec §11 metrics and artifacts, gate on thresholds-v1.json (exit 1 when missed)
   compare     per-metric deltas and the cases whose outcome changed between two evaluations
+  component   show a component version's params, or derive a new version with some params changed
+              (retriever policy, guardrail ruleset, classifier, reranker)
+  export      write one bundle as the file the chatbot serves (MANGAASSIST_BUNDLE_FILE)
+  follow      keep DIR/<alias>.json exported for prod, canary and shadow (MANGAASSIST_BUNDLE_DIR)
+  stage       move alias shadow or canary to a bundle (canary: --percent, tag canary.percent)
+  record-verdict  record a shadow or canary verdict on a bundle (tags eval.<stage>, run id, stamp)
+  sign-off    sign a bundle's changed prompt versions (prompt owners) or guardrail ruleset
+              (guardrail owners): a stamped tag on the component version its owners control
+  promote     prod-previous -> current prod, prod -> the bundle, only when every gate passes
+  rollback    prod back to prod-previous (or --to V) in one alias move, with --reason
+  grant       (admin) give a user a role on the basic-auth server: release-owner, prompt-owner,
+              guardrail-owner, gateway
 
 MLFLOW_TRACKING_URI selects MLflow (sqlite:///file or http(s)://server; default sqlite:///mlflow.db).
+Rights exist only on the basic-auth server (`mlflow server --app-name basic-auth`, user from
+MLFLOW_TRACKING_USERNAME/PASSWORD); embedded sqlite:/// has no users and no rights.
+Lifecycle steps (register, evaluate, record-verdict, sign-off, promote, rollback) are also sent to
+the gateway as bundle events (MANGAASSIST_RELEASE_EVENTS, default auto: on with an http(s) MLflow);
+undelivered ones wait in MANGAASSIST_RELEASE_OUTBOX and are re-sent by the next command.
 """
 
 EPILOG = """\
@@ -53,9 +70,18 @@ examples:
   mangaassist-release show --alias candidate --json
   mangaassist-release evaluate --alias candidate --subset route=recommendation
   mangaassist-release compare --bundle candidate-ref --against 1
+  mangaassist-release component --name mangaassist-rag-policy --from prod --set-param final_k=2
+  mangaassist-release follow --dir /var/run/mangaassist/bundles --interval 10
+  mangaassist-release stage --bundle 2 --alias canary --percent 10
+  mangaassist-release record-verdict --bundle 2 --stage canary --verdict pass --reason "1h at 10%"
+  mangaassist-release sign-off --bundle 2 --area prompt
+  mangaassist-release promote --bundle 2
+  mangaassist-release rollback --reason "thumbs-down alarm"
+  mangaassist-release grant --role prompt-owner --user alice --password-file alice.pw
 
-exit status: 0 ok (evaluate: every threshold met); 1 evaluate: a threshold missed;
-2 usage, validation or infrastructure error (one line on stderr)
+exit status: 0 ok (evaluate: every threshold met); 1 evaluate: a threshold missed, promote: a gate
+not passed (each listed); 2 usage, validation, permission (HTTP 401/403) or infrastructure error
+(one line on stderr)
 """
 
 
@@ -178,6 +204,41 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--against", required=True, metavar="B", help="run id or bundle (the baseline side)")
     cmp_.add_argument("--no-log", action="store_true", help="do not log the comparison as an MLflow run")
     cmp_.add_argument("--json", action="store_true", help="print the comparison as JSON")
+
+    com = sub.add_parser(
+        "component",
+        help="show a component version's params, or derive a new version",
+        description="Without --set-param: print the params of NAME at --from (a version number or alias). With "
+        "--set-param: register a new version of NAME with those params changed (checked by the code that reads "
+        "them: an out-of-range final_k or a broken pattern is refused) and print its models:/NAME/VERSION; no alias "
+        "moves. Use it in a candidate with `register --set KEY=URI`.",
+    )
+    com.add_argument(
+        "--name",
+        required=True,
+        choices=("manga-intent-classifier", "manga-reranker", "mangaassist-rag-policy", "mangaassist-guardrails"),
+    )
+    com.add_argument("--from", dest="from_ref", default="prod", metavar="VERSION|ALIAS", help="default prod")
+    com.add_argument("--set-param", action="append", metavar="KEY=VALUE", help="change one param (repeatable)")
+    com.add_argument("--json", action="store_true", help="print as JSON")
+
+    fol = sub.add_parser(
+        "follow",
+        help="keep DIR/<alias>.json exported for the chatbot (MANGAASSIST_BUNDLE_DIR)",
+        description="Every --interval seconds, resolve each alias, export its bundle and replace DIR/<alias>.json "
+        "atomically when it changed; remove the file of an alias that is no longer set (never prod's). When MLflow "
+        "cannot be reached the files stay as they are and the round is retried. An alias move reaches chatbots "
+        "within --interval plus their MANGAASSIST_BUNDLE_REFRESH_S. Stops on SIGTERM or SIGINT (exit 0).",
+    )
+    fol.add_argument("--dir", required=True, help="the directory (created if missing)")
+    fol.add_argument(
+        "--aliases", default="prod,canary,shadow", help="comma-separated aliases to keep (default prod,canary,shadow)"
+    )
+    fol.add_argument("--interval", type=float, default=10.0, metavar="S", help="seconds between rounds (default 10)")
+    fol.add_argument("--once", action="store_true", help="one round, then exit (2 when an alias could not be exported)")
+    from orchestrator.release.commands import add_parsers
+
+    add_parsers(sub)
     return parser
 
 
@@ -200,6 +261,10 @@ def _render(bundle_json: dict[str, object]) -> str:
     assert isinstance(tags, dict)
     lines.append("  tags:")
     lines += [f"    {k} = {v}" for k, v in sorted(tags.items())]
+    if "gates" in b:
+        from orchestrator.release.commands import render_gates
+
+        lines += render_gates(b)
     return "\n".join(lines)
 
 
@@ -221,10 +286,15 @@ def run(argv: Sequence[str] | None = None) -> int:
 
         registry = ReleaseRegistry(config.mlflow.tracking_uri, config.tracing.experiment_name, progress)
         progress(f"MLflow at {config.mlflow.tracking_uri}")
+        events = _release_events(config, progress)
+        from orchestrator.release import commands
+
+        if args.command in commands.COMMANDS:
+            return commands.run_command(config, registry, args, events, progress)
         if args.command == "bootstrap":
             report = registry.bootstrap(config, args.bundle_version)
             assert report.bundle is not None
-            bundle = report.bundle.to_json()
+            bundle = commands.lifecycle_json(registry, report.bundle)
             if args.json:
                 print(json.dumps({"created": report.created, "existing": report.existing, "bundle": bundle}, indent=2))
             else:
@@ -238,14 +308,20 @@ def run(argv: Sequence[str] | None = None) -> int:
                 args.bundle_version,
             )
             print(json.dumps(candidate.to_json(), indent=2) if args.json else candidate.version)
+            from orchestrator.release import events as ev
+            from orchestrator.release.lifecycle import actor
+
+            commands.emit(events, lambda: ev.registered(candidate, actor(registry.tracking_uri)))
         elif args.command == "evaluate":
-            return _evaluate(registry, args, progress)
+            return _evaluate(registry, args, progress, events)
         elif args.command == "export":
             from orchestrator.release.registry import export_bundle
 
             b = registry.bundle(args.bundle) if args.bundle else registry.resolve(args.alias or "prod")
             _write_atomically(args.out, json.dumps(export_bundle(registry, b), indent=2, ensure_ascii=False) + "\n")
             print(f"wrote bundle {b.version} ({b.bundle_version}) to {args.out}")
+        elif args.command in ("component", "follow"):
+            return _component_or_follow(registry, args, progress)
         elif args.command == "compare":
             from orchestrator.evaluation.compare import compare
 
@@ -253,7 +329,8 @@ def run(argv: Sequence[str] | None = None) -> int:
             print(json.dumps(result.to_json(), indent=2) if args.json else result.render())
         else:
             b = registry.bundle(args.bundle) if args.bundle else registry.resolve(args.alias or "prod")
-            print(json.dumps(b.to_json(), indent=2) if args.json else _render(b.to_json()))
+            shown = commands.lifecycle_json(registry, b)
+            print(json.dumps(shown, indent=2) if args.json else _render(shown))
     except Exception as exc:
         if args.debug:
             raise
@@ -262,7 +339,9 @@ def run(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _evaluate(registry: ReleaseRegistry, args: argparse.Namespace, progress: Callable[[str], None]) -> int:
+def _evaluate(
+    registry: ReleaseRegistry, args: argparse.Namespace, progress: Callable[[str], None], events: Any = None
+) -> int:
     from pathlib import Path
 
     from orchestrator.evaluation.evaluate import THRESHOLDS_PATH, evaluate_bundle, parse_subset
@@ -277,6 +356,22 @@ def _evaluate(registry: ReleaseRegistry, args: argparse.Namespace, progress: Cal
         progress=progress,
     )
     verdict = "passed" if outcome.passed else "failed"
+    from orchestrator.release import commands
+    from orchestrator.release import events as ev
+    from orchestrator.release.lifecycle import actor
+
+    commands.emit(
+        events,
+        lambda: ev.evaluated(
+            bundle,
+            "offline",
+            "pass" if outcome.passed else "fail",
+            actor(registry.tracking_uri),
+            metrics=outcome.metrics,
+            run_id=outcome.run_id,
+            dataset_version=outcome.thresholds_version,
+        ),
+    )
     if args.json:
         print(
             json.dumps(
@@ -315,6 +410,55 @@ def _evaluate(registry: ReleaseRegistry, args: argparse.Namespace, progress: Cal
         for name in outcome.not_measured:
             print(f"not measured on this subset: {name}")
     return 0 if outcome.passed else 1
+
+
+def _component_or_follow(registry: ReleaseRegistry, args: argparse.Namespace, progress: Callable[[str], None]) -> int:
+    if args.command == "component":
+        changes = _pairs(args.set_param, "--set-param")
+        if not changes:
+            ref = args.from_ref
+            uri = f"models:/{args.name}/{ref}" if ref.isdigit() else f"models:/{args.name}@{ref}"
+            params = registry.component_params(uri)
+            print(
+                json.dumps(params, indent=2, ensure_ascii=False)
+                if args.json
+                else "\n".join(f"{k} = {v}" for k, v in sorted(params.items()))
+            )
+            return 0
+        uri = registry.derive_component(args.name, args.from_ref, changes)
+        print(json.dumps({"uri": uri, "changed": changes}, indent=2) if args.json else uri)
+        return 0
+    import signal
+    import threading
+    from pathlib import Path
+
+    from orchestrator.release.follow import follow
+
+    aliases = [a.strip() for a in args.aliases.split(",") if a.strip()]
+    if not aliases:
+        raise UsageError("--aliases names no alias")
+    if args.interval <= 0:
+        raise UsageError("--interval must be positive")
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    progress(f"following {', '.join(aliases)} into {args.dir} every {args.interval:g}s")
+    return follow(registry, Path(args.dir), aliases, args.interval, progress, stop, 1 if args.once else None)
+
+
+def _release_events(config: Any, progress: Callable[[str], None]) -> Any:
+    """The bundle-event sender (None when MANGAASSIST_RELEASE_EVENTS is off); re-sends the outbox first."""
+    from pathlib import Path
+
+    from clients.config import ClientConfig
+    from orchestrator.release.events import ReleaseEvents, events_enabled
+
+    if not events_enabled(config.release.events, config.mlflow.tracking_uri):
+        return None
+    client = ClientConfig.from_env(target=config.tracing.gateway_target)
+    sender = ReleaseEvents(client, Path(config.release.outbox), config.release.events_timeout_s, progress)
+    sender.resend()
+    return sender
 
 
 def _reason(exc: BaseException) -> str:

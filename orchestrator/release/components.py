@@ -101,15 +101,11 @@ def _source_digest(*objects: object) -> str:
     return h.hexdigest()[:16]
 
 
-def _default(func: object, name: str) -> str:
-    return str(inspect.signature(func).parameters[name].default)  # type: ignore[arg-type]
-
-
 def intent_classifier(config: OrchestratorConfig) -> ModelSpec:
     clf = offline_models.KeywordIntentClassifier
     return ModelSpec(
         INTENT_MODEL,
-        "hosted-model",
+        model_type(INTENT_MODEL),
         {
             "endpoint_name": config.aws.intent_endpoint,
             "providers": config.providers,
@@ -126,7 +122,7 @@ def reranker(config: OrchestratorConfig) -> ModelSpec:
     rr = offline_models.OverlapReranker
     return ModelSpec(
         RERANKER_MODEL,
-        "hosted-model",
+        model_type(RERANKER_MODEL),
         {
             "endpoint_name": config.aws.reranker_endpoint,
             "providers": config.providers,
@@ -145,13 +141,7 @@ def retriever_policy(config: OrchestratorConfig) -> ModelSpec:
         else offline_models.HashingEmbedder(config.aws.embedding_dimensions).model_id
     )
     params = {
-        "policy_version": retrieval.RETRIEVER_POLICY_VERSION,
-        "candidates_k": _default(retrieval.Retriever.__init__, "candidates_k"),
-        "final_k": _default(retrieval.Retriever.__init__, "final_k"),
-        "fusion": "reciprocal_rank",
-        "fusion_k": _default(retrieval._fuse, "k"),
-        "reranker": "on",  # Retriever always reranks the fused candidates (no switch in the code)
-        "min_score": "none",  # Retriever applies no score threshold
+        **retrieval.RetrievalPolicy().params(),
         "embedding_model": embedding,
         "embedding_dimensions": str(config.aws.embedding_dimensions),
         "routes_document": str(DEFAULT_DOCUMENT.get("version", "unversioned")),
@@ -160,27 +150,22 @@ def retriever_policy(config: OrchestratorConfig) -> ModelSpec:
         params[f"route.{intent}.uses_retrieval"] = str(route.uses_retrieval).lower()
         params[f"route.{intent}.source_types"] = ",".join(route.source_types) or "any"
         params[f"route.{intent}.max_chunks_per_series"] = str(route.max_chunks_per_series)
-    return ModelSpec(RETRIEVER_POLICY_MODEL, "retriever-policy", params)
+    return ModelSpec(RETRIEVER_POLICY_MODEL, model_type(RETRIEVER_POLICY_MODEL), params)
 
 
 def guardrail_ruleset() -> ModelSpec:
-    g = guardrails
-    params = {
-        "ruleset_version": g.RULESET_VERSION,
-        "stages": "prompt_injection,pii_detection,grounding_check,format_validation",
-        "grounding.sentence_coverage": str(g.GroundingStage.SENTENCE_COVERAGE),
-        "grounding.answer_support": str(g.GroundingStage.ANSWER_SUPPORT),
-        "format.max_chars": str(g.FormatStage.MAX_CHARS),
-        "format.markup_pattern": g.FormatStage.MARKUP.pattern,
-        "pii.email_pattern": g.PiiStage.EMAIL.pattern,
-        "pii.phone_pattern": g.PiiStage.PHONE.pattern,
-        "pii.card_pattern": g.PiiStage.CARD.pattern + " (Luhn-checked)",
-        "fallback.en": g.FALLBACK_EN,
-        "fallback.ja": g.FALLBACK_JA,
-    }
-    for rule_id, pattern in g.PromptInjectionStage.RULES:
-        params[f"prompt_injection.{rule_id}"] = pattern.pattern
-    return ModelSpec(GUARDRAIL_MODEL, "guardrail-ruleset", params)
+    """The shipped ruleset's params: exactly what :class:`guardrails.GuardrailRuleset` reads back."""
+    return ModelSpec(GUARDRAIL_MODEL, model_type(GUARDRAIL_MODEL), guardrails.GuardrailRuleset().params())
+
+
+def model_type(name: str) -> str:
+    """The LoggedModel ``model_type`` of component model ``name``."""
+    return {
+        INTENT_MODEL: "hosted-model",
+        RERANKER_MODEL: "hosted-model",
+        RETRIEVER_POLICY_MODEL: "retriever-policy",
+        GUARDRAIL_MODEL: "guardrail-ruleset",
+    }[name]
 
 
 def model_specs(config: OrchestratorConfig) -> dict[str, ModelSpec]:

@@ -57,10 +57,11 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking._tracking_service import utils as _tracking_utils
 
 from orchestrator.adapters import Providers, offline_providers
+from orchestrator.adapters.base import Serving
 from orchestrator.config import DEFAULT_RELEASE_BUNDLE, OrchestratorConfig, load
 from orchestrator.release import components as comp
 from orchestrator.release.components import BUNDLE_MODEL, COMPONENT_KEYS, MODEL_COMPONENTS, SETTABLE_KEYS, ModelSpec
-from orchestrator.routes import DEFAULT_DOCUMENT, StaticRoutes, parse_routes
+from orchestrator.routes import DEFAULT_DOCUMENT, StaticRoutes
 
 DEFAULT_EXPERIMENT = "mangaassist-local"
 """Where the LoggedModels live when ``MLFLOW_EXPERIMENT_NAME`` is empty: the gateway's default traffic
@@ -202,6 +203,15 @@ class ReleaseRegistry:
             location = (db.parent.resolve() / "mlartifacts").as_uri()
         return str(self._client.create_experiment(name, location))
 
+    @property
+    def client(self) -> MlflowClient:
+        """The MLflow client at this tracking URI (the lifecycle commands use it for tags and aliases)."""
+        return self._client
+
+    def alias_version(self, name: str, alias: str) -> int | None:
+        """The version of ``name`` that holds ``alias``, or None when no version does."""
+        return self._alias_version(name, alias)
+
     def _alias_version(self, name: str, alias: str) -> int | None:
         try:
             return int(self._client.get_model_version_by_alias(name, alias).version)
@@ -235,7 +245,7 @@ class ReleaseRegistry:
         report.bundle = self.bundle(str(version))
         return report
 
-    def _ensure_model(self, spec: ModelSpec, report: BootstrapReport) -> str:
+    def _ensure_model(self, spec: ModelSpec, report: BootstrapReport, alias: str | None = COMPONENT_ALIAS) -> str:
         c = self._client
         digest = spec.digest
         found = (
@@ -252,9 +262,9 @@ class ReleaseRegistry:
             version = int(mv.version)
             report.created.append(f"models:/{spec.name}/{version}")
             self._progress(f"created models:/{spec.name}/{version} (LoggedModel {model_id})")
-        if self._alias_version(spec.name, COMPONENT_ALIAS) is None:
-            c.set_registered_model_alias(spec.name, COMPONENT_ALIAS, str(version))
-            report.created.append(f"models:/{spec.name}@{COMPONENT_ALIAS}")
+        if alias is not None and self._alias_version(spec.name, alias) is None:
+            c.set_registered_model_alias(spec.name, alias, str(version))
+            report.created.append(f"models:/{spec.name}@{alias}")
         return f"models:/{spec.name}/{version}"
 
     def _find_or_create_logged_model(self, name: str, model_type: str, params: dict[str, str], digest: str) -> str:
@@ -358,6 +368,12 @@ class ReleaseRegistry:
                 raise ReleaseError(f"no bundle holds alias {alias!r} on {BUNDLE_MODEL} (run bootstrap?)") from None
             raise
         return self._load(mv)
+
+    def resolve_optional(self, alias: str) -> Bundle | None:
+        """The bundle holding ``alias``, or ``None`` when no version holds it."""
+        if self._alias_version(BUNDLE_MODEL, alias) is None:
+            return None
+        return self.resolve(alias)
 
     def bundle(self, ref: str) -> Bundle:
         """A bundle by registry version number (``3``) or by its ``bundle_version`` tag."""
@@ -504,6 +520,49 @@ class ReleaseRegistry:
                 out[route] = (f"{prompt.name}/{prompt.version}", template)
         return out
 
+    def component_params(self, uri: str) -> dict[str, str]:
+        """The params of the LoggedModel behind ``models:/NAME/VERSION`` (a component version)."""
+        pinned = self._resolve_model(uri)
+        if pinned.startswith("error:"):
+            raise UnknownUriError(f"{uri}: {pinned.removeprefix('error: ')}")
+        name, _, version = pinned.removeprefix("models:/").partition("/")
+        source = str(self._client.get_model_version(name, version).source or "")
+        if not source.startswith("models:/m-"):
+            raise ReleaseError(f"{pinned} has source {source!r}, not a LoggedModel")
+        return dict(self._client.get_logged_model(source.removeprefix("models:/")).params)
+
+    def derive_component(self, name: str, from_ref: str, changes: Mapping[str, str]) -> str:
+        """A new version of component ``name`` (a registered model of :data:`MODEL_COMPONENTS`):
+        the params of version (or alias) ``from_ref`` with ``changes`` applied, checked by the
+        code that will read them. Returns its ``models:/NAME/VERSION``; no alias moves. The same
+        params again return the existing version (found by digest)."""
+        from orchestrator.guardrails import GuardrailRuleset
+        from orchestrator.retrieval import RetrievalPolicy
+
+        if name not in MODEL_COMPONENTS.values():
+            raise ReleaseError(f"{name!r} is not a component model ({', '.join(MODEL_COMPONENTS.values())})")
+        base_uri = f"models:/{name}/{from_ref}" if from_ref.isdigit() else f"models:/{name}@{from_ref}"
+        params = self.component_params(base_uri)
+        # A new key is accepted in an open family (a new prompt_injection.<rule id>), not elsewhere.
+        unknown = sorted(k for k in set(changes) - set(params) if not k.startswith("prompt_injection."))
+        if unknown:
+            raise ReleaseError(
+                f"{name} has no param {', '.join(unknown)} (`mangaassist-release component --name {name}` lists them)"
+            )
+        params.update(changes)
+        try:
+            if name == comp.RETRIEVER_POLICY_MODEL:
+                RetrievalPolicy.from_params(params)
+            elif name == comp.GUARDRAIL_MODEL:
+                GuardrailRuleset.from_params(params)
+        except ValueError as exc:
+            raise ReleaseError(str(exc)) from None
+        spec = ModelSpec(name, comp.model_type(name), params)
+        report = BootstrapReport()
+        with self._mlflow():
+            version = self._ensure_model(spec, report, alias=None)
+        return version
+
     # -- URI validation ---------------------------------------------------------------------------
 
     def _resolve_model(self, uri: str) -> str:
@@ -564,62 +623,82 @@ def _check_bundle_version(value: str) -> None:
         )
 
 
-def _route_document(bundle: Bundle, prompts: dict[str, tuple[str, str]]) -> dict[str, Any]:
-    """The shipped route document with each of the bundle's routes naming its prompt label."""
+def _route_document(bundle: Bundle, prompts: dict[str, tuple[str, str]], policy: Mapping[str, str]) -> dict[str, Any]:
+    """The shipped route document with each of the bundle's routes naming its prompt label and
+    model id, and every route's retrieval filters taken from the bundle's retriever policy
+    (params ``route.<intent>.uses_retrieval|source_types|max_chunks_per_series``)."""
     document = copy.deepcopy(DEFAULT_DOCUMENT)
+    routes = document["routes"]
     for route, (label, _template) in prompts.items():
-        if route not in document["routes"]:
+        if route not in routes:
             raise ReleaseError(f"bundle {bundle.version} has a prompt for unknown route {route!r}")
-        document["routes"][route]["prompt_version"] = label
+        routes[route]["prompt_version"] = label
+        routes[route]["model_id"] = bundle.components["bedrock_model_id"]
+    for intent, route_doc in routes.items():
+        prefix = f"route.{intent}."
+        if prefix + "uses_retrieval" not in policy:
+            raise ReleaseError(f"retriever policy {bundle.components['retriever_policy']} has no {prefix}* params")
+        route_doc["uses_retrieval"] = policy[prefix + "uses_retrieval"] == "true"
+        types = policy.get(prefix + "source_types", "any")
+        route_doc["source_types"] = [] if types == "any" else types.split(",")
+        route_doc["max_chunks_per_series"] = int(policy.get(prefix + "max_chunks_per_series", "2"))
+    document["release_bundle"] = bundle.bundle_version or str(bundle.version)
+    document["version"] = f"{bundle.name}/{bundle.version}"
     return document
 
 
 def providers_for_bundle(
     registry: ReleaseRegistry, bundle: Bundle, config: OrchestratorConfig | None = None
 ) -> tuple[Providers, dict[str, tuple[str, str]]]:
-    """Offline :class:`~orchestrator.adapters.Providers` configured by ``bundle``, and its route prompts.
+    """Offline :class:`~orchestrator.adapters.Providers` serving ``bundle`` exactly as the chatbot
+    serves its export (the same document through the same :func:`~orchestrator.bundle_file.parse_bundle`):
+    its per-route prompts from the prompt registry, its model id, the classifier and reranker its
+    component versions configure, its retriever policy and guardrail ruleset. Also returns the
+    route -> (prompt label, template) map."""
+    from orchestrator.bundle_file import parse_bundle
 
-    The route table is the shipped route document with, per LLM-backed route, ``prompt_version``
-    set to the bundle's prompt label (``mangaassist-prompts.<route>/<version>``) and the bundle's
-    ``bedrock_model_id``; ``Providers.prompts`` maps each label to the template loaded from the
-    prompt registry. So two bundles that differ in a prompt or in the model id behave differently
-    offline (the offline generator follows the prompt's instructions and the model's profile).
-
-    Not applied here (weaker than the issue's item 2): the bundle's intent classifier, reranker,
-    retriever policy and guardrail ruleset versions; the offline stand-ins of the shipped code are used.
-    """
     config = config or load({})
     prompts = registry.prompt_templates(bundle)
-    document = _route_document(bundle, prompts)
-    model_id = bundle.components["bedrock_model_id"]
-    table = parse_routes(document, model_id, bundle.bundle_version or config.release_bundle)
+    document = export_bundle(registry, bundle, prompts)
     base = offline_providers(config)
+    try:
+        served = parse_bundle(document, base, config.aws.bedrock_model_id)
+    except ValueError as exc:
+        raise ReleaseError(f"bundle {bundle.version} cannot be served by this build: {exc}") from None
     providers = dataclasses.replace(
-        base,
-        routes=StaticRoutes(table),
-        prompts={label: template for label, template in prompts.values()},
+        base, routes=StaticRoutes(served.table), prompts=served.prompts, bundle=_Fixed(served.serving)
     )
     return providers, prompts
 
 
-def export_bundle(registry: ReleaseRegistry, bundle: Bundle) -> dict[str, Any]:
-    """The bundle as the document the chatbot serves (``orchestrator.bundle_file``): the shipped
-    route document with each LLM route's prompt label and the bundle's model id, the prompt
-    templates by label (from the prompt registry), and the component URIs."""
-    from orchestrator.bundle_file import FORMAT
+@dataclass(frozen=True)
+class _Fixed:
+    """A bundle source that always serves one bundle (evaluation)."""
 
-    prompts = registry.prompt_templates(bundle)
-    document = _route_document(bundle, prompts)
-    document["release_bundle"] = bundle.bundle_version or str(bundle.version)
-    document["version"] = f"{bundle.name}/{bundle.version}"
-    for route in prompts:
-        document["routes"][route]["model_id"] = bundle.components["bedrock_model_id"]
+    fixed: Serving
+
+    def serving(self) -> Serving:
+        return self.fixed
+
+
+def export_bundle(
+    registry: ReleaseRegistry, bundle: Bundle, prompts: dict[str, tuple[str, str]] | None = None
+) -> dict[str, Any]:
+    """The bundle as the document the chatbot serves (``orchestrator.bundle_file``): the route
+    document (:func:`_route_document`), the prompt templates by label (from the prompt registry),
+    the component URIs, the params of the four component model versions and the LoggedModel id."""
+    from orchestrator.bundle_file import FORMAT, MODEL_COMPONENT_KEYS
+
+    prompts = prompts if prompts is not None else registry.prompt_templates(bundle)
+    params = {key: registry.component_params(bundle.components[key]) for key in MODEL_COMPONENT_KEYS}
+    document = _route_document(bundle, prompts, params["retriever_policy"])
     return {
         "format": FORMAT,
         "bundle_version": document["release_bundle"],
         "model_version": str(bundle.version),
         "logged_model_id": bundle.model_id,
         "components": bundle.components,
+        "component_params": params,
         "routes": document,
         "prompts": {label: template for label, template in prompts.values()},
     }

@@ -12,7 +12,7 @@ import pytest
 
 from clients import ClientConfig, Tracer
 from orchestrator.adapters import offline_providers
-from orchestrator.bundle_file import BundleFileError
+from orchestrator.bundle_file import FORMAT, BundleFileError
 from orchestrator.config import load
 from orchestrator.release import cli
 from orchestrator.release.registry import export_bundle
@@ -68,8 +68,11 @@ def test_an_exported_bundle_is_served_and_a_new_export_replaces_it(
 
 def test_a_bundle_file_that_cannot_be_served_fails_at_start(tmp_path: Path) -> None:
     bad = tmp_path / "bundle.json"
-    bad.write_text(json.dumps({"format": "mangaassist-bundle/1", "bundle_version": "x", "routes": {}, "prompts": {}}))
+    bad.write_text(json.dumps({"format": FORMAT, "bundle_version": "x", "routes": {}, "prompts": {}}))
     with pytest.raises(BundleFileError, match="routes"):
+        offline_providers(load({"MANGAASSIST_BUNDLE_FILE": str(bad)}))
+    bad.write_text(json.dumps({"format": "mangaassist-bundle/1", "bundle_version": "x", "routes": {}, "prompts": {}}))
+    with pytest.raises(BundleFileError, match="not a mangaassist-bundle/2 document"):
         offline_providers(load({"MANGAASSIST_BUNDLE_FILE": str(bad)}))
     with pytest.raises(BundleFileError, match="cannot read"):
         offline_providers(load({"MANGAASSIST_BUNDLE_FILE": str(tmp_path / "missing.json")}))
