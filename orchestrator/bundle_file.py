@@ -47,12 +47,36 @@ class BundleFileError(ValueError):
 
 
 @dataclass(frozen=True)
+class Rollout:
+    """A canary step as exported with the ``canary`` alias: the share of sessions (``percent``)
+    and the salt of their assignment (``orchestrator.rollout.router``)."""
+
+    percent: float
+    salt: str
+
+
+@dataclass(frozen=True)
 class ServedBundle:
     bundle_version: str
     model_version: str
     table: RouteTable
     prompts: Mapping[str, str]
     serving: Serving
+    rollout: Rollout | None = None
+
+
+def _rollout(document: Mapping[str, Any]) -> Rollout | None:
+    raw = document.get("rollout")
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping):
+        raise BundleFileError("'rollout' must be an object {percent, salt}")
+    percent, salt = raw.get("percent"), raw.get("salt")
+    if isinstance(percent, bool) or not isinstance(percent, (int, float)) or not 0 <= percent <= 100:
+        raise BundleFileError(f"'rollout.percent' must be a number in [0, 100], got {percent!r}")
+    if not isinstance(salt, str) or not salt:
+        raise BundleFileError("'rollout.salt' must be a non-empty string")
+    return Rollout(float(percent), salt)
 
 
 def _configured(base: Any, params: Mapping[str, str], what: str) -> Any:
@@ -123,7 +147,7 @@ def parse_bundle(document: Mapping[str, Any], base: Providers, default_model_id:
         logged_model_id,
         {k: str(v) for k, v in components.items() if k != "prompt_pack"},
     )
-    return ServedBundle(version, str(document.get("model_version", "")), table, prompts, serving)
+    return ServedBundle(version, str(document.get("model_version", "")), table, prompts, serving, _rollout(document))
 
 
 class BundleFile:
@@ -181,8 +205,59 @@ class BundleFile:
     def current(self) -> RouteTable:
         return self.served().table
 
-    def serving(self) -> Serving:
+    def serving(self, session_id: str = "") -> Serving:
         return self.served().serving
+
+
+class OptionalBundleFile:
+    """An exported bundle that may come and go (``canary.json``, ``shadow.json``): ``served()`` is
+    ``None`` while the file does not exist; a file that appears is read at the next refresh; one that
+    does not validate is refused with a warning and the last good one (or ``None``) stays."""
+
+    def __init__(
+        self, path: str, base: Providers, default_model_id: str, refresh_s: float, clock: Any = time.monotonic
+    ) -> None:
+        self.path = path
+        self._base = base
+        self._default_model_id = default_model_id
+        self._refresh_s = refresh_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._stamp: tuple[int, int] | None = None
+        self._served: ServedBundle | None = None
+        self._checked = -float("inf")
+
+    def served(self) -> ServedBundle | None:
+        now = self._clock()
+        with self._lock:
+            if now - self._checked < self._refresh_s:
+                return self._served
+            self._checked = now
+            try:
+                st = os.stat(self.path)
+            except FileNotFoundError:
+                if self._served is not None:
+                    log.info("bundle file %s removed: no longer serving %s", self.path, self._served.bundle_version)
+                self._served, self._stamp = None, None
+                return None
+            except OSError as exc:
+                log.warning("bundle file %s cannot be checked (%s)", self.path, exc.strerror)
+                return self._served
+            stamp = (st.st_mtime_ns, st.st_size)
+            if stamp != self._stamp:
+                try:
+                    with open(self.path, encoding="utf-8") as f:
+                        document = json.load(f)
+                    if not isinstance(document, Mapping):
+                        raise BundleFileError("not a JSON object")
+                    served = parse_bundle(document, self._base, self._default_model_id)
+                except (OSError, ValueError) as exc:
+                    log.warning("bundle file %s refused (%s)", self.path, exc)
+                else:
+                    log.info("bundle file %s read: %s", self.path, served.bundle_version)
+                    self._served = served
+                self._stamp = stamp
+            return self._served
 
 
 class _LivePrompts(Mapping[str, str]):

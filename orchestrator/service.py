@@ -58,6 +58,8 @@ def _bundle_tags(serving: Serving) -> dict[str, str]:
         return {}
     tags = {f"component.{key}": uri for key, uri in serving.components.items()}
     tags["release_model_id"] = serving.logged_model_id
+    if serving.cohort:
+        tags["rollout_cohort"] = serving.cohort
     return tags
 
 
@@ -115,8 +117,9 @@ class ChatService:
 
     def handle(self, request: ChatRequest) -> ChatResponse:
         """Answer one message inside exactly one ``handle_message`` trace."""
-        with request_trace(self._tracer, request, self._stage) as trace:
-            return self._orchestrate(trace)
+        serving = self.providers.serving(request.session_id)  # one read: a bundle switch never splits a request
+        with request_trace(self._tracer, request, serving.deployment_stage or self._stage) as trace:
+            return self._orchestrate(trace, serving)
 
     def _classify(self, req: ChatRequest, classifier: IntentClassifier) -> IntentPrediction:
         ctx = req.page_context
@@ -137,10 +140,9 @@ class ChatService:
             )
         return prediction
 
-    def _orchestrate(self, trace: RequestTrace) -> ChatResponse:
+    def _orchestrate(self, trace: RequestTrace, serving: Serving) -> ChatResponse:
         tracer, req = self._tracer, trace.request
         ctx = req.page_context
-        serving = self.providers.serving()  # one read: a bundle switch never splits a request
         guardrails = self.guardrails.for_ruleset(serving.ruleset)
         with tracer.start_span("load_context") as span:
             with self._lock:

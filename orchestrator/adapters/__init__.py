@@ -17,7 +17,7 @@ from orchestrator.config import OrchestratorConfig, load
 class BundleSource(Protocol):
     """A served release bundle (``orchestrator.bundle_file.BundleFile``)."""
 
-    def serving(self) -> Serving: ...
+    def serving(self, session_id: str = "") -> Serving: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,17 +34,19 @@ class Providers:
     """The served release bundle, when one is (``MANGAASSIST_BUNDLE_FILE`` or ``_DIR``); it then
     supplies routes, prompts, classifier, reranker, retriever policy and guardrail ruleset."""
 
-    def serving(self) -> Serving:
-        """What the next request is served with (one consistent read)."""
+    def serving(self, session_id: str = "") -> Serving:
+        """What the next request (of ``session_id``) is served with: one consistent read."""
         if self.bundle is not None:
-            return self.bundle.serving()
+            return self.bundle.serving(session_id)
         return Serving(self.routes.current(), self.prompts, self.classifier, self.reranker)
 
 
 def _served_bundle(providers: Providers, config: OrchestratorConfig) -> Providers:
     """``providers`` serving an exported release bundle: ``MANGAASSIST_BUNDLE_FILE``, or
     ``MANGAASSIST_BUNDLE_DIR/<MANGAASSIST_RELEASE_ALIAS>.json`` (what ``mangaassist-release
-    follow`` writes), when either is set."""
+    follow`` writes), when either is set. Serving ``prod`` from the directory goes through the
+    canary router (``orchestrator.rollout.router``): while ``canary.json`` exists, its step's share
+    of sessions is served the canary."""
     path = config.bundle_path
     if not path:
         return providers
@@ -52,6 +54,12 @@ def _served_bundle(providers: Providers, config: OrchestratorConfig) -> Provider
 
     from orchestrator.bundle_file import BundleFile
 
+    if not config.bundle_file and config.release_alias == "prod":
+        # Serving prod from the follower's directory: a canary there gets its share of sessions.
+        from orchestrator.rollout.router import Router
+
+        router = Router(config.bundle_dir, providers, config.aws.bedrock_model_id, config.bundle_refresh_s)
+        return dataclasses.replace(providers, routes=router, prompts=router.prompts, bundle=router)
     served = BundleFile(path, providers, config.aws.bedrock_model_id, config.bundle_refresh_s)
     return dataclasses.replace(providers, routes=served, prompts=served.prompts, bundle=served)
 

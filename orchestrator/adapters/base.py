@@ -137,3 +137,9 @@ class Serving:
     ruleset: GuardrailRuleset | None = None
     logged_model_id: str = ""
     components: Mapping[str, str] = field(default_factory=dict)
+    deployment_stage: str = ""
+    """``prod``, ``canary`` or ``shadow`` when a rollout router chose this bundle; ``""``: the
+    chatbot's configured ``MANGAASSIST_DEPLOYMENT_STAGE``."""
+    cohort: str = ""
+    """Rollout cohort of the session: ``canary``, ``control`` (prod, the judge's concurrent
+    comparison group, as large as the canary) or ``""`` (everyone else, or no rollout)."""

@@ -67,7 +67,10 @@ def follow_once(registry: ReleaseRegistry, directory: Path, aliases: Sequence[st
                 else:
                     report.unset.append(alias)
                 continue
-            text = json.dumps(export_bundle(registry, bundle), indent=2, ensure_ascii=False, sort_keys=True) + "\n"
+            text = (
+                json.dumps(export_bundle(registry, bundle, alias=alias), indent=2, ensure_ascii=False, sort_keys=True)
+                + "\n"
+            )
         except (ReleaseError, OSError) as exc:
             report.errors.append(f"{alias}: {exc}")
             continue

@@ -74,6 +74,8 @@ COMPONENT_ALIAS = "prod"
 PROMPT_ALIASES = ("production", "candidate")
 BUNDLE_ALIASES = ("prod", "candidate")
 CANDIDATE = "candidate"
+CANARY_PERCENT_TAG = "canary.percent"
+"""Model-version tag of the canary bundle: its share of sessions (``mangaassist-release stage``)."""
 _BUNDLE_VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}")
 _MODEL_URI = re.compile(r"models:/([^/@]+)(?:/(\d+)|@([A-Za-z0-9_-]+))")
 _PROMPT_URI = re.compile(r"prompts:/([^/@]+)(?:/(\d+)|@([A-Za-z0-9_-]+))")
@@ -677,16 +679,21 @@ class _Fixed:
 
     fixed: Serving
 
-    def serving(self) -> Serving:
+    def serving(self, session_id: str = "") -> Serving:
         return self.fixed
 
 
 def export_bundle(
-    registry: ReleaseRegistry, bundle: Bundle, prompts: dict[str, tuple[str, str]] | None = None
+    registry: ReleaseRegistry,
+    bundle: Bundle,
+    prompts: dict[str, tuple[str, str]] | None = None,
+    alias: str | None = None,
 ) -> dict[str, Any]:
     """The bundle as the document the chatbot serves (``orchestrator.bundle_file``): the route
     document (:func:`_route_document`), the prompt templates by label (from the prompt registry),
-    the component URIs, the params of the four component model versions and the LoggedModel id."""
+    the component URIs, the params of the four component model versions and the LoggedModel id.
+    Exported for ``alias="canary"``, it also carries the step (``rollout``: the model-version tag
+    ``canary.percent`` and the salt ``mangaassist-chatbot-prod/<version>``)."""
     from orchestrator.bundle_file import FORMAT, MODEL_COMPONENT_KEYS
 
     prompts = prompts if prompts is not None else registry.prompt_templates(bundle)
@@ -701,4 +708,16 @@ def export_bundle(
         "component_params": params,
         "routes": document,
         "prompts": {label: template for label, template in prompts.values()},
+        **({"rollout": _rollout(bundle)} if alias == "canary" else {}),
     }
+
+
+def _rollout(bundle: Bundle) -> dict[str, Any]:
+    raw = bundle.tags.get(CANARY_PERCENT_TAG, "0")
+    try:
+        percent = float(raw)
+    except ValueError:
+        raise ReleaseError(f"bundle {bundle.version}: tag {CANARY_PERCENT_TAG}={raw!r} is not a number") from None
+    if not 0 <= percent <= 100:
+        raise ReleaseError(f"bundle {bundle.version}: tag {CANARY_PERCENT_TAG}={raw!r} is outside [0, 100]")
+    return {"percent": percent, "salt": f"{bundle.name}/{bundle.version}"}

@@ -6,13 +6,11 @@ per alias for MANGAASSIST_BUNDLE_DIR / MANGAASSIST_RELEASE_ALIAS."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from clients import ClientConfig, Tracer
+from clients import Tracer
 from orchestrator.adapters import Providers, offline_providers
 from orchestrator.bundle_file import BundleFileError, parse_bundle
 from orchestrator.config import load
@@ -27,31 +25,10 @@ from orchestrator.release.registry import (
 )
 from orchestrator.schema import ChatRequest, ChatResponse, PageContext
 from orchestrator.service import ChatService
-from tests.release.conftest import Bootstrapped
+from tests.release.conftest import Bootstrapped, TagRecorder
 from tests.support import free_port
 
 POLICY, GUARDRAILS, CLASSIFIER = "mangaassist-rag-policy", "mangaassist-guardrails", "manga-intent-classifier"
-
-
-@pytest.fixture(scope="module")
-def tracer() -> Iterator[Tracer]:
-    t = Tracer(ClientConfig(target=f"127.0.0.1:{free_port()}", backoff_max_s=0.2))  # nobody listens: spans are dropped
-    yield t
-    t.shutdown(timeout_s=1)
-
-
-class TagRecorder:
-    """Captures the trace tags the chat service sets (what the gateway receives as the trace's tags)."""
-
-    def __init__(self, tracer: Tracer, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.tags: list[dict[str, str]] = []
-        real = tracer.update_current_trace
-
-        def record(**kwargs: Any) -> None:
-            self.tags.append(dict(kwargs.get("tags") or {}))
-            real(**kwargs)
-
-        monkeypatch.setattr(tracer, "update_current_trace", record)
 
 
 def candidate_with(boot: Bootstrapped, **components: str) -> Bundle:

@@ -1,0 +1,1 @@
+"""Shadow and canary rollout (spec §13): the canary router (``router``)."""
