@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from clients import ClientConfig, Tracer, feedback_rules
@@ -255,12 +255,39 @@ def create_app(service: ChatService, on_shutdown: Any = None, max_body_bytes: in
 
     @app.get("/healthz")
     def healthz() -> dict[str, Any]:
+        shadow = service.shadow
         return {
             "status": "ok",
             "providers": service.providers.kind,
             "release_bundle": service.providers.routes.current().release_bundle,
             "cache_entries": len(service.cache),
+            **({"shadow": shadow.counts()} if shadow is not None else {}),
         }
+
+    @app.get("/metrics")
+    def metrics() -> PlainTextResponse:
+        """Prometheus text: the shadow runner's counters (``mangaassist_shadow_*``)."""
+        lines = []
+        shadow = service.shadow
+        counts = shadow.counts() if shadow is not None else None
+        lines += [
+            "# HELP mangaassist_shadow_runs_total Shadow runs and refusals by outcome.",
+            "# TYPE mangaassist_shadow_runs_total counter",
+        ]
+        for outcome, n in sorted((counts or {}).get("runs", {}).items()):
+            lines.append(f'mangaassist_shadow_runs_total{{outcome="{outcome}"}} {n}')
+        lines += [
+            "# HELP mangaassist_shadow_side_effects_stubbed_total Writes a shadow run skipped, by kind.",
+            "# TYPE mangaassist_shadow_side_effects_stubbed_total counter",
+        ]
+        for kind, n in sorted((counts or {}).get("side_effects_stubbed", {}).items()):
+            lines.append(f'mangaassist_shadow_side_effects_stubbed_total{{kind="{kind}"}} {n}')
+        lines += [
+            "# HELP mangaassist_shadow_queued Shadow runs waiting.",
+            "# TYPE mangaassist_shadow_queued gauge",
+            f"mangaassist_shadow_queued {(counts or {}).get('queued', 0)}",
+        ]
+        return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
 
     return app
 
@@ -280,7 +307,35 @@ def build(
         deployment_stage=cfg.deployment_stage,
         cache=ResponseCache(cfg.cache.ttl_s, cfg.cache.max_entries),
     )
+    attach_shadow(service, cfg)
     return service, tracer
+
+
+def attach_shadow(service: ChatService, cfg: config_module.OrchestratorConfig) -> None:
+    """Attach a shadow runner when ``MANGAASSIST_SHADOW_SHARE`` > 0 and the chatbot serves prod from
+    the follower's directory (whose ``shadow.json`` is the shadow bundle)."""
+    from orchestrator.rollout.router import Router
+
+    router = service.providers.bundle
+    if cfg.shadow.share <= 0 or not isinstance(router, Router):
+        return
+    from orchestrator.rollout.shadow import ShadowConfig, ShadowRunner
+
+    sh = cfg.shadow
+    service.shadow = ShadowRunner(
+        service,
+        router.shadow_serving,
+        ShadowConfig(
+            share=sh.share,
+            rate_per_s=sh.rate_per_s,
+            burst=max(1, int(sh.rate_per_s * 2)),
+            cost_cap_usd_per_hour=sh.cost_cap_usd_per_hour,
+            queue_max=sh.queue_max,
+            timeout_s=sh.timeout_s,
+            noise_every=sh.noise_every,
+            kill_file=sh.kill_file,
+        ),
+    )
 
 
 @dataclass

@@ -87,6 +87,17 @@ class ReleaseConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ShadowSettings:
+    share: float
+    rate_per_s: float
+    cost_cap_usd_per_hour: float
+    queue_max: int
+    timeout_s: float
+    noise_every: int
+    kill_file: str
+
+
+@dataclass(frozen=True, slots=True)
 class OrchestratorConfig:
     env: str
     providers: str
@@ -102,6 +113,7 @@ class OrchestratorConfig:
     tracing: TracingConfig
     mlflow: MlflowConfig
     release: ReleaseConfig
+    shadow: ShadowSettings
 
     @property
     def bundle_path(self) -> str:
@@ -162,6 +174,10 @@ def _alias(v: str) -> str | None:
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}", v):
         return f"must be a registry alias (letters, digits, '_' and '-'), got {v!r}"
     return None
+
+
+def _fraction(v: float) -> str | None:
+    return None if 0 <= v <= 1 else f"must be in [0, 1], got {v}"
 
 
 def _positive(v: float) -> str | None:
@@ -243,6 +259,62 @@ SETTINGS: tuple[Setting, ...] = (
         _float,
         "how often the bundle file is checked for a new export (a bad one is refused; the last good one stays)",
         _positive,
+    ),
+    Setting(
+        "MANGAASSIST_SHADOW_SHARE",
+        "shadow.share",
+        "0",
+        _float,
+        "share of requests (0..1) answered again by the shadow bundle (MANGAASSIST_BUNDLE_DIR/shadow.json) after "
+        "the customer has the answer; 0: no shadow traffic",
+        _fraction,
+    ),
+    Setting(
+        "MANGAASSIST_SHADOW_RATE_PER_S",
+        "shadow.rate_per_s",
+        "5",
+        _float,
+        "at most this many shadow runs per second (token bucket, burst 2 s worth)",
+        _positive,
+    ),
+    Setting(
+        "MANGAASSIST_SHADOW_COST_CAP_USD_PER_HOUR",
+        "shadow.cost_cap_usd_per_hour",
+        "1.0",
+        _float,
+        "shadow sampling stops while the shadow's model cost over the last hour reaches this",
+        _positive,
+    ),
+    Setting(
+        "MANGAASSIST_SHADOW_QUEUE_MAX",
+        "shadow.queue_max",
+        "64",
+        _int,
+        "shadow runs waiting at most; a request finding the queue full is not shadowed (shed first)",
+        _positive,
+    ),
+    Setting(
+        "MANGAASSIST_SHADOW_TIMEOUT_S",
+        "shadow.timeout_s",
+        "30",
+        _float,
+        "a shadow run slower than this is counted as a timeout",
+        _positive,
+    ),
+    Setting(
+        "MANGAASSIST_SHADOW_NOISE_EVERY",
+        "shadow.noise_every",
+        "4",
+        _int,
+        "every N-th shadow pair also replays the stable bundle (the noise floor of the comparison); 0: never",
+        _at_least(0),
+    ),
+    Setting(
+        "MANGAASSIST_SHADOW_KILL_FILE",
+        "shadow.kill_file",
+        "",
+        _text,
+        "while this file exists no request is shadowed (a kill switch that needs no restart)",
     ),
     Setting("MANGAASSIST_HOST", "api.host", "127.0.0.1", _text, "HTTP API listen host", _non_empty),
     Setting("MANGAASSIST_PORT", "api.port", "8080", _int, "HTTP API listen port", _port),
@@ -400,6 +472,7 @@ _SECTIONS: dict[str, type] = {
     "tracing": TracingConfig,
     "mlflow": MlflowConfig,
     "release": ReleaseConfig,
+    "shadow": ShadowSettings,
 }
 
 

@@ -11,12 +11,14 @@ lookup; trace tags set) → ``route_intent`` → ``retrieve_chunks`` → ``build
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from clients import Feedback, FeedbackEvent, Tracer
 from orchestrator.adapters import Providers
@@ -39,6 +41,14 @@ MAX_SESSIONS = 10_000
 MAX_RESPONSES = 50_000
 
 
+class ShadowHook(Protocol):
+    def sample(self, request: ChatRequest) -> str | None: ...
+
+    def submit(self, request: ChatRequest, serving: Serving, run: Run, response: ChatResponse) -> None: ...
+
+    def counts(self) -> dict[str, Any]: ...
+
+
 class FeedbackMismatch(ValueError):
     """The feedback's trace_id is not the trace of that response."""
 
@@ -51,16 +61,54 @@ class ResponseRecord:
     release_bundle: str
 
 
-def _bundle_tags(serving: Serving) -> dict[str, str]:
-    """Trace tags naming the served bundle's LoggedModel (the gateway links the stored trace to it)
-    and its component versions; none when the shipped configuration is served."""
-    if not serving.logged_model_id:
-        return {}
-    tags = {f"component.{key}": uri for key, uri in serving.components.items()}
-    tags["release_model_id"] = serving.logged_model_id
+def _bundle_tags(serving: Serving, run: Run) -> dict[str, str]:
+    """Trace tags naming the served bundle's LoggedModel (the gateway links the stored trace to it),
+    its component versions and rollout cohort, and a shadow pair's ids; none of the bundle ones
+    when the shipped configuration is served."""
+    tags: dict[str, str] = {}
+    if serving.logged_model_id:
+        tags = {f"component.{key}": uri for key, uri in serving.components.items()}
+        tags["release_model_id"] = serving.logged_model_id
     if serving.cohort:
         tags["rollout_cohort"] = serving.cohort
+    if run.pair_id is not None:
+        tags["shadow_pair_id"] = run.pair_id
+        tags["shadow_role"] = "primary"
+    if run.replay is not None:
+        tags["shadow_of"] = run.replay.primary_trace_id
+        tags["shadow_role"] = run.replay.role
     return tags
+
+
+def snapshot_hash(chunks: Sequence[Document]) -> str:
+    """A digest of the exact chunk payloads an answer was built from (the shadow pair's check)."""
+    payload = json.dumps([c.payload() for c in chunks], sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True, slots=True)
+class Replay:
+    """A shadow run's inputs, taken from its primary: history, retrieval snapshot, ids."""
+
+    history: tuple[str, ...]
+    chunks: tuple[Document, ...]
+    primary_trace_id: str
+    pair_id: str
+    snapshot_hash: str
+    role: str = "candidate"
+    """``candidate`` (the shadow bundle) or ``noise`` (the stable bundle again: the noise floor)."""
+
+
+@dataclass(slots=True)
+class Run:
+    """What one answer used and cost, for the shadow runner."""
+
+    pair_id: str | None = None
+    replay: Replay | None = None
+    history: tuple[str, ...] = ()
+    chunks: tuple[Document, ...] = ()
+    cost_usd: float = 0.0
+    stubbed: tuple[str, ...] = ()
 
 
 def _japanese(locale: str, message: str) -> bool:
@@ -112,14 +160,33 @@ class ChatService:
         self._lock = threading.Lock()
         self._history: OrderedDict[str, deque[str]] = OrderedDict()
         self._responses: OrderedDict[str, ResponseRecord] = OrderedDict()
+        self.shadow: ShadowHook | None = None
+        """A shadow runner (``orchestrator.rollout.shadow.ShadowRunner``), attached by the app."""
 
     # -- chat -----------------------------------------------------------------------------
 
     def handle(self, request: ChatRequest) -> ChatResponse:
-        """Answer one message inside exactly one ``handle_message`` trace."""
+        """Answer one message inside exactly one ``handle_message`` trace; when a shadow runner is
+        attached and samples the request, a copy runs against the shadow bundle after the answer
+        is returned (``orchestrator.rollout.shadow``)."""
         serving = self.providers.serving(request.session_id)  # one read: a bundle switch never splits a request
+        shadow = self.shadow
+        pair_id = shadow.sample(request) if shadow is not None else None
+        run = Run(pair_id=pair_id)
         with request_trace(self._tracer, request, serving.deployment_stage or self._stage) as trace:
-            return self._orchestrate(trace, serving)
+            response = self._orchestrate(trace, serving, run)
+        if shadow is not None and pair_id is not None:
+            shadow.submit(request, serving, run, response)
+        return response
+
+    def replay(self, request: ChatRequest, serving: Serving, replay: Replay) -> tuple[ChatResponse, Run]:
+        """Answer ``request`` again with ``serving`` on the primary's inputs (its history and
+        retrieval snapshot), with no side effects: nothing is cached, remembered or answerable by
+        feedback. The trace is tagged ``deployment_stage=shadow`` and the pair's ids."""
+        run = Run(pair_id=replay.pair_id, replay=replay)
+        with request_trace(self._tracer, request, "shadow") as trace:
+            response = self._orchestrate(trace, serving, run)
+        return response, run
 
     def _classify(self, req: ChatRequest, classifier: IntentClassifier) -> IntentPrediction:
         ctx = req.page_context
@@ -140,14 +207,19 @@ class ChatService:
             )
         return prediction
 
-    def _orchestrate(self, trace: RequestTrace, serving: Serving) -> ChatResponse:
+    def _orchestrate(self, trace: RequestTrace, serving: Serving, run: Run) -> ChatResponse:
         tracer, req = self._tracer, trace.request
         ctx = req.page_context
+        replay = run.replay
         guardrails = self.guardrails.for_ruleset(serving.ruleset)
         with tracer.start_span("load_context") as span:
-            with self._lock:
-                history = list(self._history.get(req.session_id, ()))
+            if replay is not None:
+                history = list(replay.history)
+            else:
+                with self._lock:
+                    history = list(self._history.get(req.session_id, ()))
             span.set_attributes({"history_turns": len(history) // 2, "locale": ctx.locale})
+        run.history = tuple(history)
         intent = self._classify(req, serving.classifier).intent
         table = serving.table
         route = table.route_for(intent)
@@ -155,11 +227,13 @@ class ChatService:
         key = cache_key(
             req.message, intent, ctx.page_type, ctx.product_id, ctx.locale, route.prompt_version, route.model_id
         )
-        cached = self.cache.get(key) if route.uses_bedrock and verdict.passed else None
+        cached = self.cache.get(key) if route.uses_bedrock and verdict.passed and replay is None else None
         generate = route.uses_bedrock and verdict.passed and cached is None
         prompt_version = route.prompt_version if (generate or cached) else "none"
         model_id = route.model_id if generate else cached.model_id if cached else "none"
-        trace.tag(intent, table.release_bundle, prompt_version, model_id, cached is not None, _bundle_tags(serving))
+        trace.tag(
+            intent, table.release_bundle, prompt_version, model_id, cached is not None, _bundle_tags(serving, run)
+        )
         with tracer.start_span(
             "route_intent",
             attributes={
@@ -179,7 +253,19 @@ class ChatService:
         if cached is not None:
             chunks, reply, grounded = cached.chunks, cached.reply, True
         elif verdict.passed:
-            if route.uses_retrieval:
+            if route.uses_retrieval and replay is not None:
+                chunks = replay.chunks
+                with tracer.start_span(
+                    "retrieve_chunks",
+                    span_type="RETRIEVER",
+                    attributes={
+                        "replayed_from": replay.primary_trace_id,
+                        "chunk_ids": [c.doc_id for c in chunks],
+                        "retrieval_snapshot_hash": replay.snapshot_hash,
+                    },
+                ):
+                    pass
+            elif route.uses_retrieval:
                 chunks = self.retriever.retrieve(
                     req.message, route, ctx.product_id, serving.policy, serving.reranker
                 ).chunks
@@ -199,25 +285,35 @@ class ChatService:
                     )
                     span.set_attributes({"prompt_hash": prompt.prompt_hash, "prompt_chars": prompt.chars})
                 try:
-                    generation, _cost = traced_generate(
+                    generation, cost = traced_generate(
                         tracer, self.providers.generator, prompt, route.model_id, route.temperature, route.max_tokens
                     )
                     reply, grounded = generation.text, True
+                    run.cost_usd = cost
                 except ProviderError as exc:
                     _log.warning("generation failed for %s: %s", req.request_id, exc.code)
                     trace.root.set_status("ERROR", f"bedrock_generate failed: {exc.code or type(exc).__name__}")
                     reply, failed = (UNAVAILABLE_JA if _japanese(ctx.locale, req.message) else UNAVAILABLE_EN), True
             else:
                 reply = rule_answer(intent, req.message, ctx.locale, chunks)
+        run.chunks = tuple(chunks)
+        if run.pair_id is not None:
+            pair = {"shadow_pair_id": run.pair_id, "shadow_role": replay.role if replay else "primary"}
+            tracer.update_current_trace(tags={"retrieval_snapshot_hash": snapshot_hash(chunks), **pair})
         outcome = guardrails.apply(req.message, reply, chunks, ctx.locale, grounded, verdict)
 
         response_id = new_response_id()
-        with tracer.start_span("persist_response", attributes={"store": "memory", "response_id": response_id}):
-            self._remember(req, response_id, trace.trace_id, prompt_version, table.release_bundle, outcome.reply)
-            if generate and not failed and not outcome.blocked and not outcome.rewritten:
-                self.cache.put(
-                    key, CachedAnswer(outcome.reply, route.prompt_version, route.model_id, tuple(chunks), response_id)
-                )
+        if replay is not None:  # a shadow answer: nothing persisted, cached or open to feedback
+            with tracer.start_span("persist_response", attributes={"store": "none", "stubbed": "shadow run"}):
+                run.stubbed = ("persist", "cache") if generate else ("persist",)
+        else:
+            with tracer.start_span("persist_response", attributes={"store": "memory", "response_id": response_id}):
+                self._remember(req, response_id, trace.trace_id, prompt_version, table.release_bundle, outcome.reply)
+                if generate and not failed and not outcome.blocked and not outcome.rewritten:
+                    self.cache.put(
+                        key,
+                        CachedAnswer(outcome.reply, route.prompt_version, route.model_id, tuple(chunks), response_id),
+                    )
         citations = tuple(c.doc_id for c in chunks if f"[{c.doc_id}]" in outcome.reply)
         action = "block" if outcome.blocked else "redact" if outcome.rewritten else "none"
         trace.root.set_attributes({"response_id": response_id, "intent": intent, "guardrail_action": action})

@@ -70,7 +70,13 @@ class Router:
         folder = Path(directory)
         self.prod = BundleFile(str(folder / "prod.json"), base, default_model_id, refresh_s, clock)
         self.canary = OptionalBundleFile(str(folder / "canary.json"), base, default_model_id, refresh_s, clock)
+        self.shadow = OptionalBundleFile(str(folder / "shadow.json"), base, default_model_id, refresh_s, clock)
         self.prompts = self.prod.prompts
+
+    def shadow_serving(self) -> Serving | None:
+        """The shadow bundle (``shadow.json``), or ``None`` when no shadow is set."""
+        served = self.shadow.served()
+        return dataclasses.replace(served.serving, deployment_stage="shadow") if served is not None else None
 
     def current(self) -> Any:  # RouteSource: prod's route table (what /healthz reports)
         return self.prod.current()
