@@ -18,9 +18,26 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disa
 PREFIX = "tracegw"
 BUSINESS_PREFIX = "mangaassist"
 # The dimensions of every business metric (spec §14's investigation pivot).
-BUSINESS_LABELS = ("intent", "release_bundle", "prompt_version", "bedrock_model_id", "deployment_stage")
+BUSINESS_LABELS = (
+    "intent",
+    "release_bundle",
+    "prompt_version",
+    "bedrock_model_id",
+    "deployment_stage",
+    "rollout_cohort",
+)
+# rollout_cohort: canary / control (the router's concurrent comparison cohort) / none; the canary
+# judge selects its two cohorts by deployment_stage, rollout_cohort and release_bundle.
 # The dimensions of feedback counters (spec §10's daily aggregates), plus the verdict.
-FEEDBACK_LABELS = ("intent", "prompt_version", "release_bundle", "bedrock_model_id", "feedback")
+FEEDBACK_LABELS = (
+    "intent",
+    "prompt_version",
+    "release_bundle",
+    "bedrock_model_id",
+    "deployment_stage",
+    "rollout_cohort",
+    "feedback",
+)
 LATENCY_BUCKETS_S = (0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 8.0, 13.0, 30.0)
 
 # Every reason a span, trace or event can be dropped; labels outside this set are a bug.
@@ -189,6 +206,13 @@ class GatewayMetrics:
         self.request_errors = Counter(
             f"{b}_request_errors_total", "Responses whose trace has an ERROR span.", labels, registry=registry
         )
+        self.sessions = Counter(
+            f"{b}_sessions_total",
+            "Distinct sessions seen per label set (cost per session's denominator); a session seen again after "
+            "the gateway forgot it (TRACEGW_FEEDBACK_JOIN_MAX_TRACES-sized memory, or a restart) counts again.",
+            labels,
+            registry=registry,
+        )
         self.request_latency = Histogram(
             f"{b}_request_latency_seconds",
             "Duration of the top-level handle_message span; exemplars carry trace_id.",
@@ -283,6 +307,25 @@ class GatewayMetrics:
             f"{p}_write_retries_total",
             "Retries scheduled after retryable MLflow errors, by kind.",
             ["kind"],
+            registry=registry,
+        )
+        self.write_auth_failures = Counter(
+            f"{p}_write_auth_failures_total",
+            "Writes the tracking server refused for the gateway's own MLflow credentials (HTTP 401 "
+            "unauthenticated, 403 permission denied), by kind and status; retried like an outage.",
+            ["kind", "status"],
+            registry=registry,
+        )
+        self.trace_links = Counter(
+            f"{p}_trace_links_total",
+            "Links of stored traces to their release bundle's LoggedModel (kind model) and prompt version "
+            "(kind prompt), by outcome (ok, retried, failed, invalid).",
+            ["kind", "outcome"],
+            registry=registry,
+        )
+        self.trace_links_pending = Gauge(
+            f"{p}_trace_links_pending",
+            "Stored traces whose links wait to be made (bounded by TRACEGW_TRACE_LINKS_MAX_PENDING).",
             registry=registry,
         )
         self.batch_splits = Counter(

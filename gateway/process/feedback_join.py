@@ -36,7 +36,7 @@ from gateway.model import FeedbackRecord, TraceRecord
 from gateway.process.measure import LabelCap
 from gateway.process.recent import RecentMap
 
-PIVOTS = ("intent", "prompt_version", "release_bundle", "bedrock_model_id")
+PIVOTS = ("intent", "prompt_version", "release_bundle", "bedrock_model_id", "deployment_stage", "rollout_cohort")
 AWAITING_MAX = 10_000
 JOIN_OUTCOMES = ("sampled_in", "rescued", "in_flight", "orphan")
 
@@ -48,6 +48,8 @@ class TraceContext:
     release_bundle: str
     bedrock_model_id: str
     session_id: str
+    deployment_stage: str = ""
+    rollout_cohort: str = ""
 
 
 def context_of(trace: TraceRecord) -> TraceContext:
@@ -58,6 +60,8 @@ def context_of(trace: TraceRecord) -> TraceContext:
         sys.intern(tags.get("release_bundle") or ""),
         sys.intern(tags.get("bedrock_model_id") or ""),
         tags.get("session_id") or "",
+        sys.intern(tags.get("deployment_stage") or ""),
+        sys.intern(tags.get("rollout_cohort") or ""),
     )
 
 
@@ -183,6 +187,8 @@ class FeedbackJoin:
             (ctx.prompt_version if ctx else "") or record.prompt_version,
             (ctx.release_bundle if ctx else "") or record.release_bundle,
             ctx.bedrock_model_id if ctx else "",
+            ctx.deployment_stage if ctx else "",
+            ctx.rollout_cohort if ctx else "",
         )
         labels = cap.label_set(PIVOTS, values)
         self._m.feedback.labels(*labels, record.value.value).inc(exemplar={"trace_id": record.trace_id})

@@ -17,11 +17,14 @@ from typing import Any
 
 from gateway.metrics import BUSINESS_LABELS, GatewayMetrics
 from gateway.model import SpanStatus, TraceRecord, truthy
+from gateway.process.recent import RecentMap
 
 OTHER = "other"
 MISSING = "none"
 GUARDRAIL_PARENT = "apply_guardrails"
 LABEL_SETS_REMEMBERED = 4096
+SESSIONS_REMEMBERED = 100_000
+"""Sessions counted once per label set while remembered (``RecentMap``: the newest 50,000-100,000)."""
 
 
 class LabelCap:
@@ -97,8 +100,10 @@ class _Children:
         "n_fallbacks",
         "n_grounding",
         "n_requests",
+        "n_sessions",
         "out_tok",
         "requests",
+        "sessions",
         "sum_cost",
         "sum_in",
         "sum_out",
@@ -106,6 +111,7 @@ class _Children:
 
     def __init__(self, m: GatewayMetrics, labels: tuple[str, ...]) -> None:
         self.requests = m.requests.labels(*labels)
+        self.sessions = m.sessions.labels(*labels)
         self.latency = m.request_latency.labels(*labels)
         self.errors = m.request_errors.labels(*labels)
         self.grounding = m.grounding_failures.labels(*labels)
@@ -116,7 +122,7 @@ class _Children:
         self._reset()
 
     def _reset(self) -> None:
-        self.n_requests = self.n_errors = self.n_grounding = self.n_fallbacks = 0
+        self.n_requests = self.n_errors = self.n_grounding = self.n_fallbacks = self.n_sessions = 0
         self.sum_in = self.sum_out = self.sum_cost = 0.0
         self.ex_requests = self.ex_errors = self.ex_grounding = self.ex_fallbacks = ""
 
@@ -124,6 +130,8 @@ class _Children:
         """Add what was counted to the metrics (each counter's exemplar: its last trace) and reset."""
         if self.n_requests:
             self.requests.inc(self.n_requests, exemplar={"trace_id": self.ex_requests})
+        if self.n_sessions:
+            self.sessions.inc(self.n_sessions)
         if self.n_errors:
             self.errors.inc(self.n_errors, exemplar={"trace_id": self.ex_errors})
         if self.n_grounding:
@@ -153,6 +161,7 @@ class Measure:
         self._children: dict[tuple[str, ...], _Children] = {}
         self._verdicts: dict[tuple[str, ...], Any] = {}
         self._labels: dict[tuple[str | None, ...], tuple[str, ...]] = {}  # the traces' tag values → labels
+        self._sessions: RecentMap[int, None] = RecentMap(SESSIONS_REMEMBERED)  # hash((session, labels))
 
     def labels(self, trace: TraceRecord) -> tuple[str, ...]:
         raw = tuple(map(trace.tags.get, BUSINESS_LABELS))
@@ -188,6 +197,10 @@ class Measure:
             trace_id = trace.trace_id
             c.n_requests += 1
             c.ex_requests = trace_id
+            session_key = hash((trace.tags.get("session_id"), labels))
+            if session_key not in self._sessions:
+                self._sessions[session_key] = None
+                c.n_sessions += 1
             root = trace.root
             if root is not None:
                 seconds = max(0, root.end_time_ns - root.start_time_ns) / 1e9

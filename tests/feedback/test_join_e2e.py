@@ -164,6 +164,8 @@ def test_thumbs_down_joins_sampled_in_rescued_in_flight_and_counts_orphans(
                 "prompt_version": p_out.prompt_version,
                 "release_bundle": RELEASE_BUNDLE,
                 "bedrock_model_id": p_out.model_id,
+                "deployment_stage": "prod",
+                "rollout_cohort": "none",
                 "feedback": "thumbs_down",
             },
         )
@@ -177,6 +179,8 @@ def test_thumbs_down_joins_sampled_in_rescued_in_flight_and_counts_orphans(
                 "prompt_version": "none",
                 "release_bundle": "none",
                 "bedrock_model_id": "none",
+                "deployment_stage": "none",
+                "rollout_cohort": "none",
                 "feedback": "thumbs_down",
             },
         )

@@ -59,7 +59,7 @@ def request(tid: str, *, error: bool = False, blocked: bool = False, intent: str
 
 
 def sample(m: GatewayMetrics, name: str, **labels: str) -> float:
-    return m.registry.get_sample_value(name, {**TAGS, **labels}) or 0.0
+    return m.registry.get_sample_value(name, {**TAGS, "rollout_cohort": "none", **labels}) or 0.0
 
 
 def test_every_trace_is_measured_with_its_labels() -> None:
