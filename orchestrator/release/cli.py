@@ -52,6 +52,10 @@ Registry layers and release bundles of MangaAssist on MLflow.
   rollback    prod back to prod-previous (or --to V) in one alias move, with --reason
   grant       (admin) give a user a role on the basic-auth server: release-owner, prompt-owner,
               guardrail-owner, gateway
+  judge       judge counts or replay a verdict record (--replay FILE.json; no MLflow): exit 0/1/3/2
+  shadow-report  compare the shadow pairs of a window (with the noise floor), judge them, log the run
+  canary      start (1/10/50/100% with the judge, rollback on fail, promote at the end), status, abort,
+              verdict-server (an HTTP verdict for Argo Rollouts or Flagger)
 
 MLFLOW_TRACKING_URI selects MLflow (sqlite:///file or http(s)://server; default sqlite:///mlflow.db).
 Rights exist only on the basic-auth server (`mlflow server --app-name basic-auth`, user from
@@ -151,7 +155,12 @@ def build_parser() -> argparse.ArgumentParser:
     reg.add_argument("--bundle-version", help="bundle_version tag (default: <source bundle_version>+<version>)")
     reg.add_argument("--json", action="store_true", help="print the candidate as JSON")
 
-    show = sub.add_parser("show", help="print a bundle", description="Print one bundle (default: alias prod).")
+    show = sub.add_parser(
+        "show",
+        help="print a bundle",
+        description="Print one bundle (default: alias prod), with the state of each promotion gate (passed, "
+        "missing or failed, with evidence: run ids, sign-off stamps) compared with the current prod.",
+    )
     which = show.add_mutually_exclusive_group()
     which.add_argument("--alias", help="bundle alias (default prod)")
     which.add_argument("--bundle", metavar="V", help="registry version number or bundle_version tag")
@@ -239,6 +248,12 @@ def build_parser() -> argparse.ArgumentParser:
     from orchestrator.release.commands import add_parsers
 
     add_parsers(sub)
+    from orchestrator.rollout.cli import add_parser
+
+    add_parser(sub)
+    from orchestrator.release import rollout_commands
+
+    rollout_commands.add_parsers(sub)
     return parser
 
 
@@ -270,6 +285,10 @@ def _render(bundle_json: dict[str, object]) -> str:
 
 def run(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "judge":  # the rollout judge needs no MLflow
+        from orchestrator.rollout import cli as judge_cli
+
+        return judge_cli.run(args)
 
     def progress(message: str) -> None:
         print(f"mangaassist-release: {message}", file=sys.stderr, flush=True)
@@ -291,6 +310,10 @@ def run(argv: Sequence[str] | None = None) -> int:
 
         if args.command in commands.COMMANDS:
             return commands.run_command(config, registry, args, events, progress)
+        from orchestrator.release import rollout_commands
+
+        if args.command in rollout_commands.COMMANDS:
+            return rollout_commands.run(registry, args, progress, lambda build: commands.emit(events, build))
         if args.command == "bootstrap":
             report = registry.bootstrap(config, args.bundle_version)
             assert report.bundle is not None
@@ -344,6 +367,7 @@ def _evaluate(
 ) -> int:
     from pathlib import Path
 
+    from orchestrator.evaluation.dataset import DEFAULT_VERSION
     from orchestrator.evaluation.evaluate import THRESHOLDS_PATH, evaluate_bundle, parse_subset
 
     bundle = registry.bundle(args.bundle) if args.bundle else registry.resolve(args.alias or "prod")
@@ -369,7 +393,8 @@ def _evaluate(
             actor(registry.tracking_uri),
             metrics=outcome.metrics,
             run_id=outcome.run_id,
-            dataset_version=outcome.thresholds_version,
+            dataset_version=f"mangaassist-golden-{DEFAULT_VERSION}",
+            note=f"thresholds {outcome.thresholds_version}, {len(outcome.rows)} cases",
         ),
     )
     if args.json:
