@@ -151,6 +151,11 @@ def test_show_json_has_version_aliases_components_prompts_tags(
         "components",
         "prompts",
         "tags",
+        # the lifecycle's view (orchestrator.release.lifecycle): gate states and sign-offs
+        "compared_with_prod",
+        "promotable",
+        "gates",
+        "signoffs",
     }
     assert shown["name"] == BUNDLE and shown["version"] == 1 and "prod" in shown["aliases"]
     assert shown["bundle_version"] == DEFAULT_RELEASE_BUNDLE and shown["released"] is True
