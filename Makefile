@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 BUF_VERSION := 1.75.0
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: help setup demo demo-server test test-fast lint fmt proto proto-check bench sampling-report clean
+.PHONY: help setup demo demo-rollout demo-server test test-fast lint fmt proto proto-check bench sampling-report clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -26,6 +26,9 @@ demo: setup  ## run the sidecar on embedded SQLite with realistic traffic, print
 
 release-demo: setup  ## the release control plane on embedded SQLite: bootstrap, a candidate without citations, evaluate, compare
 	$(BIN)/python -m orchestrator.tools.release_demo --workdir .release-demo
+
+demo-rollout: setup  ## shadow and canary on loopback with simulated customers: a good candidate promoted, a bad one rolled back
+	$(BIN)/python -m orchestrator.tools.rollout_demo --workdir .rollout-demo
 
 demo-server: setup  ## the same through a local `mlflow server`, stopped mid-run
 	$(BIN)/mangaassist-demo --workdir .demo-server --mlflow-server

@@ -10,6 +10,7 @@ lookup; trace tags set) → ``route_intent`` → ``retrieve_chunks`` → ``build
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -184,6 +185,8 @@ class ChatService:
         retrieval snapshot), with no side effects: nothing is cached, remembered or answerable by
         feedback. The trace is tagged ``deployment_stage=shadow`` and the pair's ids."""
         run = Run(pair_id=replay.pair_id, replay=replay)
+        # its own request id: the gateway's trace contract rejects a request id seen twice
+        request = dataclasses.replace(request, request_id=f"{request.request_id}.{replay.role}")
         with request_trace(self._tracer, request, "shadow") as trace:
             response = self._orchestrate(trace, serving, run)
         return response, run

@@ -61,6 +61,7 @@ from orchestrator.adapters.base import Serving
 from orchestrator.config import DEFAULT_RELEASE_BUNDLE, OrchestratorConfig, load
 from orchestrator.release import components as comp
 from orchestrator.release.components import BUNDLE_MODEL, COMPONENT_KEYS, MODEL_COMPONENTS, SETTABLE_KEYS, ModelSpec
+from orchestrator.release.errors import ReleaseError as ReleaseError  # re-exported: the callers import it from here
 from orchestrator.routes import DEFAULT_DOCUMENT, StaticRoutes
 
 DEFAULT_EXPERIMENT = "mangaassist-local"
@@ -100,10 +101,6 @@ def tracking_uri_scope(uri: str) -> Iterator[None]:
             os.environ.pop("MLFLOW_TRACKING_URI", None)
         else:
             os.environ["MLFLOW_TRACKING_URI"] = old_env
-
-
-class ReleaseError(Exception):
-    """A release operation cannot be done; the message is one line meant for the operator."""
 
 
 class SealedBundleError(ReleaseError):

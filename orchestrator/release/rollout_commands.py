@@ -14,10 +14,13 @@ import threading
 import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlparse
 
-from orchestrator.release.registry import ReleaseError, ReleaseRegistry
+from orchestrator.release.errors import ReleaseError
+
+if TYPE_CHECKING:
+    from orchestrator.release.registry import ReleaseRegistry
 
 COMMANDS = ("shadow-report", "canary")
 
@@ -81,7 +84,7 @@ def run(
 
 def shadow_report(registry: ReleaseRegistry, since_minutes: float) -> dict[str, Any]:
     """Collect, compare and judge the shadow pairs of the window (no writes)."""
-    from orchestrator.release.shadow_report import collect, compare, judge_input
+    from orchestrator.release.shadow_report import SHADOW_CONFIG, collect, compare, judge_input
     from orchestrator.rollout.judge import error_record, judge
 
     experiment_id = registry.ensure_experiment(registry.experiment_name)
@@ -96,7 +99,7 @@ def shadow_report(registry: ReleaseRegistry, since_minutes: float) -> dict[str, 
     elif not pairs:
         record = error_record(f"no shadow pairs in the last {since_minutes:g} minutes")
     else:
-        record = judge(judge_input(pairs))
+        record = judge(judge_input(pairs), SHADOW_CONFIG)
     report["verdict"] = record
     report["experiment_id"] = experiment_id
     return report

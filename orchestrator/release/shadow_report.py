@@ -28,6 +28,7 @@ buckets (shadow answers get no feedback, so feedback counts are 0).
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import statistics
 from collections import defaultdict
@@ -35,6 +36,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from orchestrator.rollout.judge import JudgeConfig
+
+SHADOW_CONFIG = dataclasses.replace(
+    JudgeConfig(), rates=tuple(r for r in JudgeConfig().rates if r.metric != "thumbs_down_rate")
+)
+"""The judge's config for shadow pairs: customers never see a shadow answer, so there is no feedback
+to judge; everything else is the canary's config."""
 _CITE = re.compile(r"\[([A-Za-z0-9_.:-]+)\]")
 _WORD = re.compile(r"\w+", re.UNICODE)
 LATENCY_BOUNDS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -60,6 +68,7 @@ class Answer:
     cost_usd: float
     snapshot_hash: str
     session_id: str
+    cache_hit: bool = False
 
     @property
     def citations(self) -> frozenset[str]:
@@ -110,6 +119,7 @@ def answer_of(trace: Any) -> Answer | None:
         cost_usd=sum(float(g.attributes.get("cost_usd", 0.0)) for g in generations),
         snapshot_hash=tags.get("retrieval_snapshot_hash", ""),
         session_id=tags.get("session_id", ""),
+        cache_hit=tags.get("cache_hit") == "true",
     )
 
 
@@ -117,16 +127,31 @@ def collect(client: Any, experiment_ids: list[str], since_ms: int, max_results: 
     """The shadow pairs whose traces started after ``since_ms`` (three searches, one per role)."""
     pairs: dict[str, Pair] = {}
     for role in ROLES:
-        traces = client.search_traces(
-            locations=experiment_ids,
-            filter_string=f"tags.shadow_role = '{role}' AND timestamp_ms > {int(since_ms)}",
-            max_results=max_results,
-        )
-        for trace in traces:
-            answer = answer_of(trace)
-            if answer is not None:
-                pairs.setdefault(answer.pair_id, Pair(answer.pair_id)).answers[role] = answer
+        token, seen = None, 0
+        while seen < max_results:  # the server answers at most 500 per page
+            page = client.search_traces(
+                locations=experiment_ids,
+                filter_string=f"tags.shadow_role = '{role}' AND timestamp_ms > {int(since_ms)}",
+                max_results=min(500, max_results - seen),
+                page_token=token,
+            )
+            for trace in page:
+                answer = answer_of(trace)
+                if answer is not None:
+                    pairs.setdefault(answer.pair_id, Pair(answer.pair_id)).answers[role] = answer
+            seen += len(page)
+            token = getattr(page, "token", None)
+            if not token or not page:
+                break
     return [p for p in pairs.values() if "primary" in p.answers and len(p.answers) > 1]
+
+
+def comparable(pairs: Iterable[Pair]) -> tuple[list[Pair], int]:
+    """The pairs whose primary really answered (not from the response cache, which a shadow run
+    never uses: a cached primary costs nothing and is fast, so it would flatter the stable side),
+    and how many were left out."""
+    kept = [p for p in pairs if not p.answers["primary"].cache_hit]
+    return kept, sum(1 for p in pairs if p.answers["primary"].cache_hit)
 
 
 def _tokens(text: str) -> set[str]:
@@ -198,8 +223,9 @@ def _counts(answers: Iterable[Answer]) -> dict[str, dict[str, Any]]:
 
 
 def judge_input(pairs: Iterable[Pair]) -> dict[str, Any]:
-    """The judge's input document: primaries as the stable cohort, candidates as the canary."""
-    with_candidate = [p for p in pairs if "candidate" in p.answers]
+    """The judge's input document: primaries as the stable cohort, candidates as the canary
+    (over the :func:`comparable` pairs)."""
+    with_candidate = [p for p in comparable(pairs)[0] if "candidate" in p.answers]
     return {
         "cohorts": {
             "stable": _counts(p.answers["primary"] for p in with_candidate),
@@ -209,13 +235,17 @@ def judge_input(pairs: Iterable[Pair]) -> dict[str, Any]:
 
 
 def compare(pairs: list[Pair]) -> dict[str, Any]:
-    """Both sides' metrics and the pairs' trace ids (the report logged with the verdict)."""
+    """Both sides' metrics and the pairs' trace ids (the report logged with the verdict), over the
+    :func:`comparable` pairs."""
+    all_pairs = pairs
+    pairs, cached = comparable(pairs)
     return {
+        "excluded_cached_primaries": cached,
         "candidate": side_metrics(pairs, "candidate"),
         "noise_floor": side_metrics(pairs, "noise"),
         "pairs": [
             {"pair_id": p.pair_id, **{role: a.trace_id for role, a in sorted(p.answers.items())}}
             for p in sorted(pairs, key=lambda p: p.pair_id)
         ],
-        "bundles": sorted({f"{a.role}:{a.release_bundle}" for p in pairs for a in p.answers.values()}),
+        "bundles": sorted({f"{a.role}:{a.release_bundle}" for p in all_pairs for a in p.answers.values()}),
     }

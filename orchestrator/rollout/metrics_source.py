@@ -215,7 +215,7 @@ class ScrapeSource:
             try:
                 with urllib.request.urlopen(request, timeout=self.timeout_s) as resp:
                     text = resp.read().decode()
-                families = list(text_string_to_metric_families(text))
+                families = list(text_string_to_metric_families(text))  # type: ignore[no-untyped-call]
             except (OSError, ValueError) as exc:
                 raise SourceError(f"gateway metrics at {url}: {exc}") from None
             for family in families:
