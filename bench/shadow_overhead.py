@@ -78,9 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     import mlflow
 
     with tracking_uri_scope(uri):
-        changed = mlflow.genai.register_prompt(
-            "mangaassist-prompts.faq", template=faq.replace("Cite each fact", "State")
-        )
+        changed = mlflow.genai.register_prompt("ma-prompts.faq", template=faq.replace("Cite each fact", "State"))
     candidate = registry.register("prod", {}, {"faq": str(changed.uri)}, None)
     write_atomically(bundles / "shadow.json", json.dumps(export_bundle(registry, candidate)))
 

@@ -43,13 +43,16 @@ OTLP_SERVICE = trace_service_pb2.DESCRIPTOR.services_by_name["TraceService"].ful
 RPC_GRACE_S = 2.0
 
 
-def make_writer(tracking_uri: str, timeout_s: float, artifact_root: str) -> TraceWriter:
-    """The writer for ``tracking_uri``: HTTP for a server, in-process for ``sqlite:///``."""
+def make_writer(
+    tracking_uri: str, timeout_s: float, artifact_root: str, username: str = "", password_file: str = ""
+) -> TraceWriter:
+    """The writer for ``tracking_uri``: HTTP for a server (with the gateway's own basic-auth
+    credentials when given), in-process for ``sqlite:///``."""
     if tracking_uri.startswith("sqlite:"):
         from gateway.export.mlflow_embedded import EmbeddedMlflowWriter  # imports mlflow: only when used
 
         return EmbeddedMlflowWriter(tracking_uri, artifact_root)
-    return HttpMlflowWriter(tracking_uri, timeout_s)
+    return HttpMlflowWriter(tracking_uri, timeout_s, username, password_file)
 
 
 async def create_server(
@@ -166,9 +169,8 @@ async def start(
 ) -> Running:
     registry = registry or CollectorRegistry()
     metrics = GatewayMetrics(registry)
-    writer = writer or make_writer(
-        config.mlflow.tracking_uri, config.mlflow.request_timeout_s, config.mlflow.artifact_root
-    )
+    m = config.mlflow
+    writer = writer or make_writer(m.tracking_uri, m.request_timeout_s, m.artifact_root, m.username, m.password_file)
     gateway = Gateway(config, metrics, writer)
     await gateway.start()
     listen = config.listen
@@ -197,11 +199,12 @@ async def start(
         config.listen.grpc_address, gateway, config.listen.max_receive_message_bytes, health
     )
     log.info(
-        "listening grpc=%s:%d metrics_port=%s tracking=%s experiment=%s sampling_ratio=%s",
+        "listening grpc=%s:%d metrics_port=%s tracking=%s mlflow_user=%s experiment=%s sampling_ratio=%s",
         config.listen.grpc_address.rpartition(":")[0],
         grpc_port,
         metrics_port,
         _safe_uri(config.mlflow.tracking_uri),
+        config.mlflow.username or "-",
         config.mlflow.experiment_name,
         config.sampling.ratio,
     )

@@ -14,12 +14,15 @@
   ``tracegw_events_dropped_total``, ``tracegw_spans_dropped_total{stage="write"}``,
   ``tracegw_writer_queue_batches``, ``tracegw_circuit_state``,
   ``tracegw_circuit_transitions_total``, ``tracegw_dead_letter_total``,
-  ``tracegw_batch_splits_total``.
+  ``tracegw_batch_splits_total``, ``tracegw_write_auth_failures_total``.
+- ``links`` — after a span batch is stored, its traces linked to the bundle's LoggedModel
+  (metadata ``mlflow.modelId``) and their prompt version, as a ``links`` segment beside the
+  events. Metrics: ``tracegw_trace_links_total``.
 - ``retry`` — backoff and the circuit breaker (``Permit``s that settle on every exit).
 - ``errors`` — ``WriteError`` tree and the ``TraceWriter`` protocol.
-- ``mlflow_http`` / ``mlflow_embedded`` — the two writers (tracking server over HTTP; SQLite
-  in-process); ``assessments`` and ``bundle_ledger`` — what feedback and bundle events become
-  in MLflow (pure).
+- ``mlflow_http`` / ``mlflow_embedded`` — the two writers (tracking server over HTTP, with the
+  gateway's own basic-auth credentials; SQLite in-process); ``assessments`` and
+  ``bundle_ledger`` — what feedback and bundle events become in MLflow (pure).
 - ``kinesis`` — the optional feedback stream. Metrics: ``tracegw_feedback_stream_*``.
 
 Only this package imports ``requests``, ``mlflow`` or ``boto3`` (``tests/contracts/test_layers.py``).

@@ -11,6 +11,8 @@ A chain of small parts, in the spirit of the OpenTelemetry Collector's exporter 
                                           event, goes to the dead-letter directory
                                         ↘ feedback whose trace is not in MLflow yet: wait for it
                                           within the join window
+        span batch acknowledged → its trace links (``links.py``) as a segment of their own,
+        spooled and sent beside the events, so a link never holds the span turn
 
 A segment counts as accepted once it is in the spool; unacknowledged segments are replayed
 when the gateway starts. When the spool is disabled, full or the disk refuses, a segment is
@@ -19,8 +21,9 @@ lost for it, delivery is not. On shutdown, senders keep delivering until the dea
 spooled stays for the next start, what is only in memory is counted as ``shutdown``.
 
 Writes are idempotent: MLflow 3.17's SQL store upserts spans on (trace_id, span_id), bundle
-events set tags and metrics to the same values, and a retried feedback first checks whether
-its assessment already exists.
+events set tags and metrics to the same values, a retried feedback first checks whether
+its assessment already exists, and a re-sent trace link merges the same metadata (the prompt
+association is skipped when it exists).
 """
 
 from __future__ import annotations
@@ -33,10 +36,12 @@ from collections import deque
 from collections.abc import Callable
 
 from gateway.config import RetryConfig, WriterConfig
+from gateway.export import links as trace_links
 from gateway.export.batcher import SpanBatch
 from gateway.export.errors import PermanentWriteError, RetryableWriteError, TraceWriter, WriteError, code_of
 from gateway.export.intake import Intake
-from gateway.export.otlp_encode import encode_traces, split_spans
+from gateway.export.links import LinkWriter, TraceLinker
+from gateway.export.otlp_encode import encode_traces, split_spans, trace_ids
 from gateway.export.retry import CLOSED, STATE_NAMES, CircuitBreaker, Permit, backoff_s
 from gateway.export.segments import (
     Kind,
@@ -58,6 +63,9 @@ FEEDBACK_RETRY_MAX_S = 30.0
 # A span batch names the rootless and late traces it carries (for the ordering rule in
 # ``_next``); past this many of either it names none and keeps the strict order instead.
 ORDER_IDS_MAX = 1000
+# A links segment holds a sender this long at most per turn (a link costs 20-60 ms on a server),
+# then waits behind whatever else is ready; its settled links are not redone.
+LINK_SLICE_S = 0.5
 
 
 class Delivery:
@@ -88,9 +96,11 @@ class Delivery:
             }
         )
         # Ready segments in arrival order: span batches, and events (feedback, bundles) apart, so
-        # that an event can go out while a span batch holds the writer's one span turn.
+        # that an event can go out while a span batch holds the writer's one span turn; trace links
+        # apart again, last in line (best effort: they never delay a span batch or an event).
         self._ready: deque[Segment] = deque()
         self._ready_events: deque[Segment] = deque()
+        self._ready_links: deque[Segment] = deque()
         self._deferred: list[tuple[float, int, Segment]] = []
         self._cond = threading.Condition()
         self._in_flight = 0
@@ -106,12 +116,19 @@ class Delivery:
         self._breaker = CircuitBreaker(
             retry.breaker_failures, retry.breaker_cooldown_s, retry.max_s, on_change=self._breaker_changed
         )
+        self._links = (
+            LinkWriter(writer, metrics) if writer_cfg.trace_links and isinstance(writer, TraceLinker) else None
+        )
+        self._links_pending = 0  # traces whose links wait in links segments (bounded)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
     def start(self) -> None:
         for seg in self._spool.open():
             self._queue_of(seg).append(seg)
+            if seg.kind is Kind.LINKS:
+                self._links_pending += int(seg.header.get("link_count", 0))
+        self._m.trace_links_pending.set(self._links_pending)
         self._m.circuit_state.set(self._breaker.state)
         threads = [threading.Thread(target=self._spool_loop, name="tracegw-spooler", daemon=True)]
         threads += [
@@ -150,7 +167,12 @@ class Delivery:
             self._cond.notify_all()
         for t in self._threads[1:]:
             t.join(timeout=max(0.5, deadline - time.monotonic()))
-        left = list(self._ready) + list(self._ready_events) + [item[2] for item in self._deferred]
+        left = (
+            list(self._ready)
+            + list(self._ready_events)
+            + list(self._ready_links)
+            + [item[2] for item in self._deferred]
+        )
         spooled = sum(1 for s in left if s.durable)
         for seg in left:
             if not seg.durable:
@@ -165,7 +187,7 @@ class Delivery:
     def _wait_until_idle(self, deadline: float) -> None:
         """With ``_cond`` held: wait until nothing is ready, in flight or due to be retried."""
         while (
-            self._ready or self._ready_events or self._in_flight or self._due_deferred_pending()
+            self._ready or self._ready_events or self._ready_links or self._in_flight or self._due_deferred_pending()
         ) and time.monotonic() < deadline:
             self._cond.wait(0.05)
 
@@ -256,6 +278,8 @@ class Delivery:
             if late:
                 header["late"] = late if len(late) <= ORDER_IDS_MAX else []
                 header["strict"] = header.get("strict", False) or len(late) > ORDER_IDS_MAX
+            if self._links is not None and (rows := trace_links.plan(traces, self._m)):
+                header["links"] = rows
             return Segment(self._spool.next_seq(), Kind.SPANS, header, payload)
         if isinstance(item, FeedbackRecord):
             header = {"kind": Kind.FEEDBACK.value, "span_count": 0, "first_at": now, "attempts": 0}
@@ -295,7 +319,9 @@ class Delivery:
     # -- senders --------------------------------------------------------------------------------
 
     def _queue_of(self, seg: Segment) -> deque[Segment]:
-        return self._ready if seg.kind is Kind.SPANS else self._ready_events
+        if seg.kind is Kind.SPANS:
+            return self._ready
+        return self._ready_links if seg.kind is Kind.LINKS else self._ready_events
 
     def _next(self) -> Segment | None:
         """The next segment to try, waiting briefly; None when there is nothing due.
@@ -316,7 +342,9 @@ class Delivery:
         While the span turn is taken, a free sender takes only events (feedback, bundles), so they
         do not queue behind a span backlog; otherwise the oldest ready segment goes first."""
         with self._cond:
-            self._m.batches_queued.set(len(self._ready) + len(self._ready_events) + len(self._deferred))
+            self._m.batches_queued.set(
+                len(self._ready) + len(self._ready_events) + len(self._ready_links) + len(self._deferred)
+            )
             now = time.monotonic()
             span_retry_may_go = self._spans_in_flight == 0
             next_span_may_go = span_retry_may_go and self._spans_deferred == 0
@@ -339,6 +367,8 @@ class Delivery:
                 seg = self._ready_events.popleft()
             elif next_span_may_go and self._ready:
                 seg = self._unless_blocked(self._ready.popleft(), now)
+            elif self._ready_links:  # nothing else to do: trace links (in slices, see _attempt)
+                seg = self._ready_links.popleft()
             if seg is None:
                 wait = 0.1 if not self._deferred else min(0.1, self._deferred[0][0] - now)
                 self._cond.wait(max(0.005, wait))
@@ -408,10 +438,17 @@ class Delivery:
             return
         started = time.perf_counter()
         try:
-            self._write(seg, payload)
+            finished = self._write(seg, payload)
         except RetryableWriteError as exc:
             self._observe(seg, "retryable_error", started)
-            permit.failure()
+            if exc.status in (401, 403):
+                self._m.write_auth_failures.labels(seg.kind, str(exc.status)).inc()
+            if seg.kind is Kind.LINKS:
+                # A link's failure must not hold spans back: if the server is down the span writes
+                # open the breaker themselves; links only wait for it.
+                permit.release()
+            else:
+                permit.failure()
             self._warn.warning("retry_" + seg.kind, "%s write failed (%s); will retry", seg.kind, exc.reason)
             self._schedule_retry(seg, exc.retry_after_s)
             return
@@ -443,9 +480,15 @@ class Delivery:
             return
         self._observe(seg, "ok", started)
         permit.success()
-        self._acknowledge(seg)
+        if finished:
+            self._acknowledge(seg)
+        else:  # a links segment that used its slice: the rest of it after everything else waiting
+            with self._cond:
+                self._ready_links.append(seg)
+                self._cond.notify()
 
-    def _write(self, seg: Segment, payload: bytes) -> None:
+    def _write(self, seg: Segment, payload: bytes) -> bool:
+        """One write of ``seg``; False when a links segment stopped after its time slice."""
         h = seg.header
         if seg.kind is Kind.SPANS:
             exp_id = self._writer.experiment_id(str(h.get("experiment_name", "")))
@@ -453,15 +496,25 @@ class Delivery:
         elif seg.kind is Kind.FEEDBACK:
             retried = seg.attempts > 0 or seg.replayed
             self._writer.write_feedback(feedback_from_json(payload), check_existing=retried)
+        elif seg.kind is Kind.LINKS:
+            if self._links is None:  # spooled before TRACEGW_TRACE_LINKS was turned off
+                return True
+            exp_id = self._writer.experiment_id(str(h.get("experiment_name", "")))
+            return self._links.write(exp_id, trace_links.decode(payload), seg.settled, LINK_SLICE_S)
         else:
             self._writer.write_bundle_event(bundle_from_json(payload), self._bundle_experiment)
+        return True
 
     def _acknowledge(self, seg: Segment) -> None:
+        if seg.kind is Kind.SPANS and seg.header.get("links"):
+            self._queue_links(seg)  # before the batch leaves the spool: a crash in between re-links
         self._spool.delete(seg)
         self._release_memory(seg)
         if seg.kind is Kind.SPANS:
             self._m.spans_written.inc(seg.span_count)
             self._m.traces_written.inc(int(seg.header.get("trace_count", 0)))
+        elif seg.kind is Kind.LINKS:  # links count themselves (tracegw_trace_links_total)
+            self._links_settled(seg)
         else:
             self._m.events_written.labels(seg.kind).inc()
         if self._server_back:  # the breaker just closed: retry everything now, not at its backoff
@@ -469,7 +522,39 @@ class Delivery:
             with self._cond:
                 self._retry_deferred_now(lambda g: not g.awaiting_trace)
 
+    def _queue_links(self, spans: Segment) -> None:
+        """The links of a written span batch, as a segment of their own (spooled, then sent)."""
+        rows = spans.header["links"]
+        header = {
+            "kind": Kind.LINKS.value,
+            "experiment_name": spans.header.get("experiment_name", ""),
+            "span_count": 0,
+            "link_count": len(rows),
+            "first_at": time.time(),
+            "attempts": 0,
+        }
+        seg = Segment(self._spool.next_seq(), Kind.LINKS, header, trace_links.encode(rows))
+        with self._cond:
+            room = self._links_pending + len(rows) <= self._cfg.trace_links_max_pending
+            if room:
+                self._links_pending += len(rows)
+                self._m.trace_links_pending.set(self._links_pending)
+        if not room:
+            assert self._links is not None
+            self._links.abandon(
+                trace_links.decode(seg.payload or b"[]"), seg.settled, "TRACEGW_TRACE_LINKS_MAX_PENDING"
+            )
+            return
+        # Not spooled (disabled, full, refused): kept in memory, bounded by the pending bound above,
+        # not by the memory-only slots that span batches need.
+        self._spool.write(seg)
+        with self._cond:
+            self._ready_links.append(seg)
+            self._cond.notify()
+
     def _schedule_retry(self, seg: Segment, retry_after_s: float | None) -> None:
+        if seg.kind is Kind.LINKS and seg.attempts == 0:  # links may wait long behind the rest:
+            seg.header["first_at"] = time.time()  # their retry time counts from their first failure
         seg.header["attempts"] = seg.attempts + 1
         self._m.write_retries.labels(seg.kind).inc()
         if time.time() - float(seg.header.get("first_at", time.time())) > self._retry.max_elapsed_s:
@@ -540,6 +625,8 @@ class Delivery:
         halves = []
         for data, spans, traces in parts:
             header = {**seg.header, "span_count": spans, "trace_count": traces}
+            if header.get("links"):
+                header["links"] = trace_links.only(header["links"], set(trace_ids(data)))
             half = Segment(self._spool.next_seq(), Kind.SPANS, header, data)
             if not self._spool.write(half):
                 half.memory_only = True
@@ -564,7 +651,10 @@ class Delivery:
         self._spool.dead_letter(seg, reason, payload)
         self._release_memory(seg)
         self._m.dead_letter.labels(seg.kind, code).inc()
-        self._drop(seg, "dead_letter")
+        if seg.kind is Kind.LINKS:
+            self._abandon_links(seg, "dead_letter", payload)
+        else:
+            self._drop(seg, "dead_letter")
         self._warn.warning("dead_letter", "%s segment %d dead-lettered: %s", seg.kind, seg.seq, reason)
 
     # -- accounting -----------------------------------------------------------------------------
@@ -576,7 +666,29 @@ class Delivery:
                 self._memory_only -= 1
 
     def _drop(self, seg: Segment, reason: str) -> None:
+        if seg.kind is Kind.LINKS:
+            self._abandon_links(seg, reason)
+            return
         self._count_drop(seg.kind, reason, seg.span_count or 1)
+
+    def _links_settled(self, seg: Segment) -> None:
+        with self._cond:
+            self._links_pending -= int(seg.header.get("link_count", 0))
+            self._m.trace_links_pending.set(self._links_pending)
+
+    def _abandon_links(self, seg: Segment, reason: str, payload: bytes | None = None) -> None:
+        """A links segment that will not be written: each of its open links counts as failed."""
+        self._links_settled(seg)
+        if self._links is None:
+            return
+        try:
+            data = payload if payload is not None else seg.payload
+            if data is None and seg.durable:
+                data = self._spool.load(seg)
+            rows = trace_links.decode(data) if data else []
+        except (TornSegment, OSError, ValueError):
+            rows = []
+        self._links.abandon(rows, seg.settled, reason)
 
     def _count_drop(self, kind: Kind, reason: str, count: int) -> None:
         if kind is Kind.SPANS:

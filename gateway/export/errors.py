@@ -4,7 +4,12 @@ Error tree (only the writers, ``mlflow_http`` and ``mlflow_embedded``, decide wh
 
     WriteError                ``reason`` (free text, for logs), ``status``, ``code`` (bounded)
     ├── RetryableWriteError   connection refused/reset, timeout, HTTP 429 and 5xx
-    │                         (``retry_after_s`` carries a server's Retry-After)
+    │                         (``retry_after_s`` carries a server's Retry-After); also HTTP
+    │                         401/403: the gateway's own MLflow credentials are missing, wrong
+    │                         or lack a right. That is an operator's fix, not a bad request, so
+    │                         the data waits in the spool (the breaker opens, the outage alert
+    │                         fires, ``tracegw_write_auth_failures_total`` says why) instead of
+    │                         being dead-lettered at once
     └── PermanentWriteError   any other 4xx, or a request MLflow cannot parse (422)
 
 ``code`` labels metrics (``tracegw_dead_letter_total{reason}``), so it is bounded by

@@ -4,6 +4,10 @@ This is the laptop default: no server to start, and ``mlflow ui`` opens the same
 decodes the same OTLP payload the HTTP writer sends and converts spans with MLflow's own
 ``Span.from_otel_proto``, so both paths store identical traces. SQLite allows one writer at a
 time, so the pipeline runs a single writer thread in this mode.
+
+Trace links (``links.py``) call the store's own methods, as the server's handlers do:
+``start_trace`` (StartTraceV3's merge: ``mlflow.modelId`` metadata, with the trace's own time,
+duration, state and experiment written back) and ``link_prompts_to_trace``.
 """
 
 from __future__ import annotations
@@ -12,7 +16,8 @@ import logging
 import threading
 from pathlib import Path
 
-from mlflow.entities import AssessmentSource, Feedback, Metric, RunTag, ViewType
+from mlflow.entities import AssessmentSource, Feedback, Metric, RunTag, TraceInfo, TraceLocation, TraceState, ViewType
+from mlflow.entities.model_registry import PromptVersion
 from mlflow.entities.span import Span
 from mlflow.exceptions import MlflowException
 from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
@@ -22,6 +27,7 @@ from gateway import logs
 from gateway.export import bundle_ledger
 from gateway.export.assessments import FEEDBACK_SOURCE_ID, feedback_details
 from gateway.export.errors import PermanentWriteError, RetryableWriteError
+from gateway.export.links import MODEL_ID_METADATA, TraceLink
 from gateway.model import BundleRecord, FeedbackRecord
 
 log = logging.getLogger(__name__)
@@ -137,6 +143,29 @@ class EmbeddedMlflowWriter:
                 return False
             raise _translate(exc, "look up bundle version") from None
         return True
+
+    def link_model(self, experiment_id: str, link: TraceLink) -> None:
+        info = TraceInfo(
+            trace_id=link.mlflow_trace_id,
+            trace_location=TraceLocation.from_experiment_id(experiment_id),
+            request_time=link.request_time_ms,
+            execution_duration=link.execution_ms,
+            state=TraceState(link.state),
+            trace_metadata={MODEL_ID_METADATA: link.model_id},
+        )
+        try:
+            with self._lock:
+                self._store.start_trace(info)
+        except MlflowException as exc:
+            raise _translate(exc, "link model") from None
+
+    def link_prompt(self, trace_id: str, name: str, version: str) -> None:
+        try:
+            with self._lock:
+                version_ref = PromptVersion(name, int(version), template="")  # type: ignore[abstract]  # as MLflow's handler does
+                self._store.link_prompts_to_trace(trace_id, [version_ref])
+        except MlflowException as exc:
+            raise _translate(exc, "link prompt") from None
 
     def close(self) -> None:
         engine = getattr(self._store, "engine", None)

@@ -13,19 +13,36 @@ Two implementations of one small interface (``errors.TraceWriter``):
   contend for its database (``bench/delivery.py``; see BENCHMARKS.md).
 - ``EmbeddedMlflowWriter`` (``mlflow_embedded.py``) calls a SQLAlchemy store in-process for
   a ``sqlite:///`` URI: the laptop default, no server needed.
+
+Credentials: against a tracking server running MLflow's ``basic-auth`` app, every request
+carries HTTP basic credentials, the gateway's own user (``TRACEGW_MLFLOW_USERNAME``) and the
+password in ``TRACEGW_MLFLOW_PASSWORD_FILE`` (``PasswordFile``: re-read when the file changes,
+so a rotated secret is used without a restart; never logged). A 401 or 403 is retryable
+(``errors.py``): the credentials are an operator's fix, and the data waits in the spool.
+
+Trace links (``links.py``): ``link_model`` is StartTraceV3 (``POST /api/3.0/mlflow/traces``)
+with the trace's own time, duration, state and experiment and the ``mlflow.modelId`` metadata;
+``link_prompt`` is ``POST /api/2.0/mlflow/traces/link-prompts``. MLflow has no batch form of
+either: one call per trace.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
 
 import requests
 
 from gateway.export import bundle_ledger
 from gateway.export.assessments import feedback_assessment
 from gateway.export.errors import PermanentWriteError, RetryableWriteError
+from gateway.export.links import MODEL_ID_METADATA, TraceLink
+from gateway.logs import RateLimitedLog
 from gateway.model import BundleRecord, FeedbackRecord
 
 log = logging.getLogger(__name__)
@@ -55,15 +72,61 @@ def classify(response: requests.Response, what: str) -> None:
     reason = f"{what}: HTTP {code}" + (f" {error_code}" if error_code else "")
     if code == 429 or code >= 500:
         raise RetryableWriteError(reason, status=code, code=error_code, retry_after_s=_retry_after(response))
+    if code in (401, 403):  # the gateway's credentials: an operator's fix, so keep the data and retry
+        error_code = error_code or ("UNAUTHENTICATED" if code == 401 else "PERMISSION_DENIED")
+        raise RetryableWriteError(reason, status=code, code=error_code, retry_after_s=_retry_after(response))
     raise PermanentWriteError(reason, status=code, code=error_code)
+
+
+class PasswordFile:
+    """The password kept in ``path`` (surrounding whitespace dropped), re-read when the file's
+    size or modification time changes (looked at no more than once per ``check_every_s``). A
+    file that cannot be read any more keeps the previous password, with a warning."""
+
+    def __init__(self, path: str, check_every_s: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self._path = path
+        self._every_s = check_every_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._warn = RateLimitedLog(log, every_s=60.0)
+        self._stamp = self._stat()
+        self._password = self._read()
+        self._checked = clock()
+
+    def _stat(self) -> tuple[int, int]:
+        st = os.stat(self._path)
+        return st.st_mtime_ns, st.st_size
+
+    def _read(self) -> str:
+        with open(self._path, encoding="utf-8") as f:
+            return f.read().strip()
+
+    def get(self) -> str:
+        with self._lock:
+            now = self._clock()
+            if now - self._checked < self._every_s:
+                return self._password
+            self._checked = now
+            try:
+                stamp = self._stat()
+                if stamp != self._stamp:
+                    self._password, self._stamp = self._read(), stamp
+                    log.info("MLflow password file re-read")
+            except OSError as exc:
+                self._warn.warning(
+                    "password_file", "MLflow password file unreadable (%s); keeping the last password", exc.strerror
+                )
+            return self._password
 
 
 class HttpMlflowWriter:
     """Writes to an MLflow tracking server over HTTP."""
 
-    def __init__(self, tracking_uri: str, timeout_s: float) -> None:
+    def __init__(self, tracking_uri: str, timeout_s: float, username: str = "", password_file: str = "") -> None:
         self._base = tracking_uri.rstrip("/")
         self._timeout_s = timeout_s
+        self._username = username
+        self._password = PasswordFile(password_file) if username and password_file else None
         self._local = threading.local()
         self._experiments: dict[str, str] = {}
         self._lock = threading.Lock()
@@ -77,6 +140,8 @@ class HttpMlflowWriter:
         return session
 
     def _call(self, method: str, path: str, what: str, **kwargs: object) -> requests.Response:
+        if self._password is not None:
+            kwargs["auth"] = (self._username, self._password.get())
         try:
             return self._session().request(method, self._base + path, timeout=self._timeout_s, **kwargs)  # type: ignore[arg-type]
         except requests.Timeout:
@@ -205,10 +270,37 @@ class HttpMlflowWriter:
         classify(resp, "look up bundle version")
         return True
 
+    def link_model(self, experiment_id: str, link: TraceLink) -> None:
+        info = {
+            "trace_id": link.mlflow_trace_id,
+            "trace_location": {"type": "MLFLOW_EXPERIMENT", "mlflow_experiment": {"experiment_id": experiment_id}},
+            "request_time": _rfc3339(link.request_time_ms),
+            "execution_duration": f"{link.execution_ms // 1000}.{link.execution_ms % 1000:03d}s",
+            "state": link.state,
+            "trace_metadata": {MODEL_ID_METADATA: link.model_id},
+            "tags": {},
+        }
+        resp = self._call("POST", "/api/3.0/mlflow/traces", "link model", json={"trace": {"trace_info": info}})
+        classify(resp, "link model")
+
+    def link_prompt(self, trace_id: str, name: str, version: str) -> None:
+        resp = self._call(
+            "POST",
+            "/api/2.0/mlflow/traces/link-prompts",
+            "link prompt",
+            json={"trace_id": trace_id, "prompt_versions": [{"name": name, "version": version}]},
+        )
+        classify(resp, "link prompt")
+
     def close(self) -> None:
         session = getattr(self._local, "session", None)
         if session is not None:
             session.close()
 
 
-__all__ = ["HttpMlflowWriter", "classify"]
+def _rfc3339(ms: int) -> str:
+    """A protobuf ``Timestamp`` in JSON for epoch milliseconds, to the millisecond."""
+    return datetime.fromtimestamp(ms // 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{ms % 1000:03d}Z"
+
+
+__all__ = ["HttpMlflowWriter", "PasswordFile", "classify"]

@@ -260,6 +260,13 @@ def encode_traces(traces: Iterable[TraceRecord]) -> bytes:
     return b"\x0a" + _varint(len(resource_spans)) + resource_spans  # the request's resource_spans
 
 
+def trace_ids(payload: bytes) -> list[str]:
+    """The distinct trace ids (hex) of a serialized OTLP request, in order of first appearance."""
+    request = ExportTraceServiceRequest.FromString(payload)
+    seen = {span.trace_id.hex(): None for rs in request.resource_spans for ss in rs.scope_spans for span in ss.spans}
+    return list(seen)
+
+
 def split_spans(payload: bytes) -> list[tuple[bytes, int, int]]:
     """Split an OTLP request into two by trace: [(payload, span_count, trace_count)], or [] for one trace."""
     request = ExportTraceServiceRequest.FromString(payload)

@@ -1,13 +1,14 @@
 """Segments: the unit of delivery (one MLflow write), and the payload codecs of each kind.
 
-A segment is a span batch (an OTLP ``ExportTraceServiceRequest``), one feedback event or one
-bundle event (JSON). ``spool.py`` keeps segments on disk; ``delivery.py`` moves them.
+A segment is a span batch (an OTLP ``ExportTraceServiceRequest``), one feedback event, one
+bundle event (JSON), or the trace links of a written span batch (JSON rows, ``links.py``).
+``spool.py`` keeps segments on disk; ``delivery.py`` moves them.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ class Kind(StrEnum):
     SPANS = "spans"
     FEEDBACK = "feedback"
     BUNDLE = "bundle"
+    LINKS = "links"
 
 
 @dataclass(slots=True)
@@ -37,6 +39,7 @@ class Segment:
     memory_only: bool = False  # not in the spool (disabled, full or refused): counts against the memory bound
     awaiting_trace: bool = False  # feedback whose trace MLflow does not have yet
     aside: bool = False  # a span batch past TRACEGW_SPAN_TURN_MAX_ATTEMPTS: retried without holding the turn
+    settled: set[str] = field(default_factory=set)  # links segment: "<trace id>:<kind>" done, across retries
 
     @property
     def durable(self) -> bool:

@@ -69,7 +69,7 @@ EPILOG = """\
 examples:
   mangaassist-release bootstrap
   mangaassist-release register --from prod \\
-      --set-prompt recommendation=prompts:/mangaassist-prompts.recommendation/2 --json
+      --set-prompt recommendation=prompts:/ma-prompts.recommendation/2 --json
   mangaassist-release register --from prod --set retriever_policy=models:/mangaassist-rag-policy/2
   mangaassist-release show --alias candidate --json
   mangaassist-release evaluate --alias candidate --subset route=recommendation
@@ -127,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
         "bootstrap",
         help="create the registry layers from what the project ships (idempotent)",
         description="Create what is missing: manga-intent-classifier, manga-reranker, mangaassist-rag-policy, "
-        "mangaassist-guardrails (registered models, alias prod), mangaassist-prompts.<route> (prompts, aliases "
+        "mangaassist-guardrails (registered models, alias prod), ma-prompts.<route> (prompts, aliases "
         "production and candidate) and the release bundle mangaassist-chatbot-prod (aliases prod and candidate). "
         "Running it again creates nothing and moves no alias.",
     )

@@ -78,7 +78,7 @@ def add_parsers(sub: Any) -> None:
         help="sign a bundle's changed prompts or guardrail ruleset",
         description="Write a sign-off for bundle V as tag signoff.<area>.bundle.<V> on the component versions whose "
         "owners control them: --area prompt: each prompt version of the bundle that differs from prod's "
-        "(mangaassist-prompts.<route>; needs EDIT on that prompt: prompt-owner); --area guardrail: the "
+        "(ma-prompts.<route>; needs EDIT on that prompt: prompt-owner); --area guardrail: the "
         "guardrail ruleset version when it differs from prod's (mangaassist-guardrails; guardrail-owner). "
         "The value is stamped by this tool: {by, at, bundle, bundle_version}. " + RIGHTS_NOTE,
     )
@@ -115,7 +115,7 @@ def add_parsers(sub: Any) -> None:
         description="With the admin's MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD, create user U when missing "
         "(password: first line of --password-file) and grant, on top of the server's default READ: "
         "release-owner: EDIT on registered model mangaassist-chatbot-prod; prompt-owner: EDIT on each prompt "
-        "mangaassist-prompts.<route>; guardrail-owner: EDIT on registered model mangaassist-guardrails; "
+        "ma-prompts.<route>; guardrail-owner: EDIT on registered model mangaassist-guardrails; "
         "gateway: EDIT on the traffic experiment (MLFLOW_EXPERIMENT_NAME, default mangaassist-local). "
         "Never a version-tier grant (those are wildcard-only: they would reach every model).",
     )

@@ -36,11 +36,14 @@ RERANKER_MODEL = "manga-reranker"
 RETRIEVER_POLICY_MODEL = "mangaassist-rag-policy"
 GUARDRAIL_MODEL = "mangaassist-guardrails"
 BUNDLE_MODEL = "mangaassist-chatbot-prod"
-PROMPT_PREFIX = "mangaassist-prompts."
-"""Prompt names are ``mangaassist-prompts.<route>``: MLflow's prompt-name rule is
+PROMPT_PREFIX = "ma-prompts."
+"""Prompt names are ``ma-prompts.<route>``: MLflow's prompt-name rule is
 ``^[a-zA-Z0-9_.-]+$`` (``mlflow/prompt/constants.py``), so the dot is accepted and keeps the pack
 name visible as a prefix, while ``/`` (URI separator) and ``@`` (alias separator) are not
-allowed. Prompts share the registered-model namespace, so no registered model may use these names."""
+allowed. Prompts share the registered-model namespace, so no registered model may use these names.
+The pack's prefix is short because MLflow 3.17 stores a trace's prompt link ``<name>/<version>`` in a
+36-character column that PostgreSQL enforces: ``ma-prompts.product_question/999`` is 31 characters,
+``mangaassist-prompts.product_question/1`` was 38 and could not be linked on a PostgreSQL server."""
 
 COMPONENT_KEYS = (
     "intent_classifier",
@@ -67,7 +70,7 @@ SETTABLE_KEYS_HELP = """\
   retriever_policy    models:/mangaassist-rag-policy/VERSION
   guardrail_ruleset   models:/mangaassist-guardrails/VERSION
   bedrock_model_id    a Bedrock model id, e.g. anthropic.claude-3-5-haiku-20241022-v1:0 (shape checked only)
---set-prompt routes: the bundle's prompt routes (see `show`), URI prompts:/mangaassist-prompts.ROUTE/VERSION (or @ALIAS)
+--set-prompt routes: the bundle's prompt routes (see `show`), URI prompts:/ma-prompts.ROUTE/VERSION (or @ALIAS)
 """
 
 

@@ -11,7 +11,7 @@ bundle model version, ``eval.offline``     ``passed``/``failed`` with ``eval.off
                                            by ``evaluate``)
 bundle model version, ``eval.shadow``,     ``passed``/``failed``, ``eval.<stage>.run_id`` (optional),
 ``eval.canary``                            ``eval.<stage>.stamp`` (who, when, reason, percent)
-prompt version ``mangaassist-prompts.R/N``  ``signoff.prompt.bundle.<V>``: a prompt owner signed
+prompt version ``ma-prompts.R/N``  ``signoff.prompt.bundle.<V>``: a prompt owner signed
                                            that version for bundle version ``V``
 guardrail model version                    ``signoff.guardrail.bundle.<V>``: a guardrail owner signed
 ``mangaassist-guardrails/N``               that ruleset for bundle ``V``

@@ -6,7 +6,7 @@ Objects (all found again by name, alias or tag, so ``bootstrap`` is idempotent):
 ``manga-intent-classifier``,            external LoggedModel (params: endpoint and config, the offline
 ``manga-reranker``                      stand-in's id and source digest) -> registered model version,
                                         alias ``prod``
-``mangaassist-prompts.<route>``         one prompt per LLM-backed route in the prompt registry; the
+``ma-prompts.<route>``         one prompt per LLM-backed route in the prompt registry; the
                                         shipped template is its first version; aliases ``production``
                                         and ``candidate``
 ``mangaassist-rag-policy``,             external LoggedModels whose params are what the retriever and

@@ -11,7 +11,7 @@ role               grant
 release-owner      EDIT on registered model ``mangaassist-chatbot-prod``: move its aliases
                    (stage, promote, roll back), tag its versions (verdicts, eval results), register
                    candidates
-prompt-owner       EDIT on each prompt ``mangaassist-prompts.<route>`` (resource type ``prompt``: a
+prompt-owner       EDIT on each prompt ``ma-prompts.<route>`` (resource type ``prompt``: a
                    ``registered_model`` grant on the same name does not reach prompts): sign and
                    create prompt versions, move prompt aliases
 guardrail-owner    EDIT on registered model ``mangaassist-guardrails``: sign ruleset versions

@@ -5,12 +5,13 @@ The router serves ``DIR/prod.json`` and, while it exists, ``DIR/canary.json`` (b
 sessions and the assignment salt). A session's place is ``bucket = sha256(salt, session_id) mod
 10000``:
 
-- ``bucket < percent * 100``: the **canary** cohort, served the canary bundle
-  (``deployment_stage=canary``);
-- ``bucket ≥ 10000 - min(percent, 100 - percent) * 100``: the **control** cohort, served prod
+- ``bucket < canary% * 100``: the **canary** cohort, served the canary bundle
+  (``deployment_stage=canary``); canary% is the step, at most 95 %;
+- ``bucket ≥ 10000 - control% * 100``: the **control** cohort, served prod
   (``deployment_stage=prod``, ``rollout_cohort=control``): concurrent, the canary's size while the
-  canary is at most half the traffic, so the judge compares two cohorts of the same period, not
-  before with after;
+  canary is at most half the traffic, then the rest, at least 5 % (the hold-back: at the 100 %
+  step 95 % of sessions get the canary and 5 % stay on prod, so even that step is judged against
+  a cohort of the same period, not before with after); see :func:`shares`;
 - everyone else: prod.
 
 Monotonic across steps: with the same salt a session's bucket never changes, so a session in the
@@ -38,6 +39,8 @@ if TYPE_CHECKING:
     from orchestrator.adapters import Providers
 
 BUCKETS = 10_000
+HOLDBACK = 5.0
+"""Percent of sessions kept on prod as the control cohort even at the 100 % step."""
 
 
 def bucket(salt: str, session_id: str) -> int:
@@ -46,12 +49,23 @@ def bucket(salt: str, session_id: str) -> int:
     return int.from_bytes(digest[:8], "big") % BUCKETS
 
 
+def shares(percent: float) -> tuple[float, float]:
+    """(canary %, control %) at a step of ``percent``: the control is as large as the canary while
+    the canary is at most half, then the rest, and never below the :data:`HOLDBACK` (so a 100 %
+    step still has a concurrent comparison: 95 % canary, 5 % control)."""
+    if percent <= 0:
+        return 0.0, 0.0
+    canary = min(percent, 100 - HOLDBACK)
+    return canary, min(percent, 100 - canary)
+
+
 def cohort(salt: str, session_id: str, percent: float) -> str:
     """``canary``, ``control`` or ``""`` for a session at a step of ``percent``."""
     b = bucket(salt, session_id)
-    if b < percent * 100:
+    canary, control = shares(percent)
+    if b < canary * 100:
         return "canary"
-    if b >= BUCKETS - min(percent, 100 - percent) * 100:
+    if b >= BUCKETS - control * 100:
         return "control"
     return ""
 

@@ -2,6 +2,9 @@
 
 What it does, in order, printing as it goes:
 
+0. bootstraps the release registry (``mangaassist-release bootstrap``) in the same store and
+   exports the ``prod`` bundle for the chatbot, which serves it (prompts from the prompt
+   registry, its component versions; every trace tagged with the bundle's LoggedModel);
 1. starts the gateway as a real sidecar process (``tracegw serve``) on free loopback ports,
    writing to a SQLite MLflow store in the working directory (or, with ``--mlflow-server``, to
    a local ``mlflow server`` it starts on a free port);
@@ -9,12 +12,17 @@ What it does, in order, printing as it goes:
    providers: intent classifier, embeddings, BM25 and vector search over the shipped corpus,
    reranker, extractive generator, guardrails, response cache) and sends it realistic chat
    requests across every intent and page type, plus thumbs-up/down through ``/v1/feedback``
-   and a release bundle's registration and offline evaluation;
+   and the bundle's ``registered`` event;
 3. with ``--mlflow-server``: stops the MLflow server while traffic keeps flowing, and prints
    the request latency with MLflow up and with it down;
 4. stops the gateway with SIGTERM (it drains what it holds and exits 0), then sends a few
    requests with no gateway at all: the application keeps working, drops are counted;
-5. reads MLflow back and prints what landed and how to open it in ``mlflow ui``.
+5. reads MLflow back and prints what landed, how many traces ``search_traces(model_id=<the
+   bundle's LoggedModel>)`` and ``prompt = '<name>/<version>'`` find, and how to open it in
+   ``mlflow ui``;
+6. then ``make release-demo``'s steps on the same store: a candidate with one changed prompt
+   (made with MLflow's prompt API), its offline evaluation and the comparison with prod
+   (``--skip-release`` stops before this).
 
 No AWS, no server started by hand. Everything it serves listens on 127.0.0.1 only.
 """
@@ -38,17 +46,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from clients import BundleEvent, ClientConfig, ClientStats, Tracer
-from clients.events import (
-    BundleComponents,
-    BundleEvaluated,
-    BundleRegistered,
-    EvaluationStage,
-    EvaluationVerdict,
-)
+from clients import ClientConfig, ClientStats, Tracer
 from orchestrator.adapters import offline_providers
 from orchestrator.api import RunningApi, create_app, serve_in_thread
-from orchestrator.config import DEFAULT_RELEASE_BUNDLE as RELEASE_BUNDLE
+from orchestrator.config import load
+from orchestrator.release import events
+from orchestrator.release.follow import follow_once
+from orchestrator.release.registry import ReleaseRegistry
 from orchestrator.service import ChatService
 from orchestrator.tools.scenarios import ChatPlan, plan_chats
 from orchestrator.tools.traffic import percentile
@@ -185,6 +189,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--mlflow-server", action="store_true", help="write through a local `mlflow server` and stop it mid-run"
     )
+    parser.add_argument(
+        "--skip-release", action="store_true", help="stop after the traffic part (no candidate, evaluation, compare)"
+    )
     args = parser.parse_args(argv)
     if args.requests <= 0 or args.rate <= 0:
         parser.error("--requests and --rate must be positive")
@@ -225,6 +232,14 @@ def main(argv: list[str] | None = None) -> int:
             )
             procs.append(mlflow_proc)
             _wait(lambda: _http_ok(tracking_uri + "/health"), 120, "mlflow server")
+        started_ms = int(time.time() * 1000)
+        print(f"[0/5] bootstrapping the release registry in {db_uri} and exporting prod for the chatbot ...")
+        registry = ReleaseRegistry(db_uri, EXPERIMENT)
+        registry.bootstrap(load({"MLFLOW_TRACKING_URI": db_uri}))
+        bundle_dir = workdir / "bundles"
+        follow_once(registry, bundle_dir, ["prod"])
+        prod = registry.resolve("prod")
+        print(f"      prod = bundle {prod.version} ({prod.bundle_version}), LoggedModel {prod.model_id}")
         grpc_port, metrics_port = _free_port(), _free_port()
         target = f"127.0.0.1:{grpc_port}"
         metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
@@ -253,43 +268,15 @@ def main(argv: list[str] | None = None) -> int:
         _wait(lambda: _grpc_serving(target), 60, "gateway health SERVING")
 
         tracer = Tracer(ClientConfig(target=target, service_name="mangaassist-orchestrator"))
-        service = ChatService(tracer, offline_providers(), deployment_stage="dev")
+        providers = offline_providers(load({"MANGAASSIST_BUNDLE_DIR": str(bundle_dir)}))
+        service = ChatService(tracer, providers, deployment_stage="dev")
         api = serve_in_thread(create_app(service))
         apis.append(api)
         print(f"      orchestrator API on {api.url} (offline providers; POST /v1/chat, /v1/feedback)")
         print(f"      sending {args.requests} chat requests at {args.rate:.0f}/s ...")
         plans = plan_chats(args.requests + args.requests // 2 + 100, seed=11)
         up = drive(api.url, plans[: args.requests], args.rate)
-        tracer.record_bundle_event(
-            BundleEvent(
-                "mangaassist-chatbot-prod",
-                RELEASE_BUNDLE,
-                BundleRegistered(
-                    BundleComponents(
-                        "7",
-                        "manga-reranker-4",
-                        "recommendation-2.4",
-                        "anthropic.claude-3-5-haiku-20241022-v1:0",
-                        "rag-v5",
-                        "guardrails-12",
-                    )
-                ),
-                actor_id="release-pipeline",
-            )
-        )
-        tracer.record_bundle_event(
-            BundleEvent(
-                "mangaassist-chatbot-prod",
-                RELEASE_BUNDLE,
-                BundleEvaluated(
-                    EvaluationStage.OFFLINE,
-                    EvaluationVerdict.PASS,
-                    {"intent_accuracy": 0.94, "grounded_answer_rate": 0.97, "p95_latency_ms": 1830.0},
-                    dataset_version="golden-v12",
-                ),
-                actor_id="release-pipeline",
-            )
-        )
+        tracer.record_bundle_event(events.registered(prod, "release-pipeline", "make demo: the bootstrapped bundle"))
         tracer.flush(timeout_s=10)
         cost_lines = [_cost_line("gateway up, MLflow up", up)]
         caught_up_s = _wait_written(metrics_url, timeout_s=120)
@@ -317,7 +304,14 @@ def main(argv: list[str] | None = None) -> int:
 
         print("[5/5] reading MLflow back ...\n")
         _report(db_uri, workdir, cost_lines, before_stop, stats, up.feedback_sent)
-        return 0 if code == 0 else 1
+        _links(db_uri, prod, started_ms)
+        if args.skip_release:
+            return 0 if code == 0 else 1
+        from orchestrator.tools import release_demo
+
+        print("\n[release] a candidate with one changed prompt, its evaluation and comparison (make release-demo):")
+        released = release_demo.run(db_uri, step="  ")
+        return 0 if code == 0 and released == 0 else 1
     finally:
         for running in apis:
             running.stop()
@@ -398,6 +392,33 @@ def _report(
     mlflow_bin = Path(sys.executable).parent / "mlflow"
     print(f"  {mlflow_bin} ui --backend-store-uri {db_uri} --port 5000   # then http://127.0.0.1:5000")
     print(f"  search traces with: tags.intent = 'recommendation'   (experiment '{EXPERIMENT}')")
+
+
+def _links(db_uri: str, prod: Any, since_ms: int) -> None:
+    """How this run's stored traces link to the served bundle's LoggedModel and prompt versions."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=db_uri)
+    exp = client.get_experiment_by_name(EXPERIMENT)
+    if exp is None:
+        return
+    recent = f"timestamp_ms > {since_ms}"
+    stored = client.search_traces(locations=[exp.experiment_id], filter_string=recent, max_results=5000)
+    linked = [
+        t
+        for t in mlflow.search_traces(
+            locations=[exp.experiment_id], model_id=prod.model_id, max_results=5000, return_type="list"
+        )
+        if t.info.request_time > since_ms
+    ]
+    print("\nLinked to the release bundle (the gateway adds mlflow.modelId and prompt links to stored traces):")
+    print(f"  search_traces(model_id={prod.model_id}): {len(linked)} of {len(stored)} stored traces")
+    for route, uri in sorted(prod.prompts.items()):
+        label = uri.removeprefix("prompts:/")
+        found = client.search_traces(
+            locations=[exp.experiment_id], filter_string=f"prompt = '{label}'", max_results=5000
+        )
+        print(f"  prompt = '{label}': {len(found)} traces ({route})")
 
 
 if __name__ == "__main__":

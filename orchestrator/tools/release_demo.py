@@ -34,18 +34,13 @@ def _release(*args: str) -> tuple[int, str]:
     return code, out.getvalue()
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="mangaassist-release-demo", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workdir", default=".release-demo", help="where the SQLite store goes (emptied first)")
-    args = parser.parse_args(argv)
-    workdir = Path(args.workdir).resolve()
-    shutil.rmtree(workdir, ignore_errors=True)
-    workdir.mkdir(parents=True)
-    uri = f"sqlite:///{workdir / 'mlflow.db'}"
+def run(uri: str, step: str = "") -> int:
+    """Steps 1-5 on the store at ``uri`` (bootstrap is idempotent: an existing registry is kept).
+    ``step`` prefixes the step numbers (``make demo`` runs this as its own step)."""
     os.environ["MLFLOW_TRACKING_URI"] = uri
     os.environ.setdefault("MLFLOW_EXPERIMENT_NAME", "mangaassist-release-demo")
 
-    print(f"1. bootstrap the registry layers in {uri}")
+    print(f"{step}1. bootstrap the registry layers in {uri}")
     code, out = _release("bootstrap", "--json")
     if code:
         return code
@@ -60,28 +55,28 @@ def main(argv: list[str] | None = None) -> int:
     with tracking_uri_scope(uri):
         shipped = mlflow.genai.load_prompt(prod["prompts"]["recommendation"])
         changed = mlflow.genai.register_prompt(
-            "mangaassist-prompts.recommendation",
+            "ma-prompts.recommendation",
             template=shipped.template.replace(CITE, ""),
             commit_message="drop the citation instruction (demo: this must fail evaluation)",
         )
-    print(f"2. a prompt owner's new recommendation prompt without the citation instruction: {changed.uri}")
+    print(f"{step}2. a prompt owner's new recommendation prompt without the citation instruction: {changed.uri}")
 
     code, out = _release("register", "--from", "prod", "--set-prompt", f"recommendation={changed.uri}", "--json")
     if code:
         return code
     candidate = json.loads(out)
-    print(f"3. candidate = bundle {candidate['version']} ({candidate['bundle_version']}), alias candidate")
+    print(f"{step}3. candidate = bundle {candidate['version']} ({candidate['bundle_version']}), alias candidate")
 
     verdicts = {}
     for name, version in (("prod", prod["version"]), ("candidate", candidate["version"])):
-        print(f"4. evaluate {name} on the recommendation cases of the golden set")
+        print(f"{step}4. evaluate {name} on the recommendation cases of the golden set")
         code, out = _release("evaluate", "--bundle", str(version), "--subset", "route=recommendation")
         print("   " + out.strip().replace("\n", "\n   "))
         if code == 2:
             return 2
         verdicts[name] = code
     code, out = _release("compare", "--bundle", str(candidate["version"]), "--against", str(prod["version"]))
-    print("5. compare candidate against prod\n   " + out.strip().replace("\n", "\n   "))
+    print(f"{step}5. compare candidate against prod\n   " + out.strip().replace("\n", "\n   "))
     if code:
         return code
     ok = verdicts == {"prod": 0, "candidate": 1}
@@ -90,10 +85,20 @@ def main(argv: list[str] | None = None) -> int:
         "\nOpen it in the MLflow UI:\n"
         f"  {Path(sys.executable).parent / 'mlflow'} ui --backend-store-uri {uri} --port 5000\n"
         "  Models: mangaassist-chatbot-prod (versions, aliases prod/candidate, eval.offline tags);\n"
-        "  Prompts: mangaassist-prompts.recommendation (versions 1 and 2);\n"
+        "  Prompts: ma-prompts.recommendation (versions 1 and 2);\n"
         "  Experiments: mangaassist-evaluation (one run per evaluation, its artifacts, one trace per case)"
     )
     return 0 if ok else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mangaassist-release-demo", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workdir", default=".release-demo", help="where the SQLite store goes (emptied first)")
+    args = parser.parse_args(argv)
+    workdir = Path(args.workdir).resolve()
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True)
+    return run(f"sqlite:///{workdir / 'mlflow.db'}")
 
 
 if __name__ == "__main__":

@@ -214,7 +214,7 @@ class Rig:
             for route, (_label, template) in templates.items():
                 if CITE in template:
                     pv = mlflow.genai.register_prompt(
-                        f"mangaassist-prompts.{route}",
+                        f"ma-prompts.{route}",
                         template=template.replace(CITE, ""),
                         commit_message="no citations",
                     )

@@ -35,7 +35,7 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:For backward compatibility, 'str' dtypes are included by select_dtypes"),
 ]
 
-REC_PROMPT = "mangaassist-prompts.recommendation"
+REC_PROMPT = "ma-prompts.recommendation"
 CITE_SENTENCE = "Cite each fact with its chunk id in square brackets, e.g. [faq_003]. "
 SAMPLE = ["--limit", "60"]  # an evenly spaced sample over all kinds and routes
 REC_SUBSET = ["--subset", "route=recommendation"]

@@ -52,10 +52,10 @@ def test_bootstrap_and_show_over_http(server: MlflowServer, tmp_path: Path) -> N
     assert bundle["version"] == 1 and bundle["bundle_version"] == DEFAULT_RELEASE_BUNDLE
     assert bundle["aliases"] == ["candidate", "prod"]
     assert bundle["components"]["reranker"] == "models:/manga-reranker/1"
-    assert bundle["prompts"]["recommendation"] == "prompts:/mangaassist-prompts.recommendation/1"
+    assert bundle["prompts"]["recommendation"] == "prompts:/ma-prompts.recommendation/1"
     assert not list(tmp_path.glob("mlruns")) and not (tmp_path / "mlflow.db").exists()
 
-    bad = release(server, tmp_path, "register", "--set-prompt", "faq=prompts:/mangaassist-prompts.faq/7")
+    bad = release(server, tmp_path, "register", "--set-prompt", "faq=prompts:/ma-prompts.faq/7")
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines()[-1].startswith("mangaassist-release: error: faq=prompts:/")
     assert "Traceback" not in bad.stderr

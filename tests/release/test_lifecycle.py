@@ -49,7 +49,7 @@ def client(boot: Bootstrapped) -> MlflowClient:
 
 def new_prompt(boot: Bootstrapped, route: str, text: str) -> str:
     with tracking_uri_scope(boot.uri):
-        return str(mlflow.genai.register_prompt(name=f"mangaassist-prompts.{route}", template=text).uri)
+        return str(mlflow.genai.register_prompt(name=f"ma-prompts.{route}", template=text).uri)
 
 
 def new_guardrail(boot: Bootstrapped, max_chars: str) -> str:
@@ -338,7 +338,7 @@ def test_every_event_the_tool_builds_passes_the_gateways_validation(boot: Bootst
         ev.evaluated(other, "offline", "pass", "ci", metrics={"intent_accuracy": 0.93, "nan": float("nan")}),
         ev.evaluated(other, "shadow", "fail", "alice", run_id="a" * 32, note="agreement 0.81"),
         ev.evaluated(other, "canary", "pass", "alice", percent=10.0),
-        ev.signed_off(other, "prompt", "pat", "signed prompts:/mangaassist-prompts.faq/9"),
+        ev.signed_off(other, "prompt", "pat", "signed prompts:/ma-prompts.faq/9"),
         ev.signed_off(other, "guardrail", "local:root"),
         ev.promoted(other, prod, "rita"),
         ev.rolled_back(other, prod, "thumbs-down alarm", "rita"),

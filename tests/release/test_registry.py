@@ -55,14 +55,14 @@ def counts(boot: Bootstrapped) -> dict[str, int]:
     for name in (*MODELS, BUNDLE):
         out[name] = len(c.search_model_versions(f"name = '{name}'"))
     for route in ROUTE_PROMPTS:
-        out[route] = len(c.search_prompt_versions(f"mangaassist-prompts.{route}", max_results=1000))
+        out[route] = len(c.search_prompt_versions(f"ma-prompts.{route}", max_results=1000))
     return out
 
 
 def new_prompt_version(boot: Bootstrapped, route: str, template: str) -> str:
     """A new prompt version made with MLflow's own prompt API (not the project's)."""
     with tracking_uri_scope(boot.uri):
-        pv = mlflow.genai.register_prompt(name=f"mangaassist-prompts.{route}", template=template)
+        pv = mlflow.genai.register_prompt(name=f"ma-prompts.{route}", template=template)
     return str(pv.uri)
 
 
@@ -93,7 +93,7 @@ def test_bootstrap_creates_every_object_with_its_params_and_aliases(boot: Bootst
     assert rules["prompt_injection.pi-006"] == guardrails.PromptInjectionStage.RULES[-1][1].pattern
 
     for route, shipped in ROUTE_PROMPTS.items():
-        name = f"mangaassist-prompts.{route}"
+        name = f"ma-prompts.{route}"
         for alias in ("production", "candidate"):
             pv = c.get_prompt_version_by_alias(name, alias)
             assert int(pv.version) == 1 and pv.template == SYSTEM_PROMPTS[shipped]
@@ -111,11 +111,11 @@ def test_bootstrap_creates_every_object_with_its_params_and_aliases(boot: Bootst
         "retriever_policy": "models:/mangaassist-rag-policy/1",
         "guardrail_ruleset": "models:/mangaassist-guardrails/1",
     }
-    pack = {r: f"prompts:/mangaassist-prompts.{r}/1" for r in sorted(ROUTE_PROMPTS)}
+    pack = {r: f"prompts:/ma-prompts.{r}/1" for r in sorted(ROUTE_PROMPTS)}
     assert json.loads(lm.params["prompt_pack"]) == pack
     assert all(lm.params[f"prompt.{r}"] == uri for r, uri in pack.items())
     linked = {(p["name"], str(p["version"])) for p in json.loads(lm.tags["mlflow.linkedPrompts"])}
-    assert linked == {(f"mangaassist-prompts.{r}", "1") for r in ROUTE_PROMPTS}
+    assert linked == {(f"ma-prompts.{r}", "1") for r in ROUTE_PROMPTS}
 
     bundle = boot.registry.resolve("prod")
     assert bundle.prompts == pack and bundle.version == 1 and bundle.released
@@ -173,7 +173,7 @@ def test_register_with_one_changed_prompt_differs_from_prod_only_there(
         "Cite each fact with its chunk id in square brackets, e.g. [faq_003]. ", ""
     )
     uri = new_prompt_version(boot, "recommendation", no_citations)
-    assert uri != "prompts:/mangaassist-prompts.recommendation/1"
+    assert uri != "prompts:/ma-prompts.recommendation/1"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", boot.uri)
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "release-tests")
     assert cli.run(["register", "--from", "prod", "--set-prompt", f"recommendation={uri}", "--json"]) == 0
@@ -201,12 +201,12 @@ def test_register_pins_alias_uris_to_versions(boot: Bootstrapped) -> None:
     candidate = boot.registry.register(
         "prod",
         set={"reranker": "models:/manga-reranker@prod", "bedrock_model_id": "anthropic.claude-3-7-sonnet"},
-        set_prompt={"faq": "prompts:/mangaassist-prompts.faq@production"},
+        set_prompt={"faq": "prompts:/ma-prompts.faq@production"},
         bundle_version="2026.12.03-pin",
     )
     assert candidate.components["reranker"] == "models:/manga-reranker/1"
     assert candidate.components["bedrock_model_id"] == "anthropic.claude-3-7-sonnet"
-    assert candidate.prompts["faq"] == "prompts:/mangaassist-prompts.faq/1"
+    assert candidate.prompts["faq"] == "prompts:/ma-prompts.faq/1"
     assert candidate.bundle_version == "2026.12.03-pin"
 
 
@@ -237,17 +237,17 @@ def test_unknown_uris_are_refused_all_at_once_before_anything_is_created(boot: B
                 "guardrails": "models:/mangaassist-guardrails/1",
             },
             set_prompt={
-                "recommendation": "prompts:/mangaassist-prompts.recommendation/42",
-                "checkout": "prompts:/mangaassist-prompts.faq/1",
-                "faq": "mangaassist-prompts.faq/1",
+                "recommendation": "prompts:/ma-prompts.recommendation/42",
+                "checkout": "prompts:/ma-prompts.faq/1",
+                "faq": "ma-prompts.faq/1",
             },
         )
     message = str(caught.value)
     assert "reranker=models:/manga-reranker/99: no such model version" in message
     assert "retriever_policy=models:/no-such-policy@prod: no such model version" in message
     assert "unknown component 'guardrails'" in message
-    assert "recommendation=prompts:/mangaassist-prompts.recommendation/42: no such prompt version" in message
-    assert "unknown route 'checkout'" in message and "faq=mangaassist-prompts.faq/1: not a prompts:/" in message
+    assert "recommendation=prompts:/ma-prompts.recommendation/42: no such prompt version" in message
+    assert "unknown route 'checkout'" in message and "faq=ma-prompts.faq/1: not a prompts:/" in message
     assert "\n" not in message
     assert counts(boot) == before
 

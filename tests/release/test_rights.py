@@ -59,7 +59,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     registry.bootstrap(load({"MLFLOW_TRACKING_URI": uri}))
     with tracking_uri_scope(uri):
         prompt = mlflow.genai.register_prompt(
-            name="mangaassist-prompts.faq", template="Answer the FAQ in two sentences, from the context only."
+            name="ma-prompts.faq", template="Answer the FAQ in two sentences, from the context only."
         )
     bundle = registry.register("prod", {}, {"faq": str(prompt.uri)})
     c = MlflowClient(tracking_uri=uri)
@@ -119,8 +119,7 @@ def test_the_admin_grants_each_role_on_its_own_resource(world: World, as_user: R
     granted = json.loads(out)
     assert granted["created_user"] is True
     assert granted["granted"] == [
-        f"prompt:mangaassist-prompts.{route}=EDIT"
-        for route in ("faq", "product_question", "recommendation", "return_policy")
+        f"prompt:ma-prompts.{route}=EDIT" for route in ("faq", "product_question", "recommendation", "return_policy")
     ]
     # granting again is idempotent (MLflow says RESOURCE_ALREADY_EXISTS; the grant is re-made as EDIT)
     code, out, err = as_user("admin", "grant", "--role", "release-owner", "--user", "rita")
@@ -166,12 +165,12 @@ def test_refusals_name_the_missing_right(world: World, as_user: Run) -> None:
     assert code == 2 and "Traceback" not in err
     assert last_line(err) == (
         f"mangaassist-release: error: MLflow refused to sign {world.prompt_uri} (HTTP 403) for user 'vic': it needs "
-        "EDIT on prompt mangaassist-prompts.faq (its owners' right); "
+        "EDIT on prompt ma-prompts.faq (its owners' right); "
         "grant it with: mangaassist-release grant --role prompt-owner --user vic"
     )
     # a release owner cannot forge a prompt sign-off: 403 on the prompt version tag
     code, _, err = as_user("rita", "sign-off", "--bundle", v, "--area", "prompt")
-    assert code == 2 and "(HTTP 403) for user 'rita': it needs EDIT on prompt mangaassist-prompts.faq" in err
+    assert code == 2 and "(HTTP 403) for user 'rita': it needs EDIT on prompt ma-prompts.faq" in err
     # a prompt owner can sign, and the stamp names the authenticated user
     code, out, err = as_user("pat", "sign-off", "--bundle", v, "--area", "prompt", "--json")
     assert code == 0, err

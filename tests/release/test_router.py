@@ -36,7 +36,9 @@ def test_assignment_is_monotonic_across_steps_and_control_matches_the_canary() -
         assert abs(len(canary) - expected) < 4 * expected**0.5 + 5
         assert abs(len(control) - len(canary)) < 4 * expected**0.5 + 5
         previous = canary
-    assert {cohort(salt, s, 100) for s in SESSIONS} == {"canary"}
+    full = [cohort(salt, s, 100) for s in SESSIONS]  # 100 %: every session but the 5 % hold-back
+    assert set(full) == {"canary", "control"} and abs(full.count("control") - 200) < 60
+    assert previous <= {s for s, c in zip(SESSIONS, full, strict=True) if c == "canary"}
     assert {cohort(salt, s, 0) for s in SESSIONS} == {""}
     other = {s for s in SESSIONS if cohort("mangaassist-chatbot-prod/8", s, 10) == "canary"}
     assert other != previous  # a new canary (new salt) draws its own sessions
