@@ -21,6 +21,14 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+WEIGHTS = {"ungrounded": 0.55, "wrong_language": 0.45, "refused": 0.55, "slow": 0.30}
+REASON_CODES = {
+    "ungrounded": "not_grounded",
+    "wrong_language": "wrong_language",
+    "refused": "incomplete",
+    "slow": "too_slow",
+}
+"""What the customer picks in the UI for each complaint (``clients.feedback_rules.REASON_CODES``)."""
 INFORMATIONAL = frozenset({"product_question", "recommendation", "return_policy", "faq"})
 _JAPANESE = re.compile(r"[\u3040-\u30ff\u4e00-\u9fff]")
 
@@ -55,8 +63,7 @@ class Customers:
         if rng.random() >= self.vote_rate:
             return None
         reasons = self.reasons(intent, message, response, latency_ms)
-        weights = {"ungrounded": 0.55, "wrong_language": 0.45, "refused": 0.55, "slow": 0.30}
-        p_down = min(0.95, self.base + sum(weights[r] for r in reasons))
+        p_down = min(0.95, self.base + sum(WEIGHTS[r] for r in reasons))
         if rng.random() < p_down:
-            return "thumbs_down", reasons[0] if reasons else "not_helpful"
+            return "thumbs_down", REASON_CODES[reasons[0]] if reasons else "other"
         return "thumbs_up", "helpful"

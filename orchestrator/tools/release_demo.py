@@ -76,7 +76,14 @@ def run(uri: str, step: str = "") -> int:
             return 2
         verdicts[name] = code
     code, out = _release("compare", "--bundle", str(candidate["version"]), "--against", str(prod["version"]))
-    print(f"{step}5. compare candidate against prod\n   " + out.strip().replace("\n", "\n   "))
+    lines = out.strip().splitlines()
+    if len(lines) > 24:  # the whole list is in the comparison run and `compare --json`
+        lines = [
+            *lines[:20],
+            f"... {len(lines) - 20} more lines (mangaassist-release compare --bundle "
+            f"{candidate['version']} --against {prod['version']})",
+        ]
+    print(f"{step}5. compare candidate against prod\n   " + "\n   ".join(lines))
     if code:
         return code
     ok = verdicts == {"prod": 0, "candidate": 1}

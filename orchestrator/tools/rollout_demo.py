@@ -66,6 +66,7 @@ class Traffic:
     sent: int = 0
     votes: dict[str, int] = field(default_factory=lambda: {"thumbs_up": 0, "thumbs_down": 0})
     errors: int = 0
+    last_error: str = ""
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -109,8 +110,9 @@ class Traffic:
                         },
                     )
                     self.votes[feedback] += 1
-            except OSError:
+            except OSError as exc:  # counted and shown: a refused vote would silently bias the judge
                 self.errors += 1
+                self.last_error = f"{type(exc).__name__}: {exc}"[:300]
             next_at += interval
             delay = next_at - time.monotonic()
             if delay > 0:
@@ -170,6 +172,7 @@ class Rig:
                 "MANGAASSIST_BUNDLE_REFRESH_S": "0.5",
                 "MANGAASSIST_SHADOW_SHARE": str(self.shadow_share),
                 "MANGAASSIST_SHADOW_RATE_PER_S": "50",
+                "MANGAASSIST_SHADOW_COST_CAP_USD_PER_HOUR": "100",
             }
         )
         self.tracer = Tracer(ClientConfig(target=self.gateway_target, service_name="mangaassist-rollout-demo"))
@@ -365,7 +368,13 @@ def main(argv: list[str] | None = None) -> int:
         result = rig.canary(bad, (25.0, 50.0, 100.0), args.interval)
         print(f"   canary: {result.outcome}: {result.reason}")
         print(f"   example traces: {', '.join(result.example_trace_ids) or '-'}")
-        print(f"\nprod is bundle {rig.registry.resolve('prod').version}; customers voted {rig.traffic.votes}")
+        t = rig.traffic
+        print(f"\nprod is bundle {rig.registry.resolve('prod').version}; {t.sent} requests, customers voted {t.votes}")
+        if t.errors:
+            print(f"  {t.errors} requests or votes failed; the last: {t.last_error}")
+        shadow = rig.service.shadow
+        if shadow is not None:
+            print(f"  shadow runner: {shadow.counts()['runs']}")
         print(
             f"Open it: {tracking_uri} (Models: mangaassist-chatbot-prod tags eval.*, canary.*; Experiments: "
             "mangaassist-rollout-demo runs shadow-compare-* and canary-*)"
