@@ -19,9 +19,11 @@ Design, for speed (DESIGN §8: ≤ 50 µs per 500-character text, and most strin
   ids, cards, IPv4, SSNs, My Numbers, IBANs, US house numbers), whose branches are tried at
   digit positions only; a number glued to a label (``TEL0626347047``, ``order113-…``) starts
   there too (see the comment above ``_DIGITS`` for what each step saves);
-- separate scans only when a cheap ``in`` test says they can match: ``@`` for e-mail, ``::``
-  or hex-colon runs for IPv6, ``AKIA``/``ASIA``/``earer``/``eyJ``/``ecret``/``ECRET`` for secrets,
-  ``assport``/``パスポ``/``旅券`` for passport numbers, a municipality character (市区町村郡) for
+- separate scans only when a cheap ``in`` test says they can match (a rare character of a word,
+  found in C ~10x faster than the word, is looked for first): ``@`` for e-mail, ``::`` or
+  hex-colon runs for IPv6, ``ASIA``, ``earer``, ``ecret``, ``AKIA`` or ``ECRET`` (with a ``K``),
+  ``eyJ`` (with a ``J``) for secrets, ``assport``, ``ASSPORT`` (with a ``P``), ``パスポ`` (with a
+  ``ポ``) or ``旅券`` (with a ``券``) for passport numbers, a municipality character (市区町村郡) for
   Japanese addresses (whose block numbers are then looked for just after it), ``\\``, ``%`` or
   ``+`` with ``=`` for escapes to decode (found with ``str.find``);
 - candidates are then checked in Python: Luhn for cards, mod 97 for IBANs, the check digit of a
@@ -52,7 +54,7 @@ import re
 from bisect import bisect_left
 from collections.abc import Iterator
 from itertools import pairwise
-from operator import mul
+from operator import attrgetter, mul
 from typing import NamedTuple
 
 EMAIL, PHONE, ORDER_ID, CARD, IP, SECRET = "EMAIL", "PHONE", "ORDER_ID", "CARD", "IP", "SECRET"
@@ -74,13 +76,19 @@ _FOLD = {c: c - 0xFEE0 for c in range(0xFF01, 0xFF5F)}  # full-width ASCII block
 _FOLD[0x3000] = 0x20  # ideographic space
 for _dash in (0x2010, 0x2011, 0x2012, 0x2013, 0x2014, 0x2015, 0x2212, 0x30FC, 0xFF70):
     _FOLD[_dash] = 0x2D  # hyphens, dashes, minus, and the long-vowel mark people type as a dash
-# str.translate over a whole Japanese text costs ~0.05 µs per character; fold only the runs.
-_FULLWIDTH_ALNUM = re.compile("[\uff0b\uff10-\uff19\uff20-\uff3a\uff41-\uff5a]")
-# Written "[x][x]*", not "[x]+": only a pattern that starts with a plain character class lets the
-# regex engine skip in C to the next candidate (3.4 µs instead of 6 µs over 500 characters).
-_FOLDABLE = re.compile(
-    "[\uff01-\uff5e\u3000\u2010-\u2015\u2212\u30fc\uff70][\uff01-\uff5e\u3000\u2010-\u2015\u2212\u30fc\uff70]*"
-)
+# str.translate over a whole Japanese text costs ~0.05 µs per character; fold only what is there.
+# A class of one range is scanned ~2x faster than one of several (a bitmap per character block),
+# so the scan stops at the block U+FF0B-U+FF5A and the look-behind checks the character there.
+_FULLWIDTH_ALNUM = re.compile("[\uff0b-\uff5a](?<=[\uff0b\uff10-\uff19\uff20-\uff3a\uff41-\uff5a])")
+# Folding, by what a class of one range finds fast: the full-width block's runs, then the nine
+# characters outside it, each looked for with ``in`` first (see ``_for_matching``). Written
+# "[x][x]*", not "[x]+": only a pattern that starts with a plain character class lets the regex
+# engine skip in C to the next candidate.
+_FULLWIDTH_RUN = re.compile("[\uff01-\uff5e][\uff01-\uff5e]*")
+_FOLD_OUTSIDE = tuple((chr(c), chr(_FOLD[c])) for c in _FOLD if not 0xFF01 <= c <= 0xFF5E and c != 0x30FC)
+# The long-vowel mark is a dash except after katakana (マイナンバー); written with the mark first, a
+# literal the engine finds fast, and the katakana check behind it.
+_LONG_VOWEL_DASH = re.compile("\u30fc(?<![\u30a1-\u30fa]\u30fc)")
 
 _W = "0-9A-Za-z_"  # ASCII word characters: Japanese text around a number counts as a boundary
 _E = rf"(?![{_W}])"
@@ -99,6 +107,9 @@ def _ci(word: str) -> str:
 # The characters an entity of the digit scan can start with, and the ones that must follow it.
 _FIRST = r"[0-9+(D\uff08]"
 _RUN = r"[0-9 .\-()+\u2010-\u2015\u2212\u30fc\uff0d\uff70\u3000\uff08\uff09]"
+# What ends a number that can start nothing (see _DIGITS): after at most four more digits, a
+# character that is no digit, separator, parenthesis or capital, or a space and a lowercase letter.
+_DEAD_END = rf"[0-9]{{0,4}}+(?:[^{_RUN[1:-1]}A-Z]|\ [a-z])"
 
 # A number normally starts where no ASCII word character precedes it; these labels may be glued
 # to it (TEL0626347047, FAX0877-54-2664, order113-1234567-1234567). A glued number is a long one, so
@@ -125,29 +136,40 @@ _DIRECTION = "N|S|E|W|NE|NW|SE|SW|North|South|East|West"
 # entity WITHOUT the first character, which it checks with a look-behind. Every step is there
 # for speed (bench/redaction.py; each costs at every digit of every text):
 # - a digit after a digit leaves at once (most digits: nothing starts inside a number);
+# - so does a number that ends within five characters in a character that is no digit,
+#   separator, parenthesis or capital, or in a space and a lowercase letter ("f3a" in a hex id,
+#   "7x10", "1,980", "2026年", "12 volumes"): every branch fails there, the numbers' look-ahead
+#   below (six digits or separators), the house number (a capital or digit after its space) and
+#   the IBAN (its second check digit and four digits or capitals);
 # - the start is decided once (an atomic group): after no word character, after a glued label
 #   (only where a long number follows), or the check digits of an IBAN two letters on, which
-#   the conditional sends straight to the IBAN branch;
+#   the conditional sends straight to the IBAN branch (the look-behinds of these two need
+#   letters before the number, so after "_" both fail);
 # - the look-ahead drops short numbers ("12 volumes", "¥528") before the number branches are
 #   tried (each has at least six more digits or separators after its first character); a short
 #   one can only be a house number, tried last, behind the first letters of the street words;
 # - among the numbers, a bare run of digits is one possessive branch (classified by its length
-#   in Python); a longer bare run or an ISO date leaves after it; the rest dispatch on the first
-#   character ("0", "1-9", "+", "(").
+#   in Python; tried behind a look-ahead for its eight digits); a longer bare run, an ISO date or
+#   a hyphenated ISBN-13 leaves after it (no number branch matches at their start: an ISBN's
+#   first group is too short for an order id, and after its second come "-" and digits, which
+#   end neither an SSN nor a US phone); the rest dispatch on the first character ("0", "1-9",
+#   "+", "(").
 # At one position the first matching branch wins. Japanese addresses have a scan of their own.
 _DIGITS = re.compile(
     rf"""
-    {_FIRST}(?<![0-9].)
+    {_FIRST}(?<![0-9].)(?!{_DEAD_END})
     (?>(?<![{_W}].)
-      |(?<=[A-Za-z].)(?:(?<=[A-Z][A-Z][0-9])(?<![{_W}][A-Z][A-Z].)(?P<ib>)|(?={_RUN}{{6}}){_GLUED}))
+      |(?:(?<=[A-Z][A-Z][0-9])(?<![{_W}][A-Z][A-Z].)(?P<ib>)|(?={_RUN}{{6}}){_GLUED}))
     (?(ib)(?P<iban>[0-9](?:\ ?[0-9A-Z]{{4}}){{2,8}}(?:\ ?[0-9A-Z]{{1,3}})?)
     |(?:(?={_RUN}{{6}})
         (?:
-          (?P<bare>(?:(?<=0)[0-9]{{8,15}}+|(?<=[1-9])(?:[0-9]{{8,11}}+|[0-9]{{14,16}}+|[0-9]{{18}}+)){_E})
-        | (?!(?<=[0-9])(?:[0-9]{{7}}|[0-9]{{3}}[\-/.][01][0-9][\-/.][0-3][0-9](?![0-9])))  # long bare run, date
+          (?P<bare>(?=[0-9]{{8}})(?:(?<=0)[0-9]{{8,15}}+|(?<=[1-9])(?:[0-9]{{8,11}}+|[0-9]{{14,16}}+|[0-9]{{18}}+)){_E})
+        | (?!(?<=[0-9])(?:[0-9]{{7}}|[0-9]{{3}}[\-/.][01][0-9][\-/.][0-3][0-9](?![0-9])  # long bare run, date,
+              |7[89]-(?<=97[89]-)[0-9]{{1,5}}-[0-9]{{1,7}}-[0-9]{{1,6}}-[0-9]))  # hyphenated ISBN-13
           (?:
-          (?P<order>(?<=[0-9D])[0-9]{{2}}-[0-9]{{7}}-[0-9]{{7}}{_E})
-        | (?P<ssn>(?<=[0-9])[0-9]{{2}}(?P<ss>[\- ])[0-9]{{2}}(?P=ss)[0-9]{{4}}{_E}(?!{_S}[0-9]))
+          (?=[0-9]{{2}}[\- ])  # both: two digits, then "-" or a space
+          (?:(?P<order>(?<=[0-9D])[0-9]{{2}}-[0-9]{{7}}-[0-9]{{7}}{_E})
+          | (?P<ssn>(?<=[0-9])[0-9]{{2}}(?P<ss>[\- ])[0-9]{{2}}(?P=ss)[0-9]{{4}}{_E}(?!{_S}[0-9])))
         | (?<=0)
           (?:(?P<intl00>(?:0{_S}?|10{_S})[1-9][0-9]{{0,2}}+(?:{_S}?{_O}?[0-9]{{1,5}}+{_C}?){{1,7}}{_END})
           | (?P<mynum0>[0-9]{{3}}(?P<ms0>[\- ])[0-9]{{4}}(?P=ms0)[0-9]{{4}}{_E}(?!{_S}[0-9]))
@@ -155,10 +177,11 @@ _DIGITS = re.compile(
               (?:[0-9]{{1,4}}{_S}[0-9]{{1,4}}{_S}[0-9]{{3,4}}|[0-9]{{1,4}}{_O}[0-9]{{1,4}}{_C}[0-9]{{3,4}})
               {_END}))
         | (?<=[1-9])
-          (?:(?P<card>(?<=[2-6])[0-9]{{3}}(?P<cs>[ \-])[0-9]{{4}}(?P=cs)[0-9]{{4}}(?P=cs)[0-9]{{4}}
-                     (?:(?P=cs)?[0-9]{{3}})?{_E}(?!(?P=cs)[0-9]{{4}})
-                   |(?<=3)[47][0-9]{{2}}(?P<as>[ \-])[0-9]{{6}}(?P=as)[0-9]{{5}}{_E})
-          | (?P<mynum>[0-9]{{3}}(?P<ms>[\- ])[0-9]{{4}}(?P=ms)[0-9]{{4}}{_E}(?!{_S}[0-9]))
+          (?:(?=[0-9]{{3}}[ \-])  # both: three digits, then a space or "-"
+            (?:(?P<card>(?<=[2-6])[0-9]{{3}}(?P<cs>[ \-])[0-9]{{4}}(?P=cs)[0-9]{{4}}(?P=cs)[0-9]{{4}}
+                       (?:(?P=cs)?[0-9]{{3}})?{_E}(?!(?P=cs)[0-9]{{4}})
+                     |(?<=3)[47][0-9]{{2}}(?P<as>[ \-])[0-9]{{6}}(?P=as)[0-9]{{5}}{_E})
+            | (?P<mynum>[0-9]{{3}}(?P<ms>[\- ])[0-9]{{4}}(?P=ms)[0-9]{{4}}{_E}(?!{_S}[0-9])))
           | (?P<us>(?<![+\-].)
               (?:(?<=1){_S}(?:{_O}[2-9][0-9]{{2}}{_C}\ ?|[2-9][0-9]{{2}}{_S})|(?<=[2-9])[0-9]{{2}}{_S})
               [2-9][0-9]{{2}}{_S}[0-9]{{4}}{_END})
@@ -197,11 +220,18 @@ _EMAIL_LOCAL_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ012345
 _IPV6_GATE = re.compile(r":[0-9A-Fa-f]{0,4}:")  # starts with a literal: found in C
 _IPV6_CHARS = frozenset("0123456789abcdefABCDEF:.")
 _WORD = frozenset("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_")
+# AKIA/ASIA access key ids, bearer tokens, AWS secret keys after their key name, and JWTs. The
+# pattern starts with the class of their first letters, which the engine skips to in C (a pattern
+# starting with a look-behind is tried at every position: ~20 µs over 500 characters, now ~3 µs);
+# each alternative then starts with the rest of its literal, which the engine rules out in one
+# comparison, and checks its first letter (and the boundary before it) behind it.
 _SECRETS = re.compile(
-    r"(?<![0-9A-Za-z])(?:AKIA|ASIA)[0-9A-Z]{16}(?![0-9A-Za-z])"
-    r"|[Bb]earer\s+(?P<tok>(?=[A-Za-z0-9\-._~+/]*[0-9])[A-Za-z0-9\-._~+/]{16,}=*)"
-    r"|(?:aws_secret_access_key|AWS_SECRET_ACCESS_KEY|SecretAccessKey)[\"']?\s*[=:]\s*[\"']?(?P<sk>[A-Za-z0-9/+]{40})"
-    r"|(?<![0-9A-Za-z_\-])eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}"
+    r"[ABSabe]"
+    r"(?:[KS]IA(?<=A[KS]IA)(?<![0-9A-Za-z]A[KS]IA)[0-9A-Z]{16}(?![0-9A-Za-z])"
+    r"|earer(?<=[Bb]earer)\s+(?P<tok>(?=[A-Za-z0-9\-._~+/]*[0-9])[A-Za-z0-9\-._~+/]{16,}=*)"
+    r"|(?:ws_secret_access_key(?<=aws_secret_access_key)|WS_SECRET_ACCESS_KEY(?<=AWS_SECRET_ACCESS_KEY)"
+    r"|ecretAccessKey(?<=SecretAccessKey))[\"']?\s*[=:]\s*[\"']?(?P<sk>[A-Za-z0-9/+]{40})"
+    r"|yJ(?<=eyJ)(?<![0-9A-Za-z_\-]eyJ)[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,})"
 )
 _PASSPORT = re.compile(
     r"[Pp\u30d1\u65c5](?:(?<=[Pp])(?:assport|ASSPORT)|(?<=\u30d1)スポ[ー\-]ト|(?<=\u65c5)券)"
@@ -242,7 +272,10 @@ _PHONE_WORDS = frozenset(
 )
 _PHONE_PAIRS = frozenset((("reach", "me"), ("contact", "me"), ("contact", "number"), ("my", "number")))
 _PHONE_PAIRS |= {("new", "number"), ("number", "is")}
-_WORDS = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])")  # words, camelCase split: customerPhone, TELNo
+# Words, camelCase split (customerPhone, TELNo): a capital and lowercase letters, lowercase letters,
+# or capitals not followed by a lowercase letter. Written to start with a character class, which
+# lets the engine skip in C to the next letter (2.5x faster on text between numbers).
+_WORDS = re.compile(r"[A-Za-z](?:(?<=[a-z])[a-z]*|(?<=[A-Z])(?:[a-z]+|[A-Z]*(?![a-z])))")
 _CUTS = (
     " .-(（\u3000\u2010\u2011\u2012\u2013\u2014\u2015\u2212\u30fc\uff0d\uff70"  # where a phone's groups may be cut back
 )
@@ -324,6 +357,7 @@ _ID_JP = (
 )
 _VERSION_WORDS = frozenset(("version", "ver", "build", "firmware", "fw", "sdk", "rev", "revision", "release", "v"))
 _VERSION_SUFFIXES = frozenset(("name", "code", "number", "no", "string", "str", "id"))
+_VERSION_ENDS = frozenset(w[-2:] for w in _VERSION_WORDS | _VERSION_SUFFIXES if len(w) > 1)  # "v" alone: tested apart
 _SEPARATORS = frozenset(" .-\u2010\u2011\u2012\u2013\u2014\u2015\u2212\u30fc\uff0d\uff70\u3000")  # _S
 _ASCII_LETTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 # The last two characters of those words and suffixes, lowercased (a test before the word lookup:
@@ -444,20 +478,25 @@ _URLISH = re.compile(r"[%?&](?:(?<=%)[0-9A-Fa-f]{2}|(?<=[?&])[\w.\-]+=)")
 _JSON_CHARS = {"n": "\n", "r": "\r", "t": "\t", "b": "\b", "f": "\f", '"': '"', "/": "/"}
 
 
-def _fold_run(run: re.Match[str]) -> str:
-    folded = run.group().translate(_FOLD)
-    if run.group()[0] == "\u30fc" and run.start() and "\u30a1" <= run.string[run.start() - 1] <= "\u30fa":
-        return "\u30fc" + folded[1:]  # the long-vowel mark of a katakana word (マイナンバー) is no dash
-    return folded
+def _fold_fullwidth(run: re.Match[str]) -> str:
+    return run.group().translate(_FOLD)
 
 
 def _for_matching(text: str) -> str:
     """``text`` folded only when it holds full-width digits, letters, "@" or "+": the patterns
     accept the full-width separators and parentheses themselves, so most Japanese text (whose
-    full-width characters are punctuation) is matched as it is, without the cost of folding."""
+    full-width characters are punctuation) is matched as it is, without the cost of folding.
+
+    Folding maps every character of ``_FOLD`` one to one, except a long-vowel mark right after
+    katakana. No step makes or removes a katakana character, so the steps' order does not matter."""
     if text.isascii() or _FULLWIDTH_ALNUM.search(text) is None:
         return text
-    return _FOLDABLE.sub(_fold_run, text)
+    for char, folded in _FOLD_OUTSIDE:
+        if char in text:
+            text = text.replace(char, folded)
+    if "\u30fc" in text:
+        text = _LONG_VOWEL_DASH.sub("-", text)
+    return _FULLWIDTH_RUN.sub(_fold_fullwidth, text)
 
 
 class _Decoded(NamedTuple):
@@ -569,7 +608,8 @@ def _ssn_ok(digits: str) -> bool:
 def _only_digits(s: str) -> str:
     """``s`` without its separators. Matched values hold ASCII digits only (full-width ones
     were folded), so ``isdigit`` keeps exactly those."""
-    return "".join(filter(str.isdigit, s))
+    digits = s.replace("-", "").replace(" ", "")  # the usual separators, ~4x faster than the filter
+    return digits if digits.isdigit() else "".join(filter(str.isdigit, s))
 
 
 def _label_end(norm: str, start: int) -> int:
@@ -631,6 +671,9 @@ def _version_before(norm: str, start: int) -> bool:
     text = norm[max(0, start - 24) : start].rstrip(" \t\n\r\u3000\u00a0\"'=:：#")
     if text.endswith(("バージョン", "バ-ジョン")):
         return True
+    letters = text.rstrip("0123456789_-.")  # ends with the last letter of the word, if it has one
+    if letters[-1:] not in ("v", "V") and letters[-2:].lower() not in _VERSION_ENDS:
+        return False  # the last word ("ip", "at") is no version word or suffix: most words leave here
     word = text[len(text.rstrip(_GLUE_CHARS + "0123456789.")) :].rstrip(".")
     parts = [w.lower() for w in _WORDS.findall(word)]  # "appVersion" → app, version; "os_ver" → os, ver
     if len(parts) > 1 and parts[-1] in _VERSION_SUFFIXES:
@@ -655,8 +698,8 @@ def _phone_words(text: str) -> bool:
     """``text`` holds a phone word ("call", "cell", "Phone", "reach me", "電話", …)."""
     if "電話" in text or "携帯" in text or "連絡先" in text or "whatsapp" in text.lower():
         return True  # (the camelCase split below would see "Whats App")
-    words = [w.lower() for w in _WORDS.findall(text)]
-    return any(w in _PHONE_WORDS for w in words) or any(pair in _PHONE_PAIRS for pair in pairwise(words))
+    words = " ".join(_WORDS.findall(text)).lower().split()  # ASCII letters only: one lower() for all
+    return not _PHONE_WORDS.isdisjoint(words) or not _PHONE_PAIRS.isdisjoint(pairwise(words))
 
 
 def _word_before(norm: str, start: int) -> str:
@@ -797,6 +840,12 @@ def _jp_address_start(norm: str, start: int) -> int:
     return k
 
 
+# Four octets (one digit, or no leading zero and at most 255); the first neither 0 ("this
+# network"), 127 (loopback) nor 224 and above (multicast, reserved, broadcast and netmasks).
+_OCTET = r"(?:[0-9]|[1-9][0-9]|1[0-9][0-9]|2[0-4][0-9]|25[0-5])"
+_PUBLIC_IPV4 = re.compile(rf"(?:[1-9][0-9]?|1[01][0-9]|12[0-689]|1[3-9][0-9]|2[01][0-9]|22[0-3])(?:\.{_OCTET}){{3}}")
+
+
 def _classify(m: re.Match[str], norm: str, out: list[Match]) -> None:
     kind = m.lastgroup
     kind = _KIND.get(kind, kind) if kind is not None else None
@@ -816,11 +865,8 @@ def _classify(m: re.Match[str], norm: str, out: list[Match]) -> None:
         if luhn_ok(digits) and not _code_before(norm, start):
             out.append(Match(start, end, CARD, digits))
     elif kind == "ipv4":
-        parts = value.split(".")
         if (
-            all(len(p) == 1 or (p[0] != "0" and int(p) <= 255) for p in parts)
-            and parts[0] not in ("0", "127")  # "this network" and loopback
-            and int(parts[0]) < 224  # multicast, reserved, broadcast and netmasks
+            _PUBLIC_IPV4.fullmatch(value) is not None
             and not _version_before(norm, start)
             and not _user_agent_version(norm, start)
         ):
@@ -1012,10 +1058,22 @@ def _scan_ipv6(norm: str, out: list[Match]) -> None:
         out.append(Match(left, end, IP, value.lower()))
 
 
+_START = attrgetter("start")
+
+
 def _find(text: str) -> list[Match]:
     norm = _for_matching(text)
     found: list[Match] = []
-    if "AKIA" in norm or "ASIA" in norm or "earer" in norm or "eyJ" in norm or "ecret" in norm or "ECRET" in norm:
+    # What each secret needs: "AKIA" or "ASIA", "earer", "eyJ", or a key name ("ecret", or
+    # "ECRET" in AWS_SECRET_ACCESS_KEY). A search for one character costs ~20 ns, for a word
+    # ~250 ns, so a letter that the word holds ("K", "J") is looked for first.
+    if (
+        ("K" in norm and ("AKIA" in norm or "ECRET" in norm))
+        or "ASIA" in norm
+        or "earer" in norm
+        or "ecret" in norm
+        or ("J" in norm and "eyJ" in norm)
+    ):
         for m in _SECRETS.finditer(norm):
             g = m.lastgroup or 0
             value = m.group(g).rstrip(".") if g == "tok" else m.group(g)  # a sentence's full stop
@@ -1028,16 +1086,23 @@ def _find(text: str) -> list[Match]:
     ascii_only = norm.isascii()  # O(1): the Japanese gates are skipped on ASCII text
     if not ascii_only and ("区" in norm or "市" in norm or "町" in norm or "郡" in norm or "村" in norm):
         _scan_jp_addresses(norm, found)
-    if "assport" in norm or "ASSPORT" in norm or (not ascii_only and ("パスポ" in norm or "旅券" in norm)):
+    if (
+        "assport" in norm
+        or ("P" in norm and "ASSPORT" in norm)  # a word holds its letters: one-character tests first
+        or (not ascii_only and (("ポ" in norm and "パスポ" in norm) or ("券" in norm and "旅券" in norm)))
+    ):
         for m in _PASSPORT.finditer(norm):
             found.append(Match(m.start("pp"), m.end("pp"), PASSPORT, m.group("pp").upper()))
     if len(found) < 2:
         return found
-    found.sort(key=lambda x: (x.start, -x.end))  # at one start, the longest first
+    found.sort(key=_START)  # stable: at one start, the scans' order
     kept = [found[0]]
     for item in found[1:]:
-        if item.start >= kept[-1].end:
+        last = kept[-1]
+        if item.start >= last.end:
             kept.append(item)
+        elif item.start == last.start and item.end > last.end:
+            kept[-1] = item  # at one start, the longest wins (the first of equal ones)
     return kept
 
 
@@ -1045,7 +1110,8 @@ def find_pii(text: str) -> list[Match]:
     """Every entity in ``text``, sorted, without overlaps (the longer of two overlapping wins)."""
     if len(text) < MIN_LEN:
         return []
-    if ("\\" in text or "%" in text or "+" in text) and (dec := _decode(text)) is not None:
+    # _decode finds nothing without a "\\" or "%", or a "+" in a query string (which has a "=")
+    if ("\\" in text or "%" in text or ("+" in text and "=" in text)) and (dec := _decode(text)) is not None:
         first = dec.at[0]  # before the first escape, offsets are the same
         return [
             m if m.end <= first else Match(_original(dec, m.start), _original(dec, m.end), m.entity, m.canonical)
