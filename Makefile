@@ -19,7 +19,16 @@ $(STAMP): pyproject.toml
 .tools/node_modules/.bin/buf:
 	npm install --silent --no-audit --no-fund --prefix .tools @bufbuild/buf@$(BUF_VERSION)
 
-setup: $(STAMP) .tools/node_modules/.bin/buf  ## create .venv with the gateway, client, orchestrator and dev tools
+# Prometheus and promtool from Debian's package, unpacked without installing or starting a service
+# (the rollout tests run a real Prometheus on loopback).
+PROMETHEUS := .tools/prometheus/usr/bin/prometheus
+$(PROMETHEUS):
+	rm -rf .tools/prometheus-deb && mkdir -p .tools/prometheus-deb
+	cd .tools/prometheus-deb && apt-get download prometheus
+	dpkg -x .tools/prometheus-deb/prometheus_*.deb .tools/prometheus
+	@test -x $@
+
+setup: $(STAMP) .tools/node_modules/.bin/buf $(PROMETHEUS)  ## create .venv with the gateway, client, orchestrator and dev tools (and Prometheus)
 
 demo: setup  ## run the sidecar on embedded SQLite with realistic traffic, print what landed
 	$(BIN)/mangaassist-demo --workdir .demo

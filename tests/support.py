@@ -149,3 +149,64 @@ def drop_pg_database(name: str) -> None:
     with conn.cursor() as cur:
         cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     conn.close()
+
+
+PROMETHEUS_BIN = Path(__file__).resolve().parents[1] / ".tools" / "prometheus" / "usr" / "bin" / "prometheus"
+
+
+class PrometheusServer:
+    """A real Prometheus (Debian's package, unpacked by ``make setup``) on a free loopback port,
+    scraping ``targets`` (``host:port``) every second, exemplar storage on."""
+
+    def __init__(self, targets: list[str], workdir: Path, rule_files: list[Path] | None = None) -> None:
+        assert PROMETHEUS_BIN.exists(), f"{PROMETHEUS_BIN} is missing: `make setup` unpacks Debian's prometheus package"
+        self.workdir = workdir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.config = workdir / f"prometheus-{self.port}.yml"
+        rules = "".join(f"  - {p}\n" for p in rule_files or [])
+        self.config.write_text(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
+            + (f"rule_files:\n{rules}" if rules else "")
+            + "scrape_configs:\n  - job_name: tracegw\n    static_configs:\n"
+            + f"      - targets: [{', '.join(repr(t) for t in targets)}]\n"
+        )
+        self.log_path = workdir / f"prometheus-{self.port}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout_s: float = 60.0) -> PrometheusServer:
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [
+                    str(PROMETHEUS_BIN),
+                    f"--config.file={self.config}",
+                    f"--storage.tsdb.path={self.workdir / f'tsdb-{self.port}'}",
+                    f"--web.listen-address=127.0.0.1:{self.port}",
+                    "--enable-feature=exemplar-storage",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+        def ready() -> bool:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError(f"prometheus exited: {self.log_path.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(self.url + "/-/ready", timeout=1) as resp:
+                    return bool(resp.status == 200)
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                return False
+
+        wait_for(ready, timeout_s=timeout_s, interval_s=0.2, what=f"prometheus on {self.url}")
+        return self
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=5)

@@ -10,7 +10,10 @@ began (``orchestrator.rollout.metrics_source``: a real Prometheus, or the sideca
 and asks the judge (``orchestrator.rollout.judge``), looking at most ``looks_per_step`` times per
 step (the judge's Bonferroni budget):
 
-- ``pass``: the next step (after 100 %: ``eval.canary=passed`` and ``promote`` through the gate);
+- ``pass`` on ``passes_to_advance`` (3) consecutive looks: the next step (after 100 %:
+  ``eval.canary=passed`` and ``promote`` through the gate). One pass is not enough: a pass means
+  "no significant regression yet", and the cumulative counts of later looks have more power (a
+  step is analysed for at least three intervals, as Flagger's iterations and Argo's counts do);
 - ``inconclusive`` (too few samples: low traffic is a hold, never a failure): look again; after
   ``looks_per_step`` looks the canary is paused at 0 % and reported ``held`` (exit 3), neither
   promoted nor failed;
@@ -116,6 +119,7 @@ class CanaryController:
         steps: Sequence[float] = DEFAULT_STEPS,
         config: JudgeConfig | None = None,
         abort_after: int = 5,
+        passes_to_advance: int = 3,
         progress: Callable[[str], None] = lambda _m: None,
         on_rollback: Callable[[Bundle, str, dict[str, Any], list[str]], None] | None = None,
         clock: Callable[[], float] = time.time,
@@ -130,6 +134,9 @@ class CanaryController:
         self.steps = tuple(steps)
         self.config = config or JudgeConfig()
         self.abort_after = abort_after
+        if passes_to_advance < 1:
+            raise ReleaseError("passes_to_advance must be at least 1")
+        self.passes_to_advance = min(passes_to_advance, self.config.looks_per_step)
         self._progress = progress
         self._on_rollback = on_rollback
         self._clock = clock
@@ -184,6 +191,7 @@ class CanaryController:
         budget = ErrorBudget(self.abort_after)
         run_id = self._start_run(bundle, percent)
         record: dict[str, Any] = {}
+        passes = 0
         for look in range(1, self.config.looks_per_step + 1):
             self._sleep(self.interval_s)
             if self._abort_requested(bundle):
@@ -200,7 +208,8 @@ class CanaryController:
             self._log_look(run_id, look, record)
             self._tags(bundle, {LAST_VERDICT_TAG: f"{verdict} at {_fmt(percent)}% look {look}"})
             self._progress(f"{_fmt(percent)}% look {look}: {verdict}{_why(record)}")
-            if action == "advance":
+            passes = passes + 1 if action == "advance" else 0
+            if passes >= self.passes_to_advance:
                 return StepResult(percent, "pass", look, run_id, record)
             if action == "rollback":
                 record["_reason"] = "the judge failed the canary: " + _why(record).strip(" ()")
@@ -215,6 +224,13 @@ class CanaryController:
 
     def _rollback(self, bundle: Bundle, percent: float, step: StepResult, reason: str, examples: list[str]) -> None:
         self._pause(bundle)
+        client = self.registry.client
+        client.log_text(
+            step.run_id,
+            json.dumps({"reason": reason, "example_trace_ids": examples}, indent=2),
+            "verdicts/rollback.json",
+        )
+        client.set_tag(step.run_id, "canary.example_trace_ids", ",".join(examples)[:5000])
         self.lifecycle.record_verdict(bundle, "canary", "fail", step.run_id, reason)
         self._tags(bundle, {STATE_TAG: "rolled_back"})
         self._progress(f"rolled back at {_fmt(percent)}%: {reason}")

@@ -144,10 +144,23 @@ class PrometheusSource:
     url: str
     timeout_s: float = 5.0
     clock: Callable[[], float] = time.time
+    examples: dict[str, list[str]] = field(default_factory=dict)
+    """``canary/<field>`` -> trace ids of the canary's exemplars since the step began
+    (``/api/v1/query_exemplars``; needs ``--enable-feature=exemplar-storage``)."""
+
+    def reset(self) -> None:
+        self.examples.clear()
 
     def counts(self, canary_bundle: str, prod_bundle: str, start: float) -> dict[str, Any]:
-        window = math.ceil(self.clock() - start)
+        now = self.clock()
+        window = math.ceil(now - start)
         totals: dict[str, dict[str, dict[str, float]]] = defaultdict(lambda: defaultdict(dict))
+        canary = cohorts(canary_bundle, prod_bundle)[1]
+        for name in ("errors", "guardrail_blocks", "grounding_failures", "thumbs_down"):
+            family, extra = QUERIES[name]
+            ids = self._exemplars(f"{family}{_selector({**canary.labels, **extra})}", start, now)
+            if ids:
+                self.examples[f"canary/{name}"] = ids[-EXAMPLES_PER_FIELD:]
         for cohort in cohorts(canary_bundle, prod_bundle):
             for name in QUERIES:
                 for sample in self._query(promql(name, cohort, window)):
@@ -157,6 +170,23 @@ class PrometheusSource:
                     if key != "le=+Inf":
                         totals[cohort.name][intent][key] = float(value)
         return _document(totals)
+
+    def _exemplars(self, selector: str, start: float, end: float) -> list[str]:
+        url = f"{self.url.rstrip('/')}/api/v1/query_exemplars?" + urllib.parse.urlencode(
+            {"query": selector, "start": f"{start:.3f}", "end": f"{end:.3f}"}
+        )
+        try:
+            with urllib.request.urlopen(url, timeout=self.timeout_s) as resp:
+                body = json.load(resp)
+        except (OSError, ValueError):
+            return []  # examples are a courtesy; the counts decide
+        ids: list[str] = []
+        for series in body.get("data") or []:
+            for exemplar in series.get("exemplars") or []:
+                trace_id = (exemplar.get("labels") or {}).get("trace_id", "")
+                if trace_id and trace_id not in ids:
+                    ids.append(trace_id)
+        return ids
 
     def _query(self, expr: str) -> list[dict[str, Any]]:
         url = f"{self.url.rstrip('/')}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
