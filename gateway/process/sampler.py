@@ -11,6 +11,8 @@ Tail policies keep a trace whatever the ratio, each switchable in configuration:
 ``guardrail``  a span has ``action=block`` or ``action=redact``, or ``fallback_triggered=true``
 ``slow``       the root span took longer than ``latency_threshold_s``
 ``canary`` …   the ``deployment_stage`` tag is one of ``keep_stages`` (the reason is the stage)
+``shadow_pair`` the primary of a shadow pair (tag ``shadow_pair_id``) while ``shadow`` is kept: a
+               shadow answer is only comparable next to the answer the customer got
 ``contract``   the trace breaks the trace contract (tag ``contract.violations``)
 ``forced``     the application tagged ``sampling.force=true``
 ``feedback``   feedback arrived for the trace before it was decided
@@ -100,6 +102,8 @@ class Sampler:
         stage = trace.tags.get("deployment_stage")
         if stage in self._stages:
             reasons.append(str(stage))
+        elif "shadow" in self._stages and trace.tags.get("shadow_pair_id"):
+            reasons.append("shadow_pair")
         if cfg.keep_contract_violations and trace.tags.get(VIOLATIONS_TAG):
             reasons.append("contract")
         if cfg.keep_forced:

@@ -6,9 +6,10 @@ here) keeping the bundle directory, the chatbot's API serving prod through the r
 with a shadow runner, and a traffic driver whose simulated customers
 (``orchestrator.tools.customers``) vote on the answers they get. Then:
 
-1. a **good candidate** (another Bedrock model id): offline evaluation on a sample of the golden
-   set, shadow (``shadow-report --record``), then ``canary start`` over 25 → 50 → 100 %, judged
-   on the gateway's live metrics: it is promoted;
+1. a **good candidate** (equal to prod in behaviour: the same components, a new registry
+   version): offline evaluation on a sample of the golden set, shadow (``shadow-report
+   --record``), then ``canary start`` over 10 → 50 → 100 %, judged on the gateway's live metrics
+   (the judge's minimum samples scaled to the demo's traffic, printed): it is promoted;
 2. a **bad candidate** (its prompts drop the citation instruction): its shadow comparison fails
    on ``grounding_failure_rate``, as it should. To show the canary's own safety net the demo then
    records offline and shadow passes by hand (``record-verdict``, printed as such) and starts
@@ -262,7 +263,7 @@ class Rig:
         report["run_id"] = run_id
         return report
 
-    def canary(self, bundle: Any, steps: tuple[float, ...], interval_s: float) -> Any:
+    def canary(self, bundle: Any, steps: tuple[float, ...], interval_s: float, config: Any = None) -> Any:
         from orchestrator.release.canary import CanaryController
         from orchestrator.release.lifecycle import Lifecycle
         from orchestrator.rollout.metrics_source import ScrapeSource
@@ -273,9 +274,27 @@ class Rig:
             ScrapeSource([self.metrics_url]),
             interval_s=interval_s,
             steps=steps,
+            config=config,
             progress=lambda m: self.progress(f"  canary {m}"),
         )
         return controller.run(self.registry.bundle(str(bundle.version)))
+
+
+def demo_judge_config() -> Any:
+    """The live judge with its minimum samples scaled to the demo's ~40 requests/s (margins, alpha
+    and tests unchanged): at the 100 % step the 5 % hold-back control gets 2 requests/s."""
+    import dataclasses
+
+    from orchestrator.rollout.judge import DEFAULT_RATES, CostRule, JudgeConfig, LatencyRule
+
+    return dataclasses.replace(
+        JudgeConfig(),
+        rates=tuple(
+            dataclasses.replace(r, min_denominator=30 if r.denominator == "requests" else 10) for r in DEFAULT_RATES
+        ),
+        latency=LatencyRule(min_requests=40),
+        cost=CostRule(min_sessions=10),
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -326,6 +345,9 @@ def main(argv: list[str] | None = None) -> int:
             MLFLOW_TRACKING_URI=tracking_uri,
             MLFLOW_EXPERIMENT_NAME="mangaassist-rollout-demo",
             TRACEGW_SPOOL_DIR=str(workdir / "spool"),
+            # two link calls per stored trace would saturate this one-worker server at this traffic
+            # (make demo shows the links); the shadow comparison needs its traces stored promptly
+            TRACEGW_TRACE_LINKS="false",
         )
         procs.append(
             subprocess.Popen(
@@ -348,11 +370,13 @@ def main(argv: list[str] | None = None) -> int:
         ).start()
         from orchestrator.release.lifecycle import Lifecycle
 
-        print("2. a good candidate: another Bedrock model")
+        print("2. a good candidate (the same components as prod, a new version)")
         good = rig.candidate(drop_citations=False)
         rig.evaluate(good, limit=60)
         rig.shadow(good, pairs=220, timeout_s=180)
-        result = rig.canary(good, (25.0, 50.0, 100.0), args.interval)
+        judge_config = demo_judge_config()
+        print("   (the judge's minimum samples are scaled to this demo's traffic; margins and tests are the live ones)")
+        result = rig.canary(good, (10.0, 50.0, 100.0), args.interval, judge_config)
         print(f"   canary: {result.outcome} {result.reason}")
         print("3. a bad candidate: prompts without the citation instruction")
         bad = rig.candidate(drop_citations=True)
@@ -365,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         rig.registry.set_bundle_tags(bad, {"eval.offline": "passed", "eval.offline.run_id": run.info.run_id})
         life.record_verdict(rig.registry.bundle(str(bad.version)), "shadow", "pass", run.info.run_id, "demo: by hand")
-        result = rig.canary(bad, (25.0, 50.0, 100.0), args.interval)
+        result = rig.canary(bad, (10.0, 50.0, 100.0), args.interval, judge_config)
         print(f"   canary: {result.outcome}: {result.reason}")
         print(f"   example traces: {', '.join(result.example_trace_ids) or '-'}")
         t = rig.traffic

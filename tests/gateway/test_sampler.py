@@ -76,6 +76,7 @@ def test_tail_policies_keep_whatever_the_ratio_and_say_why() -> None:
         "guardrail": trace(attrs={"action": "block"}),
         "slow": trace(duration_s=4.0),
         "canary": trace(tags={"deployment_stage": "canary"}),
+        "shadow_pair": trace(tags={"deployment_stage": "prod", "shadow_pair_id": "0123abcd0123abcd"}),
         "contract": trace(tags={VIOLATIONS_TAG: "missing_tag.intent"}),
         "forced": trace(tags={FORCE_TAG: "true"}),
     }
