@@ -56,6 +56,28 @@ QUERIES = {**FIELDS_QUERIES, "latency_buckets": (LATENCY_FAMILY, {})}
 """Field of the counts -> (series name, extra label selector)."""
 
 
+COHORT_LABELS = ("release_bundle", "deployment_stage", "rollout_cohort", "intent")
+RULES_GROUP = "mangaassist-rollout"
+
+
+def recording_rules(window: str = "1m") -> dict[str, Any]:
+    """Prometheus recording rules over the same families and selectors as :data:`QUERIES`, by
+    cohort and intent: ``mangaassist:rollout_<field>:rate<window>``. ``deploy/prometheus/
+    rollout-rules.yaml`` is this document (a test keeps them equal); dashboards and alerts read
+    these series, the judge reads the same families with ``increase()`` over its step."""
+    rules = []
+    for name, (family, extra) in QUERIES.items():
+        by = ", ".join((*COHORT_LABELS, "le")) if name == "latency_buckets" else ", ".join(COHORT_LABELS)
+        selector = _selector(extra) if extra else ""
+        rules.append(
+            {
+                "record": f"mangaassist:rollout_{name}:rate{window}",
+                "expr": f"sum by ({by}) (rate({family}{selector}[{window}]))",
+            }
+        )
+    return {"groups": [{"name": RULES_GROUP, "rules": rules}]}
+
+
 @dataclass(frozen=True)
 class Cohort:
     name: str  # stable | canary
