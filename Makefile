@@ -39,7 +39,7 @@ release-demo: setup  ## the release control plane on embedded SQLite: bootstrap,
 demo-rollout: setup  ## shadow and canary on loopback with simulated customers: a good candidate promoted, a bad one rolled back
 	$(BIN)/python -m orchestrator.tools.rollout_demo --workdir .rollout-demo
 
-demo-server: setup  ## the same through a local `mlflow server`, stopped mid-run
+demo-server: setup  ## the same traffic through a local `mlflow server`, stopped mid-run (then the release steps)
 	$(BIN)/mangaassist-demo --workdir .demo-server --mlflow-server
 
 test: setup  ## the whole suite: unit, client, integration (real mlflow servers, PostgreSQL)

@@ -233,9 +233,9 @@ def main(argv: list[str] | None = None) -> int:
             procs.append(mlflow_proc)
             _wait(lambda: _http_ok(tracking_uri + "/health"), 120, "mlflow server")
         started_ms = int(time.time() * 1000)
-        print(f"[0/5] bootstrapping the release registry in {db_uri} and exporting prod for the chatbot ...")
-        registry = ReleaseRegistry(db_uri, EXPERIMENT)
-        registry.bootstrap(load({"MLFLOW_TRACKING_URI": db_uri}))
+        print(f"[0/5] bootstrapping the release registry in {tracking_uri} and exporting prod for the chatbot ...")
+        registry = ReleaseRegistry(tracking_uri, EXPERIMENT)  # through the server when there is one
+        registry.bootstrap(load({"MLFLOW_TRACKING_URI": tracking_uri}))
         bundle_dir = workdir / "bundles"
         follow_once(registry, bundle_dir, ["prod"])
         prod = registry.resolve("prod")
