@@ -39,6 +39,18 @@ def wait_for(check: Callable[[], T], timeout_s: float = 20.0, interval_s: float 
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what} (last value: {last!r})")
 
 
+def stop_process_group(proc: subprocess.Popen[bytes] | None) -> None:
+    """SIGTERM a server started with ``start_new_session=True`` and its children; SIGKILL after 15 s."""
+    if proc is None or proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=5)
+
+
 class MlflowServer:
     """A real ``mlflow server`` subprocess on a free loopback port (one worker, see DESIGN §4).
 
@@ -117,14 +129,7 @@ class MlflowServer:
             return False
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=5)
+        stop_process_group(self.proc)
 
 
 def create_pg_database(name: str) -> str:
@@ -202,11 +207,4 @@ class PrometheusServer:
         return self
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=5)
+        stop_process_group(self.proc)

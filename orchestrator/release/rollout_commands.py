@@ -254,7 +254,15 @@ def _verdict_server(bundle: Any, prod: Any, source: Any, port: int, progress: Ca
             if url.path != "/verdict":
                 self.send_error(404, "only /verdict")
                 return
-            since = float(parse_qs(url.query).get("since", [started])[0])
+            raw = parse_qs(url.query).get("since", [str(started)])[0]
+            try:
+                since = float(raw)
+            except ValueError:
+                self.send_error(400, "since must be a UNIX time in seconds")
+                return
+            if not 0 < since <= time.time():
+                self.send_error(400, "since must be a UNIX time in the past")
+                return
             with lock:
                 try:
                     record = judge(source.counts(bundle.bundle_version, prod.bundle_version, since))

@@ -66,6 +66,31 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def start_mlflow_server(workdir: Path, backend_uri: str, port: int, log_path: Path) -> subprocess.Popen[bytes]:
+    """A local ``mlflow server`` on 127.0.0.1 (one worker, no job runner), in its own process group."""
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(
+            [
+                shutil.which("mlflow", path=str(Path(sys.executable).parent)) or "mlflow",
+                "server",
+                "--backend-store-uri",
+                backend_uri,
+                "--default-artifact-root",
+                (workdir / "mlartifacts").as_uri(),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                "1",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false"),
+        )
+
+
 def _wait(check: Callable[[], object], timeout_s: float, what: str) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -199,7 +224,6 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(args.workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     db_uri = f"sqlite:///{workdir / 'mlflow.db'}"
-    bin_dir = Path(sys.executable).parent
     procs: list[subprocess.Popen[bytes]] = []
     apis: list[RunningApi] = []
     mlflow_proc = None
@@ -209,31 +233,11 @@ def main(argv: list[str] | None = None) -> int:
             port = _free_port()
             tracking_uri = f"http://127.0.0.1:{port}"
             print(f"[1/5] starting mlflow server on {tracking_uri} (SQLite {workdir / 'mlflow.db'}) ...")
-            mlflow_log = open(workdir / "mlflow-server.log", "ab")  # noqa: SIM115
-            mlflow_proc = subprocess.Popen(
-                [
-                    shutil.which("mlflow", path=str(bin_dir)) or "mlflow",
-                    "server",
-                    "--backend-store-uri",
-                    db_uri,
-                    "--default-artifact-root",
-                    (workdir / "mlartifacts").as_uri(),
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(port),
-                    "--workers",
-                    "1",
-                ],
-                stdout=mlflow_log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                env=dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false"),
-            )
+            mlflow_proc = start_mlflow_server(workdir, db_uri, port, workdir / "mlflow-server.log")
             procs.append(mlflow_proc)
             _wait(lambda: _http_ok(tracking_uri + "/health"), 120, "mlflow server")
         started_ms = int(time.time() * 1000)
-        print(f"[0/5] bootstrapping the release registry in {tracking_uri} and exporting prod for the chatbot ...")
+        print(f"[release] bootstrapping the registry in {tracking_uri} and exporting prod for the chatbot ...")
         registry = ReleaseRegistry(tracking_uri, EXPERIMENT)  # through the server when there is one
         registry.bootstrap(load({"MLFLOW_TRACKING_URI": tracking_uri}))
         bundle_dir = workdir / "bundles"

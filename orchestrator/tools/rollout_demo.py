@@ -27,7 +27,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -38,13 +37,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from orchestrator.tools.demo import _free_port as free_port
+from orchestrator.tools.demo import _http_ok, _wait, start_mlflow_server
+
 CITE = "Cite each fact with its chunk id in square brackets, e.g. [faq_003]. "
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _post(url: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -306,38 +302,15 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(args.workdir).resolve()
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
-    bin_dir = Path(sys.executable).parent
     procs: list[subprocess.Popen[bytes]] = []
     rig: Rig | None = None
     try:
         port, grpc_port, metrics_port = free_port(), free_port(), free_port()
         tracking_uri = f"http://127.0.0.1:{port}"
         print(f"1. mlflow server on {tracking_uri} (SQLite {workdir / 'mlflow.db'}), gateway on 127.0.0.1:{grpc_port}")
+        procs.append(start_mlflow_server(workdir, f"sqlite:///{workdir / 'mlflow.db'}", port, workdir / "mlflow.log"))
         log = open(workdir / "services.log", "ab")  # noqa: SIM115
-        env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
-        procs.append(
-            subprocess.Popen(
-                [
-                    str(bin_dir / "mlflow"),
-                    "server",
-                    "--backend-store-uri",
-                    f"sqlite:///{workdir / 'mlflow.db'}",
-                    "--default-artifact-root",
-                    (workdir / "mlartifacts").as_uri(),
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(port),
-                    "--workers",
-                    "1",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                env=env,
-            )
-        )
-        _wait(lambda: _ok(tracking_uri + "/health"), 120, "mlflow server")
+        _wait(lambda: _http_ok(tracking_uri + "/health"), 120, "mlflow server")
         gw_env = dict(
             os.environ,
             TRACEGW_LISTEN_ADDRESS=f"127.0.0.1:{grpc_port}",
@@ -359,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
                 start_new_session=True,
             )
         )
-        _wait(lambda: _ok(f"http://127.0.0.1:{metrics_port}/metrics"), 60, "gateway metrics")
+        _wait(lambda: _http_ok(f"http://127.0.0.1:{metrics_port}/metrics"), 60, "gateway metrics")
         rig = Rig(
             tracking_uri,
             "mangaassist-rollout-demo",
@@ -414,23 +387,6 @@ def main(argv: list[str] | None = None) -> int:
                     proc.wait(timeout=30)
                 except subprocess.TimeoutExpired:
                     os.killpg(proc.pid, signal.SIGKILL)
-
-
-def _ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=1) as resp:
-            return bool(resp.status == 200)
-    except OSError:
-        return False
-
-
-def _wait(check: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.25)
-    raise RuntimeError(f"{what} did not come up within {timeout_s:g}s")
 
 
 if __name__ == "__main__":
