@@ -84,6 +84,7 @@ class ReleaseConfig:
     events: str
     outbox: str
     events_timeout_s: float
+    experiment: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -462,6 +463,15 @@ SETTINGS: tuple[Setting, ...] = (
         _float,
         "deadline of each bundle-event call of mangaassist-release (a slow gateway never holds a release step)",
         _positive,
+    ),
+    Setting(
+        "MANGAASSIST_RELEASE_EXPERIMENT",
+        "release.experiment",
+        "mangaassist-releases",
+        _text,
+        "experiment holding the registry's LoggedModels (bundles, component versions); apart from the traffic "
+        "experiment because a LoggedModel's rights follow its experiment's, and the gateway has EDIT on traffic",
+        _non_empty,
     ),
 )
 

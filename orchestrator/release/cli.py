@@ -2,7 +2,9 @@
 
 Talks to ``MLFLOW_TRACKING_URI`` (default ``sqlite:///mlflow.db``): a ``sqlite:///`` file
 (embedded, in-process) or an ``http(s)://`` tracking server. The registry objects' LoggedModels
-go to ``MLFLOW_EXPERIMENT_NAME`` (default: the gateway's ``mangaassist-local``).
+go to ``MANGAASSIST_RELEASE_EXPERIMENT`` (default ``mangaassist-releases``); shadow comparisons
+and canary runs to the traffic experiment, ``MLFLOW_EXPERIMENT_NAME`` (default: the gateway's
+``mangaassist-local``).
 
 An unreachable server fails in seconds, not minutes: unless set, MLflow's
 ``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` and ``MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR`` default to 2 and 1
@@ -303,7 +305,9 @@ def run(argv: Sequence[str] | None = None) -> int:
         for name in ("mlflow", "alembic"):
             logging.getLogger(name).setLevel(logging.DEBUG if args.debug else logging.WARNING)
 
-        registry = ReleaseRegistry(config.mlflow.tracking_uri, config.tracing.experiment_name, progress)
+        registry = ReleaseRegistry(
+            config.mlflow.tracking_uri, config.tracing.experiment_name, progress, config.release.experiment
+        )
         progress(f"MLflow at {config.mlflow.tracking_uri}")
         events = _release_events(config, progress)
         from orchestrator.release import commands

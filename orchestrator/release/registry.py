@@ -65,8 +65,12 @@ from orchestrator.release.errors import ReleaseError as ReleaseError  # re-expor
 from orchestrator.routes import DEFAULT_DOCUMENT, StaticRoutes
 
 DEFAULT_EXPERIMENT = "mangaassist-local"
-"""Where the LoggedModels live when ``MLFLOW_EXPERIMENT_NAME`` is empty: the gateway's default traffic
-experiment, so traces and the bundles they serve share one experiment (research note §2)."""
+"""The traffic experiment when ``MLFLOW_EXPERIMENT_NAME`` is empty (the gateway's default): shadow
+comparisons and canary runs are logged there, beside the traces they judge."""
+MODELS_EXPERIMENT = "mangaassist-releases"
+"""Where the LoggedModels live (``MANGAASSIST_RELEASE_EXPERIMENT``): not the traffic experiment,
+because a LoggedModel's rights follow its experiment's and the gateway has EDIT on traffic (it could
+tag a bundle kept there). ``search_traces(model_id=…)`` finds traces across experiments."""
 DIGEST_TAG = "mangaassist.params_digest"
 BUNDLE_VERSION_TAG = "bundle_version"
 """Model-version tag with the human-readable bundle version; the gateway accepts it or the number."""
@@ -170,9 +174,11 @@ class ReleaseRegistry:
         tracking_uri: str,
         experiment_name: str = DEFAULT_EXPERIMENT,
         progress: Callable[[str], None] = lambda _msg: None,
+        models_experiment: str = MODELS_EXPERIMENT,
     ) -> None:
         self.tracking_uri = tracking_uri
         self.experiment_name = experiment_name or DEFAULT_EXPERIMENT
+        self.models_experiment = models_experiment or MODELS_EXPERIMENT
         self._progress = progress
         self._client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
         self._experiment_id: str | None = None
@@ -186,7 +192,7 @@ class ReleaseRegistry:
 
     def _experiment(self) -> str:
         if self._experiment_id is None:
-            self._experiment_id = self.ensure_experiment(self.experiment_name)
+            self._experiment_id = self.ensure_experiment(self.models_experiment)
         return self._experiment_id
 
     def ensure_experiment(self, name: str) -> str:
