@@ -8,8 +8,9 @@ with a shadow runner, and a traffic driver whose simulated customers
 
 1. a **good candidate** (equal to prod in behaviour: the same components, a new registry
    version): offline evaluation on a sample of the golden set, shadow (``shadow-report
-   --record``), then ``canary start`` over 10 → 50 → 100 %, judged on the gateway's live metrics
-   (the judge's minimum samples scaled to the demo's traffic, printed): it is promoted;
+   --record``), then ``canary start`` over 50 → 100 %, judged on the gateway's live metrics (the
+   judge's minimum samples scaled to the demo's traffic; smaller steps have too little traffic at
+   40 requests/s for the judge to see a regression quickly, as printed): it is promoted;
 2. a **bad candidate** (its prompts drop the citation instruction): its shadow comparison fails
    on ``grounding_failure_rate``, as it should. To show the canary's own safety net the demo then
    records offline and shadow passes by hand (``record-verdict``, printed as such) and starts
@@ -349,7 +350,9 @@ def main(argv: list[str] | None = None) -> int:
         rig.shadow(good, pairs=220, timeout_s=180)
         judge_config = demo_judge_config()
         print("   (the judge's minimum samples are scaled to this demo's traffic; margins and tests are the live ones)")
-        result = rig.canary(good, (10.0, 50.0, 100.0), args.interval, judge_config)
+        print("   (steps 50 -> 100: at this demo's 40 requests/s a 1 % or 10 % step has too little traffic for the")
+        print("    judge to see even a large regression within a few looks; production steps 1 -> 10 -> 50 -> 100)")
+        result = rig.canary(good, (50.0, 100.0), args.interval, judge_config)
         print(f"   canary: {result.outcome} {result.reason}")
         print("3. a bad candidate: prompts without the citation instruction")
         bad = rig.candidate(drop_citations=True)
@@ -362,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         rig.registry.set_bundle_tags(bad, {"eval.offline": "passed", "eval.offline.run_id": run.info.run_id})
         life.record_verdict(rig.registry.bundle(str(bad.version)), "shadow", "pass", run.info.run_id, "demo: by hand")
-        result = rig.canary(bad, (10.0, 50.0, 100.0), args.interval, judge_config)
+        result = rig.canary(bad, (50.0, 100.0), args.interval, judge_config)
         print(f"   canary: {result.outcome}: {result.reason}")
         print(f"   example traces: {', '.join(result.example_trace_ids) or '-'}")
         t = rig.traffic
