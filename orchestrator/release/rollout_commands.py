@@ -242,6 +242,20 @@ def _canary(
 
 
 def _verdict_server(bundle: Any, prod: Any, source: Any, port: int, progress: Callable[[str], None]) -> int:
+    server = verdict_server(bundle, prod, source, port)
+    progress(f"verdict endpoint on http://127.0.0.1:{server.server_address[1]}/verdict (Ctrl-C stops)")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        print("", file=sys.stderr)
+    finally:
+        server.server_close()
+    return 0
+
+
+def verdict_server(bundle: Any, prod: Any, source: Any, port: int, config: Any = None) -> ThreadingHTTPServer:
+    """The HTTP verdict (not started): ``GET /verdict[?since=UNIX]`` judges the cohorts' counts since
+    ``since`` (default: the server's start); 200 pass, 409 fail, 503 inconclusive or error."""
     from orchestrator.rollout.judge import dumps, error_record, judge
     from orchestrator.rollout.metrics_source import SourceError
 
@@ -265,9 +279,9 @@ def _verdict_server(bundle: Any, prod: Any, source: Any, port: int, progress: Ca
                 return
             with lock:
                 try:
-                    record = judge(source.counts(bundle.bundle_version, prod.bundle_version, since))
+                    record = judge(source.counts(bundle.bundle_version, prod.bundle_version, since), config)
                 except (SourceError, ValueError) as exc:
-                    record = error_record(str(exc))
+                    record = error_record(str(exc), config)
             body = dumps(record).encode()
             code = {"pass": 200, "fail": 409}.get(record["verdict"], 503)
             self.send_response(code)
@@ -279,12 +293,4 @@ def _verdict_server(bundle: Any, prod: Any, source: Any, port: int, progress: Ca
         def log_message(self, *_args: Any) -> None:
             return
 
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    progress(f"verdict endpoint on http://127.0.0.1:{server.server_address[1]}/verdict (Ctrl-C stops)")
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        print("", file=sys.stderr)
-    finally:
-        server.server_close()
-    return 0
+    return ThreadingHTTPServer(("127.0.0.1", port), Handler)

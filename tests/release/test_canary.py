@@ -157,3 +157,33 @@ def test_abort_is_honoured_and_gates_are_required(boot: Bootstrapped, candidate:
     bare = boot.registry.register("prod", {"bedrock_model_id": "anthropic.claude-3-haiku-20240307-v1:0"}, {}, None)
     with pytest.raises(ReleaseError, match=r"lacks eval\.offline=passed and eval\.shadow=passed"):
         require_passed(bare)
+
+
+def test_the_verdict_endpoint_answers_like_argo_expects(boot: Bootstrapped, candidate: Bundle) -> None:
+    import json as _json
+    import threading
+    import urllib.error
+    import urllib.request
+
+    from orchestrator.release.rollout_commands import verdict_server
+
+    prod = boot.registry.resolve("prod")
+    for source, code in ((Scripted(per_look=400), 200), (Scripted(400, 40), 409), (Scripted(0), 503)):
+        server = verdict_server(candidate, prod, source, 0, CONFIG)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{server.server_address[1]}/verdict"
+        try:
+            try:
+                with urllib.request.urlopen(url, timeout=10) as resp:
+                    status, body = resp.status, _json.loads(resp.read())
+            except urllib.error.HTTPError as err:
+                status, body = err.code, _json.loads(err.read())
+                err.close()
+            assert status == code and body["verdict"] in ("pass", "fail", "inconclusive")
+            with pytest.raises(urllib.error.HTTPError) as bad:
+                urllib.request.urlopen(url + "?since=yesterday", timeout=10)
+            assert bad.value.code == 400
+            bad.value.close()
+        finally:
+            server.shutdown()
+            server.server_close()
