@@ -211,7 +211,9 @@ def test_a_scrape_storm_is_refused_and_the_gateway_stays_healthy(
             **FAST_GATEWAY_ENV,
             "MLFLOW_TRACKING_URI": server.url,
             "TRACEGW_SPOOL_DIR": str(tmp_path / "spool"),
-            "TRACEGW_METRICS_READ_TIMEOUT_S": "2",
+            # longer than opening the 300 connections takes on a busy machine: a stalled connection
+            # that timed out meanwhile would free its slot and let a later one in (not refused)
+            "TRACEGW_METRICS_READ_TIMEOUT_S": "15",
         },
     ).start()
     sockets: list[socket.socket] = []
