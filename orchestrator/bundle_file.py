@@ -150,6 +150,21 @@ def parse_bundle(document: Mapping[str, Any], base: Providers, default_model_id:
     return ServedBundle(version, str(document.get("model_version", "")), table, prompts, serving, _rollout(document))
 
 
+def read_bundle(path: str, base: Providers, default_model_id: str) -> ServedBundle:
+    """Read and validate one exported bundle file; :class:`BundleFileError` names the file and why."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            document = json.load(f)
+    except (OSError, ValueError) as exc:
+        raise BundleFileError(f"{path}: {exc.__class__.__name__}: {exc}") from None
+    if not isinstance(document, Mapping):
+        raise BundleFileError(f"{path}: not a JSON object")
+    try:
+        return parse_bundle(document, base, default_model_id)
+    except BundleFileError as exc:
+        raise BundleFileError(f"{path}: {exc}") from None
+
+
 class BundleFile:
     """A route source (``current()``) and a live prompt mapping (``prompts``) over one exported
     bundle file, re-read when it changes. Thread-safe; the check costs one ``stat`` per refresh."""
@@ -176,14 +191,7 @@ class BundleFile:
         return st.st_mtime_ns, st.st_size
 
     def _read(self) -> ServedBundle:
-        try:
-            with open(self.path, encoding="utf-8") as f:
-                document = json.load(f)
-        except (OSError, ValueError) as exc:
-            raise BundleFileError(f"{self.path}: {exc.__class__.__name__}: {exc}") from None
-        if not isinstance(document, Mapping):
-            raise BundleFileError(f"{self.path}: not a JSON object")
-        return parse_bundle(document, self._base, self._default_model_id)
+        return read_bundle(self.path, self._base, self._default_model_id)
 
     def served(self) -> ServedBundle:
         now = self._clock()
@@ -246,13 +254,9 @@ class OptionalBundleFile:
             stamp = (st.st_mtime_ns, st.st_size)
             if stamp != self._stamp:
                 try:
-                    with open(self.path, encoding="utf-8") as f:
-                        document = json.load(f)
-                    if not isinstance(document, Mapping):
-                        raise BundleFileError("not a JSON object")
-                    served = parse_bundle(document, self._base, self._default_model_id)
-                except (OSError, ValueError) as exc:
-                    log.warning("bundle file %s refused (%s)", self.path, exc)
+                    served = read_bundle(self.path, self._base, self._default_model_id)
+                except BundleFileError as exc:
+                    log.warning("bundle file refused (%s)", exc)
                 else:
                     log.info("bundle file %s read: %s", self.path, served.bundle_version)
                     self._served = served
