@@ -1,4 +1,5 @@
-"""The HTTP API (FastAPI): ``POST /v1/chat``, ``POST /v1/feedback``, ``GET /healthz``.
+"""The HTTP API (FastAPI): ``POST /v1/chat``, ``POST /v1/feedback``, ``GET /healthz``, and the chat
+page at ``GET /`` (``orchestrator/web/``, plain HTML/JS/CSS; its settings at ``GET /v1/page-config``).
 
 Invalid requests get 422 (400 for a body that is not JSON) with ``{"error": ..., "fields":
 [{"field": "page_context.page_type", "message": ...}]}`` naming every bad field.
@@ -18,11 +19,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
+from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from clients import ClientConfig, Tracer, feedback_rules
@@ -32,6 +35,13 @@ from orchestrator.adapters.base import ProviderError
 from orchestrator.cache import ResponseCache
 from orchestrator.schema import ChatRequest, PageContext, new_request_id
 from orchestrator.service import ChatService, FeedbackMismatch
+
+TRACER_FLUSH_S = 5.0
+"""After the HTTP drain, how long the tracer may flush to the sidecar (``Tracer.shutdown`` returns
+within about this + 0.5 s); the pod's grace budget in deploy/k8s/base counts it."""
+
+WEB_DIR = Path(__file__).resolve().parent / "web"
+"""The chat page's files (package data): ``index.html`` at ``/``, the rest under ``/web/``."""
 
 
 class PageContextIn(BaseModel):
@@ -179,7 +189,16 @@ class BodyLimit:
         await send({"type": "http.response.body", "body": body})
 
 
-def create_app(service: ChatService, on_shutdown: Any = None, max_body_bytes: int = 65536) -> FastAPI:
+def create_app(
+    service: ChatService,
+    on_shutdown: Any = None,
+    max_body_bytes: int = 65536,
+    mlflow_ui_url: str = "",
+    mlflow_experiment_id: str = "",
+) -> FastAPI:
+    """The API; ``mlflow_ui_url`` and ``mlflow_experiment_id`` (``MANGAASSIST_MLFLOW_UI_URL``,
+    ``MANGAASSIST_MLFLOW_EXPERIMENT_ID``) let the chat page link each answer to its trace."""
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
@@ -252,6 +271,21 @@ def create_app(service: ChatService, on_shutdown: Any = None, max_body_bytes: in
         if not accepted:
             return JSONResponse(status_code=503, content={"error": "feedback queue full, retry later"})
         return {"accepted": True, "event_id": event_id}
+
+    @app.get("/", include_in_schema=False)
+    def chat_page() -> FileResponse:
+        return FileResponse(WEB_DIR / "index.html", media_type="text/html; charset=utf-8")
+
+    app.mount("/web", StaticFiles(directory=WEB_DIR), name="web")
+
+    @app.get("/v1/page-config")
+    def page_config() -> dict[str, Any]:
+        """What the chat page needs: where the MLflow UI is, and the reason codes feedback accepts."""
+        return {
+            "mlflow_ui_url": mlflow_ui_url.rstrip("/"),
+            "mlflow_experiment_id": mlflow_experiment_id,
+            "reason_codes": sorted(c for c in feedback_rules.REASON_CODES if c),
+        }
 
     @app.get("/healthz")
     def healthz() -> dict[str, Any]:
@@ -404,8 +438,21 @@ def main(argv: list[str] | None = None) -> int:
 
     service, tracer = build(cfg)
     service.retriever.warm_up()
-    app = create_app(service, on_shutdown=lambda: tracer.shutdown(timeout_s=5), max_body_bytes=cfg.api.max_body_bytes)
-    uvicorn.run(app, host=cfg.api.host, port=cfg.api.port, log_level="info")
+    app = create_app(
+        service,
+        on_shutdown=lambda: tracer.shutdown(timeout_s=TRACER_FLUSH_S),
+        max_body_bytes=cfg.api.max_body_bytes,
+        mlflow_ui_url=cfg.page.mlflow_ui_url,
+        mlflow_experiment_id=cfg.page.mlflow_experiment_id,
+    )
+    # SIGTERM: stop accepting, give in-flight requests MANGAASSIST_SHUTDOWN_GRACE_S, then flush the tracer.
+    uvicorn.run(
+        app,
+        host=cfg.api.host,
+        port=cfg.api.port,
+        log_level="info",
+        timeout_graceful_shutdown=max(1, round(cfg.api.shutdown_grace_s)),
+    )
     return 0
 
 

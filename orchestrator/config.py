@@ -62,6 +62,7 @@ class ApiConfig:
     host: str
     port: int
     max_body_bytes: int
+    shutdown_grace_s: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +76,14 @@ class MlflowConfig:
     """Where offline jobs and release tooling read and write MLflow (never the request path)."""
 
     tracking_uri: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChatPageConfig:
+    """What the chat page at ``/`` links each answer's trace to (the page only builds a link)."""
+
+    mlflow_ui_url: str
+    mlflow_experiment_id: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +124,7 @@ class OrchestratorConfig:
     mlflow: MlflowConfig
     release: ReleaseConfig
     shadow: ShadowSettings
+    page: ChatPageConfig
 
     @property
     def bundle_path(self) -> str:
@@ -187,6 +197,18 @@ def _positive(v: float) -> str | None:
 
 def _port(v: int) -> str | None:
     return None if 0 <= v <= 65535 else f"must be in 0..65535, got {v}"
+
+
+def _ui_url(v: str) -> str | None:
+    return (
+        None
+        if not v or re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", v)
+        else "must be empty or http(s)://host[:port][/path]"
+    )
+
+
+def _experiment_id(v: str) -> str | None:
+    return None if re.fullmatch(r"[A-Za-z0-9_-]{0,64}", v) else f"must be an experiment id (letters, digits), got {v!r}"
 
 
 def _tracking_uri(v: str) -> str | None:
@@ -328,6 +350,15 @@ SETTINGS: tuple[Setting, ...] = (
         _positive,
     ),
     Setting(
+        "MANGAASSIST_SHUTDOWN_GRACE_S",
+        "api.shutdown_grace_s",
+        "10",
+        _float,
+        "on SIGTERM, time in-flight requests have to finish before they are cancelled; then the tracer "
+        "flushes for up to 5 s (the pod's grace period covers both, deploy/k8s/base)",
+        _positive,
+    ),
+    Setting(
         "MANGAASSIST_BEDROCK_MODEL_ID",
         "aws.bedrock_model_id",
         DEFAULT_MODEL_ID,
@@ -439,6 +470,23 @@ SETTINGS: tuple[Setting, ...] = (
         _tracking_uri,
     ),
     Setting(
+        "MANGAASSIST_MLFLOW_UI_URL",
+        "page.mlflow_ui_url",
+        "",
+        lambda raw: raw.strip().rstrip("/"),
+        "MLflow UI base URL the chat page (GET /) links each answer's trace to; empty: no trace link",
+        _ui_url,
+    ),
+    Setting(
+        "MANGAASSIST_MLFLOW_EXPERIMENT_ID",
+        "page.mlflow_experiment_id",
+        "",
+        _text,
+        "id of the traces' experiment (MLFLOW_EXPERIMENT_NAME) in that UI, for the trace link; "
+        "empty: the link opens the UI's experiment list",
+        _experiment_id,
+    ),
+    Setting(
         "MANGAASSIST_RELEASE_EVENTS",
         "release.events",
         "auto",
@@ -483,6 +531,7 @@ _SECTIONS: dict[str, type] = {
     "mlflow": MlflowConfig,
     "release": ReleaseConfig,
     "shadow": ShadowSettings,
+    "page": ChatPageConfig,
 }
 
 

@@ -25,6 +25,11 @@ What it does, in order, printing as it goes:
    (``--skip-release`` stops before this).
 
 No AWS, no server started by hand. Everything it serves listens on 127.0.0.1 only.
+
+``--serve`` (``make demo-serve``) does none of that: it starts a local ``mlflow server``, the
+gateway writing to it and the chatbot, prints the chat page's address (``GET /``, every answer
+linked to its trace in that MLflow UI) and keeps them running until Ctrl-C (or SIGTERM), then
+stops them: the chatbot first, the gateway with SIGTERM (it drains), MLflow last.
 """
 
 from __future__ import annotations
@@ -217,12 +222,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--skip-release", action="store_true", help="stop after the traffic part (no candidate, evaluation, compare)"
     )
+    parser.add_argument(
+        "--serve",
+        action="store_true",
+        help="no traffic: keep the chat page (and its gateway and MLflow UI) running on 127.0.0.1 until Ctrl-C",
+    )
+    parser.add_argument("--port", type=int, default=0, help="with --serve: the chat page's port (default: a free one)")
     args = parser.parse_args(argv)
     if args.requests <= 0 or args.rate <= 0:
         parser.error("--requests and --rate must be positive")
 
     workdir = Path(args.workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
+    if args.serve:
+        return serve(workdir, args.port)
     db_uri = f"sqlite:///{workdir / 'mlflow.db'}"
     procs: list[subprocess.Popen[bytes]] = []
     apis: list[RunningApi] = []
@@ -326,6 +339,97 @@ def main(argv: list[str] | None = None) -> int:
                     proc.wait(timeout=30)
                 except subprocess.TimeoutExpired:
                     proc.kill()
+
+
+def serve(workdir: Path, port: int = 0) -> int:
+    """The chat page with a real gateway and MLflow UI behind it, until SIGINT or SIGTERM."""
+    import mlflow
+
+    db_uri = f"sqlite:///{workdir / 'mlflow.db'}"
+    mlflow_proc: subprocess.Popen[bytes] | None = None
+    gateway: subprocess.Popen[bytes] | None = None
+    api: RunningApi | None = None
+    tracer: Tracer | None = None
+    stopping = False
+
+    def interrupt(_signum: int, _frame: Any) -> None:
+        nonlocal stopping
+        if not stopping:
+            stopping = True
+            raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        ui_port = _free_port()
+        ui_url = f"http://127.0.0.1:{ui_port}"
+        print(f"starting mlflow server on {ui_url} (SQLite {workdir / 'mlflow.db'}) ...", flush=True)
+        mlflow_proc = start_mlflow_server(workdir, db_uri, ui_port, workdir / "mlflow-server.log")
+        _wait(lambda: _http_ok(ui_url + "/health"), 120, "mlflow server")
+        client = mlflow.MlflowClient(tracking_uri=ui_url)
+        exp = client.get_experiment_by_name(EXPERIMENT)
+        experiment_id = exp.experiment_id if exp is not None else client.create_experiment(EXPERIMENT)
+
+        grpc_port, metrics_port = _free_port(), _free_port()
+        target = f"127.0.0.1:{grpc_port}"
+        env = dict(
+            os.environ,
+            TRACEGW_LISTEN_ADDRESS=target,
+            TRACEGW_METRICS_ADDRESS=f"127.0.0.1:{metrics_port}",
+            MLFLOW_TRACKING_URI=ui_url,
+            MLFLOW_EXPERIMENT_NAME=EXPERIMENT,
+            MLFLOW_TRACE_SAMPLING_RATIO="1.0",
+            TRACEGW_ARTIFACT_ROOT=str(workdir / "mlartifacts"),
+            TRACEGW_SPOOL_DIR=str(workdir / "spool"),
+        )
+        print(f"starting the gateway sidecar on {target} (log tracegw.log) ...", flush=True)
+        with open(workdir / "tracegw.log", "ab") as gw_log:
+            gateway = subprocess.Popen(
+                [sys.executable, "-m", "gateway.cli", "serve"],
+                env=env,
+                cwd=workdir,
+                stdout=gw_log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # Ctrl-C reaches this process only; it stops the gateway in order
+            )
+        _wait(lambda: _grpc_serving(target), 60, "gateway health SERVING")
+
+        tracer = Tracer(ClientConfig(target=target, service_name="mangaassist-orchestrator"))
+        service = ChatService(tracer, offline_providers(), deployment_stage="dev")
+        service.retriever.warm_up()
+        app = create_app(service, mlflow_ui_url=ui_url, mlflow_experiment_id=experiment_id)
+        api = serve_in_thread(app, host="127.0.0.1", port=port)
+        print(f"\nChat page: {api.url}/", flush=True)
+        print(f"MLflow UI: {ui_url}/#/experiments/{experiment_id}/traces (experiment '{EXPERIMENT}')")
+        print("Press Ctrl-C to stop.", flush=True)
+        while api.thread.is_alive() and gateway.poll() is None and mlflow_proc.poll() is None:
+            time.sleep(0.5)  # waiting for Ctrl-C; also notices a server that died
+        print("demo: a server stopped on its own; shutting down", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\nstopping: chatbot, gateway (drain), mlflow server ...", flush=True)
+        return 0
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second signal must not cut the cleanup short
+        if api is not None:
+            api.stop()
+        if tracer is not None:
+            tracer.shutdown(timeout_s=5)
+        if gateway is not None and gateway.poll() is None:
+            gateway.send_signal(signal.SIGTERM)
+            try:
+                gateway.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                gateway.kill()
+                gateway.wait(timeout=5)
+        if mlflow_proc is not None and mlflow_proc.poll() is None:
+            os.killpg(mlflow_proc.pid, signal.SIGTERM)
+            try:
+                mlflow_proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(mlflow_proc.pid, signal.SIGKILL)
+                mlflow_proc.wait(timeout=5)
+        signal.signal(signal.SIGTERM, previous)
+        print("stopped.", flush=True)
 
 
 def _report(

@@ -1,5 +1,8 @@
 """The deploy manifests keep the promises the gateway makes (drain time, settings, probes)."""
 
+import functools
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -11,16 +14,39 @@ from gateway.server import RPC_GRACE_S
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 
 
+@functools.cache
+def _base() -> tuple[dict, ...]:
+    """deploy/k8s/base as kubectl kustomize renders it (the overlays: test_k8s_manifests.py)."""
+    kubectl = shutil.which("kubectl")
+    assert kubectl is not None, "kubectl is needed to render deploy/k8s"
+    out = subprocess.run([kubectl, "kustomize", str(DEPLOY / "k8s" / "base")], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    return tuple(d for d in yaml.safe_load_all(out.stdout) if d)
+
+
 def _pod() -> dict:
-    docs = list(yaml.safe_load_all((DEPLOY / "k8s" / "mangaassist.yaml").read_text()))
-    return next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]
+    return _deployment("mangaassist")
 
 
-def test_termination_grace_leaves_room_for_the_gateway_drain() -> None:
+def _sidecar() -> dict:
     pod = _pod()
-    sidecar = next(c for c in pod["containers"] if c["name"] == "trace-gateway")
-    env = {e["name"]: e["value"] for e in sidecar["env"] if "value" in e}
-    cfg = config.load(env)  # the manifest's settings are valid
+    return next(c for c in pod["initContainers"] + pod["containers"] if c["name"] == "trace-gateway")
+
+
+def _settings(container: dict, tmp_path: Path) -> dict[str, str]:
+    """The container's literal settings, with a stand-in for the MLflow password file (a Secret)."""
+    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    if "TRACEGW_MLFLOW_PASSWORD_FILE" in env:
+        password = tmp_path / "mlflow-password"
+        password.write_text("stand-in-password\n")
+        env["TRACEGW_MLFLOW_PASSWORD_FILE"] = str(password)
+    return env
+
+
+def test_termination_grace_leaves_room_for_the_gateway_drain(tmp_path: Path) -> None:
+    pod = _pod()
+    sidecar = _sidecar()
+    cfg = config.load(_settings(sidecar, tmp_path))  # the manifest's settings are valid
     assert pod["terminationGracePeriodSeconds"] >= cfg.shutdown_grace_s + RPC_GRACE_S + 10
     assert cfg.spool.directory == next(m["mountPath"] for m in sidecar["volumeMounts"] if m["name"] == "spool")
 
@@ -43,29 +69,28 @@ def test_alert_rules_reference_metrics_the_gateway_exports() -> None:
 
 
 def _deployment(name: str) -> dict:
-    docs = list(yaml.safe_load_all((DEPLOY / "k8s" / "mangaassist.yaml").read_text()))
+    docs = _base()
     return next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == name)["spec"]["template"][
         "spec"
     ]
 
 
-def test_probes_use_the_health_port_and_the_sidecar_stays_on_loopback() -> None:
-    sidecar = next(c for c in _pod()["containers"] if c["name"] == "trace-gateway")
-    env = {e["name"]: e["value"] for e in sidecar["env"] if "value" in e}
-    cfg = config.load(env)
+def test_probes_use_the_health_port_and_the_sidecar_stays_on_loopback(tmp_path: Path) -> None:
+    sidecar = _sidecar()
+    cfg = config.load(_settings(sidecar, tmp_path))
     assert config.is_loopback(cfg.listen.grpc_address) and not cfg.auth.required
     health_port = int(cfg.listen.health_address.rpartition(":")[2])
     ports = {p["name"]: p["containerPort"] for p in sidecar["ports"]}
     assert ports["health"] == health_port
-    assert sidecar["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
-    assert sidecar["livenessProbe"]["httpGet"] == {"path": "/livez", "port": "health"}
+    assert sidecar["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": health_port}
+    assert sidecar["livenessProbe"]["httpGet"] == {"path": "/livez", "port": health_port}
 
 
 def test_the_release_gateway_off_loopback_authenticates_with_tls_and_a_bundle_token(tmp_path: Path) -> None:
     from tests.tls import CertAuthority
 
     container = _deployment("tracegw-release")["containers"][0]
-    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    env = _settings(container, tmp_path)
     # The manifest's files live in Secrets; stand in for them to check the settings are valid.
     server = CertAuthority(tmp_path / "pki").server()
     tokens = tmp_path / "bundle.tokens"

@@ -119,14 +119,19 @@ class Stack:
 
 @contextmanager
 def orchestrator_stack(
-    gateway_factory: Any, tracking_uri: str, experiment: str, providers: Providers | None = None
+    gateway_factory: Any,
+    tracking_uri: str,
+    experiment: str,
+    providers: Providers | None = None,
+    app_options: dict[str, Any] | None = None,
 ) -> Iterator[Stack]:
+    """``app_options`` go to ``create_app`` (e.g. the chat page's ``mlflow_ui_url``)."""
     gw = gateway_factory(
         MLFLOW_TRACKING_URI=tracking_uri, MLFLOW_EXPERIMENT_NAME=experiment, MLFLOW_TRACE_SAMPLING_RATIO="1.0"
     )
     tracer = Tracer(ClientConfig(target=gw.target, flush_interval_s=0.05, service_name="orchestrator-e2e"))
     service = ChatService(tracer, providers or offline_providers(), deployment_stage="canary")
-    api = serve_in_thread(create_app(service))
+    api = serve_in_thread(create_app(service, **(app_options or {})))
     try:
         yield Stack(api.url, gw, tracer, service, tracking_uri, experiment)
     finally:
