@@ -71,6 +71,14 @@ def _null_writer() -> Any:
     return module.NullWriter()
 
 
+def _setting(text: str) -> str:
+    """A ``NAME=VALUE`` gateway setting (argparse type)."""
+    name, sep, _ = text.partition("=")
+    if not sep or not name.startswith(("TRACEGW_", "MLFLOW_")):
+        raise argparse.ArgumentTypeError(f"expected TRACEGW_NAME=VALUE, got {text!r}")
+    return text
+
+
 def rss_mb() -> tuple[float, float]:
     """(current RSS, peak RSS) of this process in MB, from /proc."""
     fields = {}
@@ -82,7 +90,9 @@ def rss_mb() -> tuple[float, float]:
     return fields["VmRSS"], fields["VmHWM"]
 
 
-def serve_gateway(workdir: str, ratio: float, cpu: int = 0, gc_interval: str = "") -> None:
+def serve_gateway(
+    workdir: str, ratio: float, cpu: int = 0, gc_interval: str = "", settings: list[str] | None = None
+) -> None:
     """Child-process mode: run the gateway with the null writer; answer ``stats`` lines on stdin."""
     from prometheus_client import CollectorRegistry
 
@@ -110,6 +120,7 @@ def serve_gateway(workdir: str, ratio: float, cpu: int = 0, gc_interval: str = "
             "TRACEGW_SPOOL_DIR": str(Path(workdir) / "spool"),
             "TRACEGW_LOG_LEVEL": "WARNING",
             **({"TRACEGW_GC_INTERVAL_S": gc_interval} if gc_interval else {}),
+            **dict(item.split("=", 1) for item in settings or ()),
         }
     )
     logs.configure(cfg.log_level)
@@ -145,6 +156,11 @@ def serve_gateway(workdir: str, ratio: float, cpu: int = 0, gc_interval: str = "
             "gc_young_s": sample("tracegw_gc_pause_seconds_sum", {"generation": "1"}),
             "gc_full_s": sample("tracegw_gc_pause_seconds_sum", {"generation": "2"}),
             "gc_full_n": sample("tracegw_gc_pause_seconds_count", {"generation": "2"}),
+            "wal_mb": sample("tracegw_wal_bytes") / 2**20,
+            "wal_appends": sample("tracegw_wal_appends_total", {"outcome": "ok"}),
+            "wal_fsyncs": sample("tracegw_wal_fsyncs_total"),
+            "wal_replayed_spans": sample("tracegw_wal_replayed_spans_total"),
+            "wal_replay_s": sample("tracegw_wal_replay_seconds"),
         }
 
     collector = None
@@ -233,6 +249,7 @@ class GatewayChild:
         gc_interval: str = "",
         tree: Path | None = None,
         floor: bool = False,
+        settings: list[str] | None = None,
     ) -> None:
         """``tree``: import the gateway from that source tree instead of this one; ``floor``: run
         ``serve_floor`` (decoding only) instead of the gateway."""
@@ -241,6 +258,7 @@ class GatewayChild:
             ["--serve-floor"]
             if floor
             else ["--serve-gateway", str(workdir), "--ratio", str(ratio), "--gc-interval", gc_interval]
+            + [f"--gateway-env={item}" for item in settings or ()]
         )
         self.proc = subprocess.Popen(
             [sys.executable, __file__, *mode, "--cpu", str(cpu)],
@@ -430,7 +448,7 @@ def wait_drained(gw: GatewayChild, timeout_s: float) -> dict[str, Any]:
 
 
 def throughput_phase(args: argparse.Namespace, workdir: Path) -> None:
-    gw = GatewayChild(workdir / "throughput", args.ratio, gc_interval=args.gc_interval)
+    gw = GatewayChild(workdir / "throughput", args.ratio, gc_interval=args.gc_interval, settings=args.gateway_env)
     try:
         # Warm-up: a few thousand spans so imports, regex compilation and allocator growth are done.
         finish_load(start_load(f"127.0.0.1:{gw.port}", 20 * 510, 30, 0, args.inflight, 1), 120)
@@ -482,7 +500,10 @@ def throughput_phase(args: argparse.Namespace, workdir: Path) -> None:
 
 def scale_out_phase(args: argparse.Namespace, workdir: Path) -> None:
     """Two gateway processes, one pinned to each core, each fed by its own (unpinned) load generator."""
-    gws = [GatewayChild(workdir / f"scale{i}", args.ratio, cpu=i, gc_interval=args.gc_interval) for i in range(2)]
+    gws = [
+        GatewayChild(workdir / f"scale{i}", args.ratio, cpu=i, gc_interval=args.gc_interval, settings=args.gateway_env)
+        for i in range(2)
+    ]
     try:
         for gw in gws:
             finish_load(start_load(f"127.0.0.1:{gw.port}", 20 * 510, 30, 0, args.inflight, 1, cpu=-1), 120)
@@ -507,7 +528,7 @@ def scale_out_phase(args: argparse.Namespace, workdir: Path) -> None:
 
 
 def steady_phase(args: argparse.Namespace, workdir: Path) -> None:
-    gw = GatewayChild(workdir / "steady", args.ratio, gc_interval=args.gc_interval)
+    gw = GatewayChild(workdir / "steady", args.ratio, gc_interval=args.gc_interval, settings=args.gateway_env)
     try:
         first = gw.stats()
         spans = int(args.steady_rate * args.steady_seconds)
@@ -551,6 +572,49 @@ def steady_phase(args: argparse.Namespace, workdir: Path) -> None:
         gw.stop()
 
 
+def replay_phase(args: argparse.Namespace, workdir: Path) -> None:
+    """Phase 4: SIGKILL the gateway under load paced at ``--steady-rate``, start a new one on the same
+    spool and write-ahead log, and report how long the replay took and what it fed through; then
+    load the new gateway and check that everything it received went through."""
+    directory = workdir / "replay"
+    gw = GatewayChild(directory, args.ratio, gc_interval=args.gc_interval, settings=args.gateway_env)
+    try:
+        load = start_load(f"127.0.0.1:{gw.port}", int(args.steady_rate * 30), 30, args.steady_rate, args.inflight, 4)
+        time.sleep(8.0)
+        before = gw.stats()
+        gw.proc.kill()
+        gw.proc.wait()
+        t_kill = time.monotonic()
+        load.kill()
+        load.wait()
+    finally:
+        gw.stop()
+    again = GatewayChild(directory, args.ratio, gc_interval=args.gc_interval, settings=args.gateway_env)
+    try:
+        serving_s = time.monotonic() - t_kill
+        first = again.stats()
+        load = start_load(f"127.0.0.1:{again.port}", int(args.steady_rate * 5), 10, args.steady_rate, args.inflight, 5)
+        sent = finish_load(load, 60)
+        last = wait_drained(again, 30)
+        print(
+            f"\nPhase 4, SIGKILL at {args.steady_rate:,.0f} spans/s (WAL {before['wal_mb']:.1f} MB, "
+            f"{before['wal_fsyncs']:,.0f} fsyncs for {before['wal_appends']:,.0f} RPCs before the kill):"
+        )
+        print(
+            f"  restart: replayed {first['wal_replayed_spans']:,.0f} spans in {first['wal_replay_s']:.3f} s; "
+            f"serving {serving_s:.1f} s after the kill (a new process: imports included; the port opens "
+            "after the replay, so nothing is received while it runs)"
+        )
+        received = last["received"] - first["received"]
+        processed = (last["traces_in_pipeline"] - first["traces_in_pipeline"]) * 17 - first["wal_replayed_spans"]
+        print(
+            f"  then {sent}: received {received:,.0f} spans, through the pipeline {processed:,.0f} "
+            f"(beside the replayed ones); in assembly at the end {last['in_assembly']:.0f} traces"
+        )
+    finally:
+        again.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--spans", type=int, default=1_000_000, help="phase 1 bound in spans (default %(default)s)")
@@ -566,10 +630,20 @@ def main() -> None:
         "100k-trace decision caches to fill, so the RSS is the steady state)",
     )
     parser.add_argument(
-        "--phases", default="1,2", help="which phases to run (default %(default)s; 3: two gateway processes)"
+        "--phases",
+        default="1,2",
+        help="which phases to run (default %(default)s; 3: two gateway processes; 4: SIGKILL and WAL replay)",
     )
     parser.add_argument(
         "--gc-interval", default="", help="the gateway's TRACEGW_GC_INTERVAL_S (default: the gateway's default)"
+    )
+    parser.add_argument(
+        "--gateway-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        type=_setting,
+        help="a gateway setting for this run, e.g. TRACEGW_WAL=false (repeatable)",
     )
     parser.add_argument("--serve-gateway", metavar="WORKDIR", help=argparse.SUPPRESS)
     parser.add_argument("--serve-floor", action="store_true", help=argparse.SUPPRESS)
@@ -582,7 +656,7 @@ def main() -> None:
         serve_floor(max(args.cpu, 0))
         return
     if args.serve_gateway:
-        serve_gateway(args.serve_gateway, args.ratio, max(args.cpu, 0), args.gc_interval)
+        serve_gateway(args.serve_gateway, args.ratio, max(args.cpu, 0), args.gc_interval, args.gateway_env)
         return
     if args.load:
         cpu = 1 if args.cpu == -2 else args.cpu
@@ -599,6 +673,8 @@ def main() -> None:
             steady_phase(args, Path(tmp))
         if "3" in phases:
             scale_out_phase(args, Path(tmp))
+        if "4" in phases:
+            replay_phase(args, Path(tmp))
     print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 

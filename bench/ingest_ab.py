@@ -17,6 +17,7 @@ and does nothing else, DESIGN §8's "converts ~113k spans/s per core" measured o
     python bench/ingest_ab.py --b-rev HEAD~1 [--rounds 8] [--slice-s 4]
     python bench/ingest_ab.py --a-gc-interval 5 --b-gc-interval 0
     python bench/ingest_ab.py --b-floor
+    python bench/ingest_ab.py --b-env TRACEGW_WAL=false      # the write-ahead log's cost
 """
 
 from __future__ import annotations
@@ -56,13 +57,24 @@ def main() -> None:
     )
     parser.add_argument("--a-gc-interval", default="", help="A's TRACEGW_GC_INTERVAL_S (default: the gateway's)")
     parser.add_argument("--b-gc-interval", default="", help="B's TRACEGW_GC_INTERVAL_S (default: the gateway's)")
+    parser.add_argument(
+        "--a-env", action="append", default=[], type=ingest._setting, metavar="NAME=VALUE", help="a setting of A's"
+    )
+    parser.add_argument(
+        "--b-env", action="append", default=[], type=ingest._setting, metavar="NAME=VALUE", help="a setting of B's"
+    )
     parser.add_argument("--rounds", type=int, default=8, help="slices per side (default %(default)s)")
     parser.add_argument("--slice-s", type=float, default=4.0, help="seconds of load per slice (default %(default)s)")
     parser.add_argument("--inflight", type=int, default=4, help="RPCs outstanding from the load generator")
     parser.add_argument("--ratio", type=float, default=0.1, help="head sampling ratio (default %(default)s)")
     args = parser.parse_args()
-    if not args.b_rev and not args.b_floor and args.a_gc_interval == args.b_gc_interval:
-        parser.error("A and B are the same: give --b-rev and/or different --a-gc-interval/--b-gc-interval")
+    if (
+        not args.b_rev
+        and not args.b_floor
+        and args.a_gc_interval == args.b_gc_interval
+        and sorted(args.a_env) == sorted(args.b_env)
+    ):
+        parser.error("A and B are the same: give --b-rev, --b-floor, different gc intervals or --a-env/--b-env")
     if (os.cpu_count() or 0) < 2:
         sys.exit("needs two CPUs: the gateways are pinned to CPU 0 and the load generator to CPU 1")
     with tempfile.TemporaryDirectory(prefix="bench-ingest-ab-") as tmp:
@@ -75,16 +87,24 @@ def main() -> None:
                 capture_output=True,
             )
         names = {
-            "A": f"this tree, gc interval {args.a_gc_interval or 'default'}",
+            "A": f"this tree, gc interval {args.a_gc_interval or 'default'}" + "".join(f", {e}" for e in args.a_env),
             "B": "the floor: grpc.aio + decoding only"
             if args.b_floor
-            else f"{args.b_rev or 'this tree'}, gc interval {args.b_gc_interval or 'default'}",
+            else f"{args.b_rev or 'this tree'}, gc interval {args.b_gc_interval or 'default'}"
+            + "".join(f", {e}" for e in args.b_env),
         }
         gws = {}
         try:
-            gws["A"] = ingest.GatewayChild(Path(tmp) / "a", args.ratio, gc_interval=args.a_gc_interval)
+            gws["A"] = ingest.GatewayChild(
+                Path(tmp) / "a", args.ratio, gc_interval=args.a_gc_interval, settings=args.a_env
+            )
             gws["B"] = ingest.GatewayChild(
-                Path(tmp) / "b", args.ratio, gc_interval=args.b_gc_interval, tree=b_tree, floor=args.b_floor
+                Path(tmp) / "b",
+                args.ratio,
+                gc_interval=args.b_gc_interval,
+                tree=b_tree,
+                floor=args.b_floor,
+                settings=args.b_env,
             )
             for gw in gws.values():  # warm-up: imports, regex compilation, allocator growth
                 slice_cost(gw, 2.0, args.inflight, 1)

@@ -197,6 +197,16 @@ class SpoolConfig:
 
 
 @dataclass(frozen=True)
+class WalConfig:
+    enabled: bool
+    directory: str  # empty: <spool dir>/wal
+    max_bytes: int
+    fsync: bool
+    key_file: str  # empty: a key generated into <wal dir>/wal.key at first start
+    segment_bytes: int
+
+
+@dataclass(frozen=True)
 class MemoryConfig:
     soft_limit_bytes: int
     hard_limit_bytes: int
@@ -218,6 +228,7 @@ class Config:
     writer: WriterConfig
     retry: RetryConfig
     spool: SpoolConfig
+    wal: WalConfig
     memory: MemoryConfig
     feedback: FeedbackConfig
     environment: str
@@ -921,6 +932,55 @@ SETTINGS: tuple[Setting, ...] = (
         "always: fsync each segment before it counts as accepted; never: leave it to the OS",
     ),
     Setting(
+        "TRACEGW_WAL",
+        "wal.enabled",
+        "true",
+        _bool,
+        "write-ahead log: a span, feedback or bundle RPC is acknowledged only once its bytes are on disk "
+        "(encrypted), so a SIGKILL loses nothing acknowledged; false: the ~2 s in assembly and batches are "
+        "memory only. Off when TRACEGW_SPOOL_DIR and TRACEGW_WAL_DIR are both empty",
+    ),
+    Setting(
+        "TRACEGW_WAL_DIR",
+        "wal.directory",
+        "",
+        str,
+        "where the WAL segments live; empty: <TRACEGW_SPOOL_DIR>/wal",
+    ),
+    Setting(
+        "TRACEGW_WAL_MAX_BYTES",
+        "wal.max_bytes",
+        str(256 * 1024 * 1024),
+        int,
+        "WAL size bound; an RPC that does not fit is refused (RESOURCE_EXHAUSTED, counted as full)",
+        _positive,
+    ),
+    Setting(
+        "TRACEGW_WAL_FSYNC",
+        "wal.fsync",
+        "always",
+        _fsync_policy,
+        "always: fsync (grouped across RPCs) before acknowledging; never: acknowledge after write(): "
+        "survives a gateway kill but a machine crash or power loss can lose the last ~30 s acknowledged",
+    ),
+    Setting(
+        "TRACEGW_WAL_KEY_FILE",
+        "wal.key_file",
+        "",
+        str,
+        "file with the WAL's AES-256-GCM key (32 bytes raw, hex or base64; mount a Secret); empty: a key "
+        "generated into <wal dir>/wal.key, which then sits on the same disk as the WAL",
+        _readable_or_empty,
+    ),
+    Setting(
+        "TRACEGW_WAL_SEGMENT_BYTES",
+        "wal.segment_bytes",
+        str(4 * 1024 * 1024),
+        int,
+        "a WAL segment is closed at this size (or after 1 s) and deleted once all it holds is in the spool",
+        _positive,
+    ),
+    Setting(
         "TRACEGW_MEMORY_SOFT_LIMIT_BYTES",
         "memory.soft_limit_bytes",
         str(400 * 1024 * 1024),
@@ -1135,6 +1195,7 @@ def _build(values: dict[str, Any]) -> Config:
         "writer": WriterConfig,
         "retry": RetryConfig,
         "spool": SpoolConfig,
+        "wal": WalConfig,
         "memory": MemoryConfig,
         "feedback": FeedbackConfig,
     }

@@ -19,14 +19,16 @@ import logging
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from gateway.config import Config
-from gateway.export.batcher import Batcher
+from gateway.export.batcher import Batcher, SpanBatch
 from gateway.export.delivery import Delivery
 from gateway.export.errors import TraceWriter
 from gateway.export.kinesis import make_publisher
 from gateway.export.segments import Kind
 from gateway.export.spool import Spool
+from gateway.export.wal import Hold, Record, Wal, make_wal
 from gateway.memory_guard import MemoryGuard
 from gateway.metrics import GatewayMetrics
 from gateway.model import BundleRecord, FeedbackRecord, SpanRecord, TraceRecord, approx_trace_bytes
@@ -71,11 +73,23 @@ class Gateway:
         self._seen_feedback: RecentMap[str, None] = RecentMap(SEEN_EVENTS_MAX)
         self._seen_bundle_events: RecentMap[str, None] = RecentMap(SEEN_EVENTS_MAX)
         self._memory = MemoryGuard(config.memory, metrics)
+        self.wal: Wal | None = make_wal(config, metrics)
+        if self.wal is None:
+            log.warning("write-ahead log off: a kill loses what is in assembly and open batches (about 2 s)")
+        elif not config.wal.fsync:
+            log.warning("TRACEGW_WAL_FSYNC=never: a machine crash or power loss can lose acknowledged spans")
         self._sampler = Sampler(
             config.sampling, metrics, on_dropped=self._sampled_out, forced=self._feedback_forced.__contains__
         )
         self._redactor = Redactor(config.redaction, metrics)
-        self._stream = make_publisher(config.feedback, config.region, metrics)
+        spool_dir = config.spool.directory
+        self._stream = make_publisher(
+            config.feedback,
+            config.region,
+            metrics,
+            (Path(spool_dir) / "stream") if spool_dir else None,
+            config.spool.fsync,
+        )
         self._feedback = FeedbackJoin(
             metrics,
             config.feedback.context_max_traces,
@@ -100,11 +114,12 @@ class Gateway:
                 ContractChecker(config.contract, metrics),
             ],
             metrics,
+            self._settled,
         )
-        self._redaction = StageChain([self._redactor], metrics)
+        self._redaction = StageChain([self._redactor], metrics, self._settled)
         # Its own redactor (and clean cache): the worker thread shares no mutable state with the loop.
-        self._offload_redaction = StageChain([Redactor(config.redaction, metrics)], metrics)
-        self._after_redaction = StageChain([self._feedback, self._sampler], metrics)
+        self._offload_redaction = StageChain([Redactor(config.redaction, metrics)], metrics, self._settled)
+        self._after_redaction = StageChain([self._feedback, self._sampler], metrics, self._settled)
         self._offload_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tracegw-redact")
         self._offloads: set[asyncio.Task[None]] = set()
         self._offloading: Counter[str] = Counter()  # trace ids being redacted on the worker thread
@@ -113,7 +128,7 @@ class Gateway:
         self._delivery = Delivery(
             writer, spool, config.writer, config.retry, metrics, config.mlflow.bundle_experiment_name, concurrency
         )
-        self._batcher = Batcher(config.batch, self._delivery.submit_batch)
+        self._batcher = Batcher(config.batch, self._submit_batch)
         self._ticker: asyncio.Task[None] | None = None
         self._accepting = False
 
@@ -131,25 +146,88 @@ class Gateway:
         return self._memory.refusing
 
     async def start(self) -> None:
+        """Start delivery (the spool's segments first), replay the WAL, then tick: the caller serves
+        only after this returns, so what a killed gateway had acknowledged is in the pipeline before
+        anything new."""
         self._delivery.start()
         if self._stream is not None:
             self._stream.start()
+        if self.wal is not None:
+            records = await asyncio.to_thread(self.wal.open)
+            self.wal.start(asyncio.get_running_loop())
+            self._replay(records)
+            self.wal.replayed()
         self._ticker = asyncio.create_task(self._tick(), name="tracegw-ticker")
         self._accepting = True
 
-    def accept_spans(self, spans: list[SpanRecord], experiment_name: str) -> None:
-        evicted = self._assembler.add(spans, experiment_name or self.config.mlflow.experiment_name)
+    def _replay(self, records: list[Record]) -> None:
+        """Feed what the WAL still holds through the pipeline again, counted apart (business metrics
+        skip it: a trace measured before the kill must not count twice)."""
+        if not records:
+            return
+        from gateway.receive.replay import decode_record  # proto types stay in receive/
+
+        started = time.monotonic()
+        spans_in = events_in = 0
+        for record in records:
+            try:
+                kind, items = decode_record(record, self.config.limits)
+            except Exception as exc:  # it decoded when it arrived: a bug or a foreign file, never a stop
+                self.metrics.wal_unreadable.labels("undecodable").inc()
+                log.error("wal: a record of segment %d could not be decoded (%s); skipped", record.segment, exc)
+                continue
+            if kind is Kind.SPANS:
+                spans_in += len(items)
+                self.accept_spans(items, record.experiment, record.segment, replayed=True)  # type: ignore[arg-type]
+            elif kind is Kind.FEEDBACK:
+                events_in += len(items)
+                self.metrics.wal_replayed_events.labels(kind).inc(len(items))
+                self.accept_feedback(items, record.segment, replayed=True)  # type: ignore[arg-type]
+            else:
+                events_in += len(items)
+                self.metrics.wal_replayed_events.labels(kind).inc(len(items))
+                self.accept_bundle_events(items, record.segment)  # type: ignore[arg-type]
+        self.metrics.wal_replayed_spans.inc(spans_in)
+        took = time.monotonic() - started
+        self.metrics.wal_replay_seconds.set(took)
+        log.info(
+            "wal replay: %d records, %d spans, %d events fed through again in %.2fs",
+            len(records),
+            spans_in,
+            events_in,
+            took,
+        )
+
+    def accept_spans(
+        self, spans: list[SpanRecord], experiment_name: str, wal_segment: int = 0, replayed: bool = False
+    ) -> None:
+        """Take decoded spans. ``wal_segment``: the WAL segment they were logged in (the caller holds
+        it until this returns; each trace they touch takes its own hold)."""
+        evicted = self._assembler.add(
+            spans, experiment_name or self.config.mlflow.experiment_name, wal_segment, replayed
+        )
+        if wal_segment and self._assembler.last_holds:
+            assert self.wal is not None
+            self.wal.hold(wal_segment, self._assembler.last_holds)
         if evicted:
             self._hand_on(evicted)
 
-    def accept_feedback(self, records: list[FeedbackRecord]) -> None:
+    def _event_hold(self, wal_segment: int, parts: int) -> Hold | None:
+        """A WAL hold for one event (``parts``: how many consumers must each give it back)."""
+        if not wal_segment or self.wal is None:
+            return None
+        self.wal.hold(wal_segment)
+        return self.wal.hold_of([wal_segment], parts)
+
+    def accept_feedback(self, records: list[FeedbackRecord], wal_segment: int = 0, replayed: bool = False) -> None:
         for record in records:
             if self._duplicate(self._seen_feedback, record.event_id, Kind.FEEDBACK):
                 continue
             redacted = self._redactor.redact_feedback(record)
             outcome, context = self._keep_trace_for_feedback(record.trace_id)
-            self._delivery.submit_feedback(redacted)
-            self._feedback.accept(redacted, outcome, context)
+            hold = self._event_hold(wal_segment, 2)  # delivery, and the stream's side of the join
+            self._delivery.submit_feedback(redacted, hold)
+            self._feedback.accept(redacted, outcome, context, hold, replayed)
 
     def _keep_trace_for_feedback(self, trace_id: str) -> tuple[str, TraceContext | None]:
         """Make sure the trace a customer reacted to is stored, whatever sampling said.
@@ -200,11 +278,11 @@ class Gateway:
                     break
         return unknown
 
-    def accept_bundle_events(self, records: list[BundleRecord]) -> None:
+    def accept_bundle_events(self, records: list[BundleRecord], wal_segment: int = 0) -> None:
         for record in records:
             if self._duplicate(self._seen_bundle_events, record.event_id, Kind.BUNDLE):
                 continue
-            self._delivery.submit_bundle_event(self._redactor.redact_bundle(record))
+            self._delivery.submit_bundle_event(self._redactor.redact_bundle(record), self._event_hold(wal_segment, 1))
 
     def _duplicate(self, seen: RecentMap[str, None], event_id: str, kind: Kind) -> bool:
         """True (and counted as ``duplicate``) for an event id already accepted recently."""
@@ -213,6 +291,30 @@ class Gateway:
             return True
         seen[event_id] = None
         return False
+
+    def _settled(self, traces: list[TraceRecord]) -> None:
+        """Traces a stage dropped or sampled out (counted by the chain): give back their WAL holds."""
+        if self.wal is None:
+            return
+        segments = []
+        for trace in traces:
+            if trace.wal:
+                segments.extend(trace.wal)
+                trace.wal = []
+        if segments:
+            self.wal.release(segments)
+
+    def _submit_batch(self, batch: SpanBatch) -> None:
+        """A batch to delivery with one WAL hold for all its traces (given back once it is spooled)."""
+        hold = None
+        if self.wal is not None:
+            segments = []
+            for trace in batch.traces:
+                if trace.wal:
+                    segments.extend(trace.wal)
+                    trace.wal = []
+            hold = self.wal.hold_of(segments)
+        self._delivery.submit_batch(batch, hold)
 
     def _sampled_out(self, trace: TraceRecord) -> None:
         if self._memory.shedding:
@@ -250,6 +352,7 @@ class Gateway:
             except Exception:  # counted like any trace a stage loses; never raised into the loop
                 log.exception("redaction on the worker thread failed; %d traces dropped", len(traces))
                 self.metrics.drop_spans("redact", "invalid", sum(len(t.spans) for t in traces))
+                self._settled(traces)
                 done = []
             finally:
                 self._offloading.subtract(t.trace_id for t in traces)
@@ -272,6 +375,8 @@ class Gateway:
                 else:
                     self._batcher.poll()
                 self.rescue.expire()
+                if self.wal is not None:
+                    self.wal.tick()
                 if self._memory.update(holding=self._assembler.spans_in_flight > 0) >= 1 and len(self.rescue):
                     self.rescue.clear("memory")
             except Exception:  # loop boundary: keep ticking, but say so loudly
@@ -306,4 +411,10 @@ class Gateway:
             )
         else:
             await asyncio.to_thread(self._delivery.shutdown, remaining)
+        if self.wal is not None:
+            await asyncio.to_thread(self.wal.close)
+            if self.wal.segments():
+                log.info(
+                    "wal: %d segments kept for the next start (%d bytes)", self.wal.segments(), self.wal.size_bytes
+                )
         log.info("gateway drained: traces_decided_at_shutdown=%d", len(held))

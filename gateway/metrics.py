@@ -263,7 +263,8 @@ class GatewayMetrics:
         )
         self.feedback_stream_records = Counter(
             f"{p}_feedback_stream_records_total",
-            "Feedback records sent to the event stream, by outcome (ok, retried, dropped).",
+            "Feedback records sent to the event stream, by outcome (ok, retried, dropped; replayed: found in its "
+            "files at start, to send again).",
             ["outcome"],
             registry=registry,
         )
@@ -296,6 +297,65 @@ class GatewayMetrics:
         )
         self.spool_quarantined = Counter(
             f"{p}_spool_quarantined_total", "Spool files set aside as torn or corrupt.", ["reason"], registry=registry
+        )
+        # -- write-ahead log (gateway/export/wal.py) ----------------------------------------
+        self.wal_appends = Counter(
+            f"{p}_wal_appends_total",
+            "RPC records appended to the write-ahead log, by outcome (ok; full: refused, over "
+            "TRACEGW_WAL_MAX_BYTES; error: the disk refused, RPC refused).",
+            ["outcome"],
+            registry=registry,
+        )
+        self.wal_refused = Counter(
+            f"{p}_wal_refused_items_total",
+            "Spans and events refused because the WAL could not take their RPC (full; error: the disk refused).",
+            ["kind", "reason"],
+            registry=registry,
+        )
+        self.wal_fsyncs = Counter(f"{p}_wal_fsyncs_total", "Group-commit fsyncs of the WAL.", registry=registry)
+        self.wal_group_size = Histogram(
+            f"{p}_wal_group_records",
+            "Records made durable by one group commit.",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+            registry=registry,
+        )
+        self.wal_bytes = Gauge(f"{p}_wal_bytes", "Bytes in the write-ahead log.", registry=registry)
+        self.wal_segments = Gauge(f"{p}_wal_segments", "Segments in the write-ahead log.", registry=registry)
+        self.wal_segments_released = Counter(
+            f"{p}_wal_segments_released_total",
+            "WAL segments deleted because everything they held was settled.",
+            registry=registry,
+        )
+        self.wal_unreadable = Counter(
+            f"{p}_wal_unreadable_total",
+            "WAL segments that could not be replayed whole (torn: a tail the process died writing, never "
+            "acknowledged; corrupt; wrong_key: set aside in <wal dir>/quarantine; undecodable: one record skipped).",
+            ["reason"],
+            registry=registry,
+        )
+        self.wal_replayed_records = Counter(
+            f"{p}_wal_replayed_records_total", "WAL records found at start and fed through again.", registry=registry
+        )
+        self.wal_replayed_spans = Counter(
+            f"{p}_wal_replayed_spans_total",
+            "Spans fed through again from the WAL at start (not counted in spans_received or business metrics).",
+            registry=registry,
+        )
+        self.wal_replayed_events = Counter(
+            f"{p}_wal_replayed_events_total",
+            "Feedback and bundle events fed through again from the WAL at start.",
+            ["kind"],
+            registry=registry,
+        )
+        self.wal_replay_seconds = Gauge(
+            f"{p}_wal_replay_seconds", "How long the last start's WAL replay took.", registry=registry
+        )
+        self.wal_kept = Counter(
+            f"{p}_wal_kept_at_shutdown_total",
+            "Items not delivered or spooled by the shutdown deadline that stay in the WAL for the next start "
+            "(not lost: without the WAL they would count as dropped, reason shutdown).",
+            ["kind"],
+            registry=registry,
         )
         self.dead_letter = Counter(
             f"{p}_dead_letter_total",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 
 class SpanStatus(enum.Enum):
@@ -82,6 +82,11 @@ class TraceRecord:
     first_root: SpanRecord | None = field(default=None, compare=False, repr=False)
     """Its first root span when assembly saw it arrive (a client sends the root last, so finding
     it in ``spans`` means walking the whole trace); None: not known, ``root`` looks."""
+    wal: list[int] = field(default_factory=list, compare=False, repr=False)
+    """The write-ahead-log segments its spans came in, each held once for it until it is settled
+    (spooled, sampled out or dropped); empty when the WAL is off."""
+    replayed: bool = False
+    """Some of its spans were fed through again from the WAL at start: business metrics skip it."""
 
     @property
     def root(self) -> SpanRecord | None:
@@ -220,3 +225,11 @@ def approx_trace_bytes(trace: TraceRecord) -> int:
     if not trace.approx_bytes:
         trace.approx_bytes = sum(approx_span_bytes(s) for s in trace.spans)
     return trace.approx_bytes
+
+
+class Settles(Protocol):
+    """What an item carries to say it is settled (spooled, delivered, or dropped and counted): a
+    write-ahead-log hold (``gateway/export/wal.py``), kept abstract here so the pipeline's stages
+    need not know the log."""
+
+    def done(self) -> None: ...

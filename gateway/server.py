@@ -172,7 +172,13 @@ async def start(
     m = config.mlflow
     writer = writer or make_writer(m.tracking_uri, m.request_timeout_s, m.artifact_root, m.username, m.password_file)
     gateway = Gateway(config, metrics, writer)
-    await gateway.start()
+    await gateway.start()  # replays the WAL and the spool first
+    # The span port before the health port: /healthz must not say ready (a pod's startup probe)
+    # before the sidecar accepts spans.
+    health = HealthServicer()
+    server, grpc_port = await create_server(
+        config.listen.grpc_address, gateway, config.listen.max_receive_message_bytes, health
+    )
     listen = config.listen
     limits = HttpLimits(listen.metrics_max_connections, listen.metrics_read_timeout_s, listen.metrics_write_timeout_s)
     http_servers: list[MetricsHttpServer] = []
@@ -194,10 +200,6 @@ async def start(
         ports[role] = await httpd.start()
         http_servers.append(httpd)
     metrics_port = ports["metrics"]
-    health = HealthServicer()
-    server, grpc_port = await create_server(
-        config.listen.grpc_address, gateway, config.listen.max_receive_message_bytes, health
-    )
     log.info(
         "listening grpc=%s:%d metrics_port=%s tracking=%s mlflow_user=%s experiment=%s sampling_ratio=%s",
         config.listen.grpc_address.rpartition(":")[0],

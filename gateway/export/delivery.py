@@ -34,6 +34,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import cast
 
 from gateway.config import RetryConfig, WriterConfig
 from gateway.export import links as trace_links
@@ -52,6 +53,7 @@ from gateway.export.segments import (
     feedback_to_json,
 )
 from gateway.export.spool import Spool, TornSegment
+from gateway.export.wal import Hold
 from gateway.logs import RateLimitedLog
 from gateway.metrics import GatewayMetrics
 from gateway.model import BundleRecord, FeedbackRecord, TraceRecord
@@ -148,8 +150,9 @@ class Delivery:
         self._intake.close()  # the spooler drains the intake, then stops
         self._threads[0].join(timeout=max(0.1, deadline - time.monotonic()))
         if self._threads[0].is_alive():  # out of time before everything was spooled: count what was not
-            for kind, item in self._intake.drain():
-                self._count_drop(kind, "shutdown", getattr(item, "span_count", 1))
+            for kind, entry in self._intake.drain():
+                item, hold = cast(tuple[object, Hold | None], entry)
+                self._count_drop(kind, "shutdown", getattr(item, "span_count", 1), hold)
         with self._cond:
             self._wait_until_idle(deadline)
             # Feedback still waiting for its trace: the drain has now written every span batch it
@@ -176,7 +179,7 @@ class Delivery:
         spooled = sum(1 for s in left if s.durable)
         for seg in left:
             if not seg.durable:
-                self._drop(seg, "shutdown")
+                self._drop(seg, "shutdown")  # or, when the WAL has it, kept there for the next start
         self._writer.close()
         log.info(
             "delivery stopped: %d segments left in the spool for the next start, %d in-memory dropped",
@@ -203,25 +206,27 @@ class Delivery:
 
     # -- intake (event loop) ------------------------------------------------------------------
 
-    def submit_batch(self, batch: SpanBatch) -> None:
-        self._offer(batch, Kind.SPANS, batch.span_count)
+    def submit_batch(self, batch: SpanBatch, hold: Hold | None = None) -> None:
+        """Hand a batch on; ``hold`` (its WAL records) is given back once it is spooled, delivered
+        or dropped (and counted)."""
+        self._offer(batch, Kind.SPANS, batch.span_count, hold)
 
-    def submit_feedback(self, record: FeedbackRecord) -> None:
-        self._offer(record, Kind.FEEDBACK, 1)
+    def submit_feedback(self, record: FeedbackRecord, hold: Hold | None = None) -> None:
+        self._offer(record, Kind.FEEDBACK, 1, hold)
 
-    def submit_bundle_event(self, record: BundleRecord) -> None:
-        self._offer(record, Kind.BUNDLE, 1)
+    def submit_bundle_event(self, record: BundleRecord, hold: Hold | None = None) -> None:
+        self._offer(record, Kind.BUNDLE, 1, hold)
 
     def room(self, kind: Kind) -> int:
         """How many more items of ``kind`` the intake takes now (receivers refuse beyond it)."""
         return self._intake.room(kind)
 
-    def _offer(self, item: object, kind: Kind, count: int) -> None:
+    def _offer(self, item: object, kind: Kind, count: int, hold: Hold | None) -> None:
         if self._closed:
-            self._count_drop(kind, "shutdown", count)
+            self._count_drop(kind, "shutdown", count, hold)
             return
-        if not self._intake.offer(kind, item):
-            self._count_drop(kind, "writer_queue_full", count)
+        if not self._intake.offer(kind, (item, hold)):
+            self._count_drop(kind, "writer_queue_full", count, hold)
             self._warn.warning("intake_full", "delivery intake full: dropped a %s item of %d", kind, count)
 
     def span_turn_idle(self) -> bool:
@@ -237,19 +242,27 @@ class Delivery:
             taken = self._intake.take()
             if taken is None:
                 return
-            kind, item = taken
+            kind, entry = taken
+            item, hold = cast(tuple[object, Hold | None], entry)
             try:
                 seg = self._segment(item)
                 if seg is None:  # every trace of the batch failed to encode (counted)
+                    if hold is not None:
+                        hold.done()
                     continue
-                if not self._spool.write(seg) and not self._admit_memory_only(seg):
-                    continue
+                if self._spool.write(seg):
+                    if hold is not None:  # durable in the spool: the WAL need not keep it
+                        hold.done()
+                else:
+                    seg.hold = hold  # memory only: the WAL keeps it until it is delivered
+                    if not self._admit_memory_only(seg):
+                        continue
                 with self._cond:
                     self._queue_of(seg).append(seg)
                     self._cond.notify()
             except Exception:  # loop boundary: count, log, keep going
                 log.exception("spooler failed on an item")
-                self._count_drop(kind, "write_failed", getattr(item, "span_count", 1))
+                self._count_drop(kind, "write_failed", getattr(item, "span_count", 1), hold)
 
     def _segment(self, item: object) -> Segment | None:
         now = time.time()
@@ -630,6 +643,8 @@ class Delivery:
             half = Segment(self._spool.next_seq(), Kind.SPANS, header, data)
             if not self._spool.write(half):
                 half.memory_only = True
+                if seg.hold is not None:
+                    half.hold = seg.hold.share()
                 with self._cond:
                     self._memory_only += 1
             halves.append(half)
@@ -660,16 +675,22 @@ class Delivery:
     # -- accounting -----------------------------------------------------------------------------
 
     def _release_memory(self, seg: Segment) -> None:
+        """``seg`` is delivered or dropped: give back its memory-only slot and its WAL hold."""
         if seg.memory_only:
             seg.memory_only = False
             with self._cond:
                 self._memory_only -= 1
+        if seg.hold is not None:
+            hold, seg.hold = seg.hold, None
+            hold.done()
 
     def _drop(self, seg: Segment, reason: str) -> None:
         if seg.kind is Kind.LINKS:
             self._abandon_links(seg, reason)
             return
-        self._count_drop(seg.kind, reason, seg.span_count or 1)
+        hold, seg.hold = seg.hold, None
+        self._count_drop(seg.kind, reason, seg.span_count or 1, hold)
+        self._release_memory(seg)
 
     def _links_settled(self, seg: Segment) -> None:
         with self._cond:
@@ -690,7 +711,14 @@ class Delivery:
             rows = []
         self._links.abandon(rows, seg.settled, reason)
 
-    def _count_drop(self, kind: Kind, reason: str, count: int) -> None:
+    def _count_drop(self, kind: Kind, reason: str, count: int, hold: Hold | None = None) -> None:
+        """Count a drop and give back its WAL hold; at shutdown, an item the WAL holds is not dropped
+        but kept there for the next start (counted apart)."""
+        if hold is not None:
+            if reason == "shutdown":
+                self._m.wal_kept.labels(kind).inc(count)
+                return
+            hold.done()
         if kind is Kind.SPANS:
             self._m.drop_spans("write", reason, count)
         else:

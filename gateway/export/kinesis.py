@@ -14,8 +14,15 @@ named worker thread drains an in-memory queue into ``PutRecords`` requests::
 
 Ordering per partition key (the session id): a request never carries two records of one key,
 and a record is only sent once the records of its key before it were acknowledged, so a
-partial failure cannot reorder a session. Records are in memory only (bounded, every drop
-counted with a reason): the disk spool covers MLflow delivery, not the stream.
+partial failure cannot reorder a session.
+
+Durable: with a spool directory, the publisher thread writes every record it is offered to
+``<spool dir>/stream/<seq>.stream`` (one file per group, fsynced) before anything else, and
+deletes a file once each of its records was stored or dropped with a counted reason; a restart
+sends what those files still hold. Until a record is in such a file, its feedback's
+write-ahead-log record holds (a ``wal.Hold``), so a SIGKILL at any point loses no record on its way
+to the stream (a record may be sent twice after a kill: consumers dedupe on ``event_id``). The
+records are the enriched, already redacted events: nothing unredacted is written.
 
 Errors (``StreamSink.put_records``)::
 
@@ -26,20 +33,26 @@ Errors (``StreamSink.put_records``)::
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
+import os
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from gateway.config import FeedbackConfig
 from gateway.export.retry import backoff_s
 from gateway.logs import RateLimitedLog
 from gateway.metrics import GatewayMetrics
+from gateway.model import Settles
 
 log = logging.getLogger(__name__)
+STREAM_SUFFIX = ".stream"
 
 MAX_REQUEST_BYTES = 5 * 1024 * 1024
 MAX_RECORD_BYTES = 1024 * 1024
@@ -123,6 +136,16 @@ class KinesisSink:
         return out
 
 
+class _StreamFile:
+    """One file of persisted records; deleted when the last of them is settled."""
+
+    __slots__ = ("path", "remaining")
+
+    def __init__(self, path: Path, remaining: int) -> None:
+        self.path = path
+        self.remaining = remaining
+
+
 @dataclass(slots=True)
 class _Item:
     key: str
@@ -130,6 +153,8 @@ class _Item:
     first_at: float
     attempts: int = 0
     not_before: float = 0.0
+    hold: Settles | None = None  # its feedback's WAL record, until the record is in a stream file
+    file: _StreamFile | None = None
 
 
 class FeedbackStreamPublisher:
@@ -141,11 +166,17 @@ class FeedbackStreamPublisher:
         sink: StreamSink,
         metrics: GatewayMetrics,
         clock: Callable[[], float] = time.monotonic,
+        spool_dir: Path | None = None,
+        fsync: bool = True,
     ) -> None:
         self._cfg = config
         self._sink = sink
         self._m = metrics
         self._clock = clock
+        self._dir = spool_dir
+        self._fsync = fsync
+        self._seq = 0
+        self._unsaved: list[_Item] = []  # offered, not yet in a stream file (guarded by _lock)
         self._pending: deque[_Item] = deque()
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -155,11 +186,74 @@ class FeedbackStreamPublisher:
         self._warn = RateLimitedLog(log)
 
     def start(self) -> None:
+        self._load()
         self._thread = threading.Thread(target=self._loop, name="tracegw-feedback-stream", daemon=True)
         self._thread.start()
 
-    def offer(self, partition_key: str, data: bytes) -> bool:
-        """Queue one record; False (and counted) when the queue is full, the record too big or closing."""
+    def _load(self) -> None:
+        """Queue what the stream files of an earlier run still hold (before anything new)."""
+        if self._dir is None:
+            return
+        self._dir.mkdir(parents=True, exist_ok=True)
+        loaded = 0
+        for path in sorted(self._dir.glob("*" + STREAM_SUFFIX)):
+            try:
+                rows = [json.loads(line) for line in path.read_text().splitlines() if line]
+                items = [_Item(str(r["k"]), base64.b64decode(r["d"]), self._clock()) for r in rows]
+                self._seq = max(self._seq, int(path.name[: -len(STREAM_SUFFIX)]))
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                # A torn file is one the process died writing: its records' WAL holds were not
+                # given back, so the WAL's replay publishes them again. Nothing is lost with it.
+                log.warning("feedback stream: %s unreadable (%s); removed (the WAL replays it)", path.name, exc)
+                path.unlink(missing_ok=True)
+                continue
+            f = _StreamFile(path, len(items))
+            for item in items:
+                item.file = f
+            self._pending.extend(items)
+            loaded += len(items)
+            if not items:
+                path.unlink(missing_ok=True)
+        if loaded:
+            self._m.feedback_stream_records.labels("replayed").inc(loaded)
+            log.info("feedback stream: %d records from an earlier run to send", loaded)
+            self._m.feedback_stream_queue.set(len(self._pending))
+
+    def _persist(self) -> None:
+        """Write the records offered since the last call to a stream file of their own (publisher thread)."""
+        with self._lock:
+            items, self._unsaved = self._unsaved, []
+        if not items:
+            return
+        if self._dir is not None:
+            self._seq += 1
+            path = self._dir / f"{self._seq:016d}{STREAM_SUFFIX}"
+            lines = "".join(
+                json.dumps({"k": i.key, "d": base64.b64encode(i.data).decode()}, separators=(",", ":")) + "\n"
+                for i in items
+            )
+            try:
+                with open(path, "w", encoding="utf-8") as fh:
+                    fh.write(lines)
+                    if self._fsync:
+                        fh.flush()
+                        os.fsync(fh.fileno())
+            except OSError as exc:  # the WAL holds stay: a restart still publishes these
+                path.unlink(missing_ok=True)
+                self._warn.warning("stream_spool", "feedback stream file not written (%s)", exc.strerror or exc)
+                return
+            f = _StreamFile(path, len(items))
+            with self._lock:
+                for item in items:
+                    item.file = f
+            for item in items:  # on disk now: the WAL need not keep them any more
+                if item.hold is not None:
+                    item.hold.done()
+                    item.hold = None
+
+    def offer(self, partition_key: str, data: bytes, hold: Settles | None = None) -> bool:
+        """Queue one record; False (and counted) when the queue is full, the record too big or
+        closing. ``hold`` is given back once the record is on disk (or settled, without a spool)."""
         reason = None
         if len(data) + len(partition_key) > MAX_RECORD_BYTES:
             reason = "stream_rejected"
@@ -169,14 +263,17 @@ class FeedbackStreamPublisher:
             elif reason is None and len(self._pending) >= self._cfg.stream_queue_max_events:
                 reason = "writer_queue_full"
             if reason is None:
-                self._pending.append(_Item(partition_key[:256] or "-", data, self._clock()))
+                item = _Item(partition_key[:256] or "-", data, self._clock(), hold=hold)
+                self._pending.append(item)
+                self._unsaved.append(item)
                 size = len(self._pending)
         if reason is not None:
             self._drop(reason, 1)
+            if hold is not None:
+                hold.done()
             return False
         self._m.feedback_stream_queue.set(size)
-        if size >= self._cfg.stream_batch_max_records:
-            self._wake.set()
+        self._wake.set()  # to the stream file now, not at the next batch
         return True
 
     def shutdown(self, timeout_s: float) -> None:
@@ -190,11 +287,17 @@ class FeedbackStreamPublisher:
         if self._thread is not None:
             self._thread.join(timeout=timeout_s + 1.0)
         with self._lock:
-            left = len(self._pending)
+            left = list(self._pending)
             self._pending.clear()
-        if left:
-            self._drop("shutdown", left)
-            log.warning("feedback stream stopped with %d records unsent", left)
+        kept = sum(1 for i in left if i.file is not None)  # in stream files: the next start sends them
+        in_wal = sum(1 for i in left if i.file is None and i.hold is not None)  # the WAL replays them
+        if kept or in_wal:
+            log.info("feedback stream stopped with %d records unsent, kept for the next start", kept + in_wal)
+        if in_wal:
+            self._m.wal_kept.labels("feedback_stream").inc(in_wal)
+        if len(left) > kept + in_wal:
+            self._drop("shutdown", len(left) - kept - in_wal)
+            log.warning("feedback stream stopped with %d records unsent", len(left) - kept - in_wal)
         self._m.feedback_stream_queue.set(0)
 
     @property
@@ -211,6 +314,7 @@ class FeedbackStreamPublisher:
             if closing and (empty or now >= deadline):
                 return
             try:
+                self._persist()
                 batch, wait_s = self._take(now, closing)
                 if batch:
                     self._send(batch)
@@ -310,6 +414,15 @@ class FeedbackStreamPublisher:
         with self._lock:
             self._pending = deque(i for i in self._pending if id(i) not in done)
             size = len(self._pending)
+        for item in items:
+            if item.hold is not None:  # never reached a stream file (no spool, or it failed)
+                item.hold.done()
+                item.hold = None
+            f = item.file
+            if f is not None:
+                f.remaining -= 1
+                if f.remaining == 0:
+                    f.path.unlink(missing_ok=True)
         self._m.feedback_stream_queue.set(size)
         if dropped is None:
             self._m.feedback_stream_records.labels("ok").inc(len(items))
@@ -321,9 +434,12 @@ class FeedbackStreamPublisher:
         self._m.events_dropped.labels("feedback_stream", reason).inc(count)
 
 
-def make_publisher(config: FeedbackConfig, region: str, metrics: GatewayMetrics) -> FeedbackStreamPublisher | None:
-    """The publisher for the configured stream, or None when the stream is off."""
+def make_publisher(
+    config: FeedbackConfig, region: str, metrics: GatewayMetrics, spool_dir: Path | None = None, fsync: bool = True
+) -> FeedbackStreamPublisher | None:
+    """The publisher for the configured stream, or None when the stream is off. With ``spool_dir``
+    its records are kept on disk until the stream has them."""
     if not config.stream_enabled:
         return None
     sink = KinesisSink(config.stream_name, region, config.kinesis_endpoint_url)
-    return FeedbackStreamPublisher(config, sink, metrics)
+    return FeedbackStreamPublisher(config, sink, metrics, spool_dir=spool_dir, fsync=fsync)

@@ -11,9 +11,12 @@ import json
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.model import BundleRecord, FeedbackRecord, FeedbackValue
+
+if TYPE_CHECKING:
+    from gateway.export.wal import Hold
 
 
 class Kind(StrEnum):
@@ -40,6 +43,7 @@ class Segment:
     awaiting_trace: bool = False  # feedback whose trace MLflow does not have yet
     aside: bool = False  # a span batch past TRACEGW_SPAN_TURN_MAX_ATTEMPTS: retried without holding the turn
     settled: set[str] = field(default_factory=set)  # links segment: "<trace id>:<kind>" done, across retries
+    hold: Hold | None = None  # memory only: its WAL records, given back once it is delivered or dropped
 
     @property
     def durable(self) -> bool:
@@ -71,9 +75,11 @@ def feedback_to_json(record: FeedbackRecord) -> bytes:
 
 
 def feedback_from_json(payload: bytes) -> FeedbackRecord:
-    d = json.loads(payload)
-    d["value"] = FeedbackValue(d["value"])
-    return FeedbackRecord(**d)
+    return feedback_from_dict(json.loads(payload))
+
+
+def feedback_from_dict(d: dict[str, Any]) -> FeedbackRecord:
+    return FeedbackRecord(**{**d, "value": FeedbackValue(d["value"])})
 
 
 def bundle_to_json(record: BundleRecord) -> bytes:

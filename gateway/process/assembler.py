@@ -48,6 +48,8 @@ class _Pending:
     root_done_at: float | None = None
     root: SpanRecord | None = None
     approx_bytes: int = 0
+    wal: list[int] = field(default_factory=list)
+    replayed: bool = False
 
 
 class Assembler:
@@ -62,8 +64,10 @@ class Assembler:
         self._timeout_deadlines: deque[tuple[float, str]] = deque()
         self._decided: RecentMap[str, _Decided] = RecentMap(DECISION_CACHE_SIZE)
         self._late: dict[str, list[SpanRecord]] = {}
+        self._late_wal: dict[str, list[int]] = {}  # WAL segments of the late spans, per trace
         self._span_count = 0
         self._bytes = 0
+        self.last_holds = 0
         self._outcome = Children(metrics.traces_assembled)
 
     def holds(self, trace_id: str) -> bool:
@@ -78,9 +82,14 @@ class Assembler:
     def spans_in_flight(self) -> int:
         return self._span_count
 
-    def add(self, spans: list[SpanRecord], experiment: str) -> list[TraceRecord]:
-        """Take spans; returns traces decided early because assembly was full."""
+    def add(
+        self, spans: list[SpanRecord], experiment: str, wal_segment: int = 0, replayed: bool = False
+    ) -> list[TraceRecord]:
+        """Take spans; returns traces decided early because assembly was full. ``last_holds`` is then
+        how many traces (or late-span groups) took a new hold on ``wal_segment``: the caller holds
+        the segment that often (0 when the WAL is off)."""
         now = self._clock()
+        holds = 0
         evicted: list[TraceRecord] = []
         max_spans = self._cfg.max_spans_per_trace
         added = added_bytes = 0
@@ -102,6 +111,11 @@ class Assembler:
                         else:
                             decided.spans += 1
                             self._late.setdefault(trace_id, []).append(span)
+                            if wal_segment:
+                                segs = self._late_wal.setdefault(trace_id, [])
+                                if not segs or segs[-1] != wal_segment:
+                                    segs.append(wal_segment)
+                                    holds += 1
                         last = None  # the next span of this trace goes the same way
                         continue
                     if len(self._pending) >= self._cfg.max_traces_in_flight:
@@ -112,6 +126,11 @@ class Assembler:
                     self._pending[trace_id] = pending
                     self._timeout_deadlines.append((now + self._cfg.decision_timeout_s, trace_id))
                 held = pending.spans
+                if wal_segment and (not pending.wal or pending.wal[-1] != wal_segment):
+                    pending.wal.append(wal_segment)
+                    holds += 1
+                if replayed:
+                    pending.replayed = True
             assert pending is not None
             if len(held) >= max_spans:
                 self._metrics.drop_spans("assemble", "span_limit", 1)
@@ -138,6 +157,7 @@ class Assembler:
                 break
             evicted.append(oldest)
         self._update_gauges()
+        self.last_holds = holds
         return evicted
 
     def poll(self) -> list[TraceRecord]:
@@ -182,8 +202,13 @@ class Assembler:
         late = []
         for tid, spans in self._late.items():
             decided = self._decided.get(tid)
-            late.append(TraceRecord(tid, decided.experiment if decided else "", spans, {}, late=True, first_seen=now))
+            trace = TraceRecord(tid, decided.experiment if decided else "", spans, {}, late=True, first_seen=now)
+            wal = self._late_wal.get(tid)
+            if wal:
+                trace.wal = wal
+            late.append(trace)
         self._late.clear()
+        self._late_wal.clear()
         self._outcome("late").inc(len(late))
         return late
 
@@ -200,6 +225,8 @@ class Assembler:
             first_seen=pending.first_seen,
             approx_bytes=pending.approx_bytes,
             first_root=pending.root,
+            wal=pending.wal,
+            replayed=pending.replayed,
         )
         if pending.root_done_at is None:
             trace.complete = False

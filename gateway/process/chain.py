@@ -6,6 +6,7 @@ what came out, and the spans of traces a stage dropped (with the stage's ``drop_
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 from gateway.metrics import GatewayMetrics
@@ -24,9 +25,18 @@ class Stage(Protocol):
 
 
 class StageChain:
-    def __init__(self, stages: list[Stage], metrics: GatewayMetrics) -> None:
+    """``on_lost`` receives the traces a stage dropped (sampled out included): the WAL's holds on
+    them are given back there."""
+
+    def __init__(
+        self,
+        stages: list[Stage],
+        metrics: GatewayMetrics,
+        on_lost: Callable[[list[TraceRecord]], None] | None = None,
+    ) -> None:
         self._stages = stages
         self._metrics = metrics
+        self._on_lost = on_lost
 
     def run(self, traces: list[TraceRecord]) -> list[TraceRecord]:
         for stage in self._stages:
@@ -37,7 +47,9 @@ class StageChain:
             self._metrics.stage_out.labels(stage.name).inc(len(out))
             if len(out) != len(traces):
                 kept = {id(t) for t in out}
-                lost = sum(len(t.spans) for t in traces if id(t) not in kept)
-                self._metrics.drop_spans(stage.name, stage.drop_reason or "invalid", lost)
+                gone = [t for t in traces if id(t) not in kept]
+                self._metrics.drop_spans(stage.name, stage.drop_reason or "invalid", sum(len(t.spans) for t in gone))
+                if self._on_lost is not None:
+                    self._on_lost(gone)
             traces = out
         return traces

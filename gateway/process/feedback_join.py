@@ -32,13 +32,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from gateway.metrics import GatewayMetrics
-from gateway.model import FeedbackRecord, TraceRecord
+from gateway.model import FeedbackRecord, Settles, TraceRecord
 from gateway.process.measure import LabelCap
 from gateway.process.recent import RecentMap
 
 PIVOTS = ("intent", "prompt_version", "release_bundle", "bedrock_model_id", "deployment_stage", "rollout_cohort")
 AWAITING_MAX = 10_000
 JOIN_OUTCOMES = ("sampled_in", "rescued", "in_flight", "orphan")
+_Waiting = tuple[float, FeedbackRecord, Settles | None, bool]
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +102,7 @@ class FeedbackJoin:
         max_traces: int,
         max_label_values: int,
         hold_s: float,
-        publish: Callable[[str, bytes], bool] | None = None,
+        publish: Callable[[str, bytes, Settles | None], bool] | None = None,
         environment: str = "",
         region: str = "",
         clock: Callable[[], float] = time.monotonic,
@@ -119,7 +120,8 @@ class FeedbackJoin:
         # The newest max_traces / 2 .. max_traces contexts (a dict that forgot its oldest key on
         # every insert kept a table sized for 3x its keys: ~16 MB at steady state).
         self._contexts: RecentMap[str, TraceContext] = RecentMap(max_traces)
-        self._awaiting: OrderedDict[str, list[tuple[float, FeedbackRecord]]] = OrderedDict()
+        # Feedback waiting for its trace's decision: (since, record, its WAL hold, replayed).
+        self._awaiting: OrderedDict[str, list[_Waiting]] = OrderedDict()
 
     # -- stage ------------------------------------------------------------------------------------
 
@@ -133,8 +135,8 @@ class FeedbackJoin:
             if self._awaiting:
                 waiting = self._awaiting.pop(trace.trace_id, None)
                 if waiting:
-                    for _, record in waiting:
-                        self._emit(record, "in_flight", ctx)
+                    for _, record, hold, replayed in waiting:
+                        self._emit(record, "in_flight", ctx, hold, replayed)
         if self._awaiting:
             self.expire()
         return traces
@@ -144,17 +146,27 @@ class FeedbackJoin:
     def lookup(self, trace_id: str) -> TraceContext | None:
         return self._contexts.get(trace_id)
 
-    def accept(self, record: FeedbackRecord, outcome: str, ctx: TraceContext | None) -> None:
-        """Count the join outcome; emit now, or (``in_flight`` without a context) when the trace is decided."""
-        self._m.feedback_joins.labels(outcome).inc()
+    def accept(
+        self,
+        record: FeedbackRecord,
+        outcome: str,
+        ctx: TraceContext | None,
+        hold: Settles | None = None,
+        replayed: bool = False,
+    ) -> None:
+        """Count the join outcome; emit now, or (``in_flight`` without a context) when the trace is
+        decided. ``hold`` (its WAL record's) is given back once the stream has the event; a replayed
+        event (fed again from the WAL at start) is not counted again in the business metrics."""
+        if not replayed:
+            self._m.feedback_joins.labels(outcome).inc()
         if outcome == "in_flight" and ctx is None:
-            self._awaiting.setdefault(record.trace_id, []).append((self._clock(), record))
+            self._awaiting.setdefault(record.trace_id, []).append((self._clock(), record, hold, replayed))
             if len(self._awaiting) > AWAITING_MAX:
                 _, oldest = self._awaiting.popitem(last=False)
-                for _, r in oldest:
-                    self._emit(r, "in_flight", None)
+                for _, r, h, again in oldest:
+                    self._emit(r, "in_flight", None, h, again)
             return
-        self._emit(record, outcome, ctx)
+        self._emit(record, outcome, ctx, hold, replayed)
         if self._awaiting:
             self.expire()
 
@@ -166,21 +178,30 @@ class FeedbackJoin:
             if waiting[0][0] > cutoff:
                 break
             del self._awaiting[trace_id]
-            for _, record in waiting:
-                self._emit(record, "in_flight", self._contexts.get(trace_id))
+            for _, record, hold, replayed in waiting:
+                self._emit(record, "in_flight", self._contexts.get(trace_id), hold, replayed)
 
     def flush(self) -> None:
         """Shutdown: emit everything still waiting."""
         while self._awaiting:
             trace_id, waiting = self._awaiting.popitem(last=False)
-            for _, record in waiting:
-                self._emit(record, "in_flight", self._contexts.get(trace_id))
+            for _, record, hold, replayed in waiting:
+                self._emit(record, "in_flight", self._contexts.get(trace_id), hold, replayed)
 
     @property
     def awaiting(self) -> int:
         return sum(len(v) for v in self._awaiting.values())
 
-    def _emit(self, record: FeedbackRecord, outcome: str, ctx: TraceContext | None) -> None:
+    def _emit(
+        self, record: FeedbackRecord, outcome: str, ctx: TraceContext | None, hold: Settles | None, replayed: bool
+    ) -> None:
+        if self._publish is not None:
+            key, data = stream_event(record, outcome, ctx, self._env, self._region)
+            self._publish(key, data, hold)
+        elif hold is not None:
+            hold.done()
+        if replayed:
+            return
         cap = self._cap
         values = (
             ctx.intent if ctx else "",
@@ -192,6 +213,3 @@ class FeedbackJoin:
         )
         labels = cap.label_set(PIVOTS, values)
         self._m.feedback.labels(*labels, record.value.value).inc(exemplar={"trace_id": record.trace_id})
-        if self._publish is not None:
-            key, data = stream_event(record, outcome, ctx, self._env, self._region)
-            self._publish(key, data)

@@ -187,7 +187,7 @@ class Measure:
         touched: dict[tuple[str, ...], _Children] = {}
         verdicts: dict[Any, int] = {}
         for trace in traces:
-            if trace.late:
+            if trace.late or trace.replayed:  # a replayed trace may have been counted before the kill
                 continue
             labels = self.labels(trace)
             c = self._children.get(labels)

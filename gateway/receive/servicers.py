@@ -7,10 +7,11 @@ a gateway that is shutting down answers ``UNAVAILABLE``.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import dataclasses
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import grpc
@@ -21,10 +22,12 @@ from clients.pb import common_pb2, trace_gateway_service_pb2, trace_gateway_serv
 from gateway.core import Gateway
 from gateway.export.errors import RetryableWriteError
 from gateway.export.segments import Kind
+from gateway.export.wal import RecordKind, WalFull, WalWriteError
 from gateway.logs import RateLimitedLog
 from gateway.receive import decode_events, decode_spans
 from gateway.receive.auth import ANONYMOUS, Authenticator, Principal
 from gateway.receive.experiments import ExperimentPolicy, Refusal
+from gateway.receive.replay import events_payload
 
 log = logging.getLogger(__name__)
 _MALFORMED_LOG = RateLimitedLog(log)
@@ -47,6 +50,7 @@ _RETRY_DETAILS = _retry_info_details()
 # The authenticated caller of the RPC being handled (set by ``_guarded``).
 CALLER: contextvars.ContextVar[Principal] = contextvars.ContextVar("tracegw_caller", default=ANONYMOUS)
 BUNDLE_RPC = "RecordBundleEvents"
+SPAN_RPCS = frozenset({"ExportSpans", "Export"})
 EXPERIMENT_METADATA_KEY = "x-mlflow-experiment-name"
 
 
@@ -123,6 +127,56 @@ async def _refuse_events_if_full(gateway: Gateway, context: grpc.aio.ServicerCon
     )
 
 
+async def _durable(
+    gateway: Gateway,
+    context: grpc.aio.ServicerContext,
+    kind: RecordKind,
+    payload: bytes,
+    experiment: str,
+    what: str,
+    count: int,
+) -> int:
+    """Append an RPC to the write-ahead log and wait until it is on disk (the group commit), before
+    anything is taken or acknowledged. Returns its segment, held for the caller to ``release`` once
+    it has handed the request on (0: the WAL is off). When the log is full or the disk refuses, the
+    RPC is refused with nothing taken: the caller's retry is safe."""
+    wal = gateway.wal
+    if wal is None:
+        return 0
+    try:
+        segment, written = wal.append(kind, payload, experiment)
+    except WalFull as exc:
+        gateway.metrics.wal_refused.labels(what, "full").inc(count)
+        await context.abort(
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            f"{exc}; nothing was recorded, retry later",
+            trailing_metadata=(("grpc-status-details-bin", _RETRY_DETAILS),),
+        )
+        raise  # not reached: abort raises
+    try:
+        await written
+    except WalWriteError as exc:
+        wal.release([segment])
+        gateway.metrics.wal_refused.labels(what, "error").inc(count)
+        await context.abort(grpc.StatusCode.UNAVAILABLE, f"{exc}; nothing was recorded, retry later")
+    except BaseException:  # cancelled (the caller gave up): not acknowledged, not taken
+        wal.release([segment])
+        raise
+    return segment
+
+
+@contextlib.contextmanager
+def _handing_on(gateway: Gateway, segment: int) -> Iterator[None]:
+    """Around handing a logged request on: its parts take their own holds on ``segment``, then the
+    RPC's own hold (taken by ``_durable``) is given back."""
+    try:
+        yield
+    finally:
+        if segment:
+            assert gateway.wal is not None
+            gateway.wal.release([segment])
+
+
 class NativeReceiver(trace_gateway_service_pb2_grpc.TraceGatewayServiceServicer):
     def __init__(self, gateway: Gateway, experiments: ExperimentPolicy) -> None:
         self._gw = gateway
@@ -130,7 +184,7 @@ class NativeReceiver(trace_gateway_service_pb2_grpc.TraceGatewayServiceServicer)
         self._experiments = experiments
 
     async def ExportSpans(
-        self, request: trace_gateway_service_pb2.ExportSpansRequest, context: grpc.aio.ServicerContext
+        self, request: trace_gateway_service_pb2.ExportSpansRequest, context: grpc.aio.ServicerContext, raw: bytes = b""
     ) -> trace_gateway_service_pb2.ExportSpansResponse:
         await _refuse_if_closed(self._gw, context)
         await _refuse_if_full(self._gw, context, "native", len(request.spans))
@@ -143,7 +197,17 @@ class NativeReceiver(trace_gateway_service_pb2_grpc.TraceGatewayServiceServicer)
         if decoded.stripped_keys:
             self._m.reserved_keys_stripped.inc(decoded.stripped_keys)
         if decoded.spans:
-            self._gw.accept_spans(decoded.spans, request.experiment_name)
+            segment = await _durable(
+                self._gw,
+                context,
+                RecordKind.NATIVE_SPANS,
+                raw or request.SerializeToString(),
+                request.experiment_name,
+                "spans",
+                len(decoded.spans),
+            )
+            with _handing_on(self._gw, segment):
+                self._gw.accept_spans(decoded.spans, request.experiment_name, segment)
         return trace_gateway_service_pb2.ExportSpansResponse(partial_success=_partial(decoded.rejections))
 
     async def RecordFeedback(
@@ -153,7 +217,12 @@ class NativeReceiver(trace_gateway_service_pb2_grpc.TraceGatewayServiceServicer)
         await _refuse_events_if_full(self._gw, context, Kind.FEEDBACK, len(request.events))
         records, rejections = decode_events.decode_feedback(request.events)
         self._count_events("feedback", len(request.events), rejections)
-        self._gw.accept_feedback(records)
+        if records:
+            segment = await _durable(
+                self._gw, context, RecordKind.FEEDBACK, events_payload(records), "", "feedback", len(records)
+            )
+            with _handing_on(self._gw, segment):
+                self._gw.accept_feedback(records, segment)
         return trace_gateway_service_pb2.RecordFeedbackResponse(partial_success=_partial(rejections))
 
     async def RecordBundleEvents(
@@ -182,7 +251,12 @@ class NativeReceiver(trace_gateway_service_pb2_grpc.TraceGatewayServiceServicer)
         caller = CALLER.get().identity
         records = [dataclasses.replace(r, recorded_by=caller) for r in records]
         self._count_events("bundle", len(request.events), rejections)
-        self._gw.accept_bundle_events(records)
+        if records:
+            segment = await _durable(
+                self._gw, context, RecordKind.BUNDLE, events_payload(records), "", "bundle", len(records)
+            )
+            with _handing_on(self._gw, segment):
+                self._gw.accept_bundle_events(records, segment)
         return trace_gateway_service_pb2.RecordBundleEventsResponse(partial_success=_partial(rejections))
 
     def _count_events(self, kind: str, received: int, rejections: list[decode_spans.Rejection]) -> None:
@@ -204,7 +278,10 @@ class OtlpReceiver(trace_service_pb2_grpc.TraceServiceServicer):
         self._experiments = experiments
 
     async def Export(
-        self, request: trace_service_pb2.ExportTraceServiceRequest, context: grpc.aio.ServicerContext
+        self,
+        request: trace_service_pb2.ExportTraceServiceRequest,
+        context: grpc.aio.ServicerContext,
+        raw: bytes = b"",
     ) -> trace_service_pb2.ExportTraceServiceResponse:
         await _refuse_if_closed(self._gw, context)
         spans = sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)
@@ -223,7 +300,17 @@ class OtlpReceiver(trace_service_pb2_grpc.TraceServiceServicer):
         if decoded.stripped_keys:
             self._m.reserved_keys_stripped.inc(decoded.stripped_keys)
         if decoded.spans:
-            self._gw.accept_spans(decoded.spans, experiment)
+            segment = await _durable(
+                self._gw,
+                context,
+                RecordKind.OTLP_SPANS,
+                raw or request.SerializeToString(),
+                experiment,
+                "spans",
+                len(decoded.spans),
+            )
+            with _handing_on(self._gw, segment):
+                self._gw.accept_spans(decoded.spans, experiment, segment)
         response = trace_service_pb2.ExportTraceServiceResponse()
         if decoded.rejections:
             response.partial_success.rejected_spans = len(decoded.rejections)
@@ -245,6 +332,16 @@ class Malformed:
         self.error = error
 
 
+class Received:
+    """A span request as parsed, with the bytes it arrived in (the WAL logs those as they are)."""
+
+    __slots__ = ("data", "message")
+
+    def __init__(self, message: Any, data: bytes) -> None:
+        self.message = message
+        self.data = data
+
+
 class TooLarge:
     """A request larger than its RPC's bound (``TRACEGW_MAX_EVENT_MESSAGE_BYTES``), left unparsed."""
 
@@ -254,14 +351,17 @@ class TooLarge:
         self.size = size
 
 
-def _lenient(parse: Callable[[bytes], Any], max_bytes: int | None = None) -> Callable[[bytes], Any]:
+def _lenient(
+    parse: Callable[[bytes], Any], max_bytes: int | None = None, keep_bytes: bool = False
+) -> Callable[[bytes], Any]:
     def deserialize(data: bytes) -> Any:
         if max_bytes is not None and len(data) > max_bytes:
             return TooLarge(len(data))
         try:
-            return parse(data)
+            message = parse(data)
         except Exception as exc:  # DecodeError, RecursionError: the request is bad, not the gateway
             return Malformed(type(exc).__name__)
+        return Received(message, data) if keep_bytes else message
 
     return deserialize
 
@@ -290,6 +390,8 @@ def _guarded(
             what = "record bundle events" if bundles else "send spans or feedback"
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"{principal.identity} may not {what}")
         CALLER.set(principal)
+        if request.__class__ is Received:
+            return await handler(request.message, context, request.data)  # type: ignore[call-arg]
         if request.__class__ is TooLarge:
             gateway.metrics.requests_too_large.labels(rpc).inc()
             _MALFORMED_LOG.warning("too_large_" + rpc, "%s request of %d bytes refused (too large)", rpc, request.size)
@@ -345,7 +447,9 @@ def register(server: grpc.aio.Server, gateway: Gateway, auth: Authenticator | No
         handlers = {
             name: grpc.unary_unary_rpc_method_handler(
                 _guarded(name, fn, gateway, auth),
-                request_deserializer=_lenient(request.FromString, bounded.get(name)),
+                request_deserializer=_lenient(
+                    request.FromString, bounded.get(name), keep_bytes=name in SPAN_RPCS and gateway.wal is not None
+                ),
                 response_serializer=response.SerializeToString,
             )
             for name, (fn, request, response) in methods.items()

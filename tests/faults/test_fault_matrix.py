@@ -24,6 +24,7 @@ from tests.faults.harness import (
     DeadLetters,
     Figures,
     Load,
+    Outcome,
     Poll,
     Rig,
     Sent,
@@ -273,20 +274,38 @@ def test_gateway_sigterm_mid_load_then_restart_replays_the_spool(rig: Rig) -> No
     assert f.lost == 0, f.line() + detail
 
 
-# -- 6. gateway SIGKILL mid-load, restart ---------------------------------------------------------
+# -- 6. gateway SIGKILL mid-load, restart: the write-ahead log loses nothing acknowledged ----------
 
 
-def test_gateway_sigkill_mid_load_loses_only_what_was_not_yet_spooled(rig: Rig) -> None:
-    out = run_sigkill(rig, "gateway SIGKILL + restart", rate_per_s=RATE)
+def assert_nothing_acknowledged_lost(out: Outcome) -> None:
+    """Every span the gateway acknowledged landed. ``lost`` (acknowledged - landed - dropped) may go
+    below 0: an RPC the kill cut after its WAL write but before its answer is counted by the client
+    as not sent (``client_dropped``), yet replayed and stored (at least once, never less). So: no
+    negative loss hiding a positive one, every trace that ended a second before the kill is whole
+    (acknowledged long before it), and the restart did replay the WAL."""
     f = report(out.figures)
-    sent, t_kill, t_ready, window_s = out.load.sent, out.marks["kill"], out.marks["ready"], out.marks["window_s"]
-    at_risk = [s for s in sent if t_kill - window_s <= s.ended <= t_kill]
-    assert f.lost >= 0, f"more landed or dropped than sent: {f.line()}"
-    assert f.lost <= sum(s.spans for s in at_risk), f"lost {f.lost} spans, more than the {len(at_risk)} at-risk traces"
-    before_window = [s for s in sent if s.ended < t_kill - window_s and s.trace_id in f.incomplete]
-    assert not before_window, f"{len(before_window)} traces finished before the window were lost"
-    after_restart = [s for s in sent if s.started > t_ready + 1.0 and s.trace_id in f.incomplete]
-    assert not after_restart, f"{len(after_restart)} traces sent after the restart are not whole"
+    assert f.gateway_dropped_total == 0, f"gateway dropped spans: {f.gateway_dropped}"
+    assert f.lost <= 0, f"{f.lost} acknowledged spans lost: {f.line()}"
+    assert f.landed <= f.produced, f.line()
+    t_kill = out.marks["kill"]
+    cut = [s.trace_id for s in out.load.sent if s.ended < t_kill - 1.0 and s.trace_id in f.incomplete]
+    assert not cut, f"{len(cut)} traces acknowledged before the kill are not whole in MLflow, e.g. {cut[:3]}"
+    assert f.extra["replayed_records"] > 0, "the restart replayed nothing: the kill hit no window"
+
+
+def test_gateway_sigkill_mid_load_loses_nothing_acknowledged(rig: Rig) -> None:
+    assert_nothing_acknowledged_lost(run_sigkill(rig, "gateway SIGKILL + restart", rate_per_s=RATE))
+
+
+def test_gateway_sigkill_while_mlflow_is_down_loses_nothing_acknowledged(rig: Rig) -> None:
+    out = run_sigkill(rig, "gateway SIGKILL + restart, MLflow down", rate_per_s=RATE, mlflow_down_s=4.0)
+    assert_nothing_acknowledged_lost(out)
+
+
+def test_gateway_sigkill_inside_a_wal_group_commit_loses_nothing_acknowledged(rig: Rig) -> None:
+    out = run_sigkill(rig, "gateway SIGKILL inside the WAL fsync", rate_per_s=RATE, during_fsync=True)
+    assert out.figures.extra["killed_in_fsync"], "the WAL thread was never seen inside fsync within 10 s"
+    assert_nothing_acknowledged_lost(out)
 
 
 # -- 7. spool full --------------------------------------------------------------------------------

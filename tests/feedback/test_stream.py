@@ -199,3 +199,43 @@ def test_gateway_streams_enriched_feedback_in_session_order(
             f"resp_{i}" for i, p in enumerate(plans) if p.session_id == s
         ]
     tracer.shutdown()
+
+
+class CountingHold:
+    def __init__(self) -> None:
+        self.done_calls = 0
+
+    def done(self) -> None:
+        self.done_calls += 1
+
+
+def test_stream_records_are_on_disk_before_the_wal_lets_go_and_a_restart_sends_them(tmp_path: Any) -> None:
+    """Records reach ``<spool>/stream/`` first; the WAL hold is given back only then; a publisher
+    that dies with records unsent (the sink refuses everything: as during a Kinesis outage) leaves
+    them in its files, and the next one sends them and deletes the files."""
+    directory = tmp_path / "stream"
+    metrics = GatewayMetrics(CollectorRegistry())
+    down = FlakySink(fail_requests=10**6)
+    pub = FeedbackStreamPublisher(feedback_config(), down, metrics, spool_dir=directory)
+    pub.start()
+    holds = [CountingHold() for _ in range(5)]
+    for n, hold in enumerate(holds):
+        assert pub.offer(f"s{n % 2}", f"record-{n}".encode(), hold)
+    wait_for(lambda: all(h.done_calls == 1 for h in holds), timeout_s=10, what="holds given back once on disk")
+    assert list(directory.glob("*.stream"))
+    pub.shutdown(0.2)  # records still unsent: kept in the files, not counted as dropped
+    assert not metrics.registry.get_sample_value(
+        "tracegw_events_dropped_total", {"kind": "feedback_stream", "reason": "shutdown"}
+    )
+    up = FlakySink()
+    again_metrics = GatewayMetrics(CollectorRegistry())
+    again = FeedbackStreamPublisher(feedback_config(), up, again_metrics, spool_dir=directory)
+    again.start()
+    wait_for(lambda: len(up.stored) == 5, timeout_s=10, what="the earlier run's records sent")
+    again.shutdown(5)
+    assert sorted(d.decode() for _, d in up.stored) == [f"record-{n}" for n in range(5)]
+    assert not list(directory.glob("*.stream")), "files deleted once their records were stored"
+    assert (
+        again_metrics.registry.get_sample_value("tracegw_feedback_stream_records_total", {"outcome": "replayed"}) == 5
+    )
+    assert all(h.done_calls == 1 for h in holds)
