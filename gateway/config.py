@@ -134,6 +134,7 @@ class MetricsConfig:
     max_label_values: int
     max_label_sets: int
     max_label_chars: int
+    example_costly_usd: float = 0.05
 
 
 @dataclass(frozen=True)
@@ -735,6 +736,15 @@ SETTINGS: tuple[Setting, ...] = (
         int,
         "longest business-metric label value; a longer one is reported as 'other', counted",
         _positive,
+    ),
+    Setting(
+        "TRACEGW_EXAMPLE_COSTLY_USD",
+        "metrics.example_costly_usd",
+        "0.05",
+        float,
+        "a stored trace whose Bedrock cost is at least this is offered as an example in the cost-per-session "
+        "alert's payload (mangaassist_example_trace{reason=costly}); slow ones: TRACEGW_TAIL_LATENCY_THRESHOLD_S",
+        _non_negative,
     ),
     Setting(
         "MLFLOW_ARTIFACT_MAX_PREVIEW_CHARS",

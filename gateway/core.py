@@ -35,6 +35,7 @@ from gateway.model import BundleRecord, FeedbackRecord, SpanRecord, TraceRecord,
 from gateway.process.assembler import Assembler
 from gateway.process.chain import StageChain
 from gateway.process.contract import ContractChecker
+from gateway.process.examples import ExampleTraces
 from gateway.process.feedback_join import FeedbackJoin, TraceContext, context_of
 from gateway.process.measure import Measure
 from gateway.process.recent import RecentMap
@@ -73,6 +74,7 @@ class Gateway:
         self._seen_feedback: RecentMap[str, None] = RecentMap(SEEN_EVENTS_MAX)
         self._seen_bundle_events: RecentMap[str, None] = RecentMap(SEEN_EVENTS_MAX)
         self._memory = MemoryGuard(config.memory, metrics)
+        self.examples = ExampleTraces(metrics)
         self.wal: Wal | None = make_wal(config, metrics)
         if self.wal is None:
             log.warning("write-ahead log off: a kill loses what is in assembly and open batches (about 2 s)")
@@ -100,6 +102,7 @@ class Gateway:
             max_label_sets=config.metrics.max_label_sets,
             max_label_chars=config.metrics.max_label_chars,
             region=config.region,
+            examples=self.examples,
         )
         # The chain in three parts, so that redacting a large trace can leave the event loop:
         # measure and check, redact, then feedback join and sampling.
@@ -110,6 +113,9 @@ class Gateway:
                     config.metrics.max_label_values,
                     config.metrics.max_label_sets,
                     config.metrics.max_label_chars,
+                    self.examples,
+                    config.sampling.latency_threshold_s,
+                    config.metrics.example_costly_usd,
                 ),
                 ContractChecker(config.contract, metrics),
             ],
@@ -338,6 +344,8 @@ class Gateway:
     def _after_redacted(self, traces: list[TraceRecord]) -> None:
         kept = self._after_redaction.run(traces)
         if kept:
+            for trace in kept:
+                self.examples.stored(trace.trace_id)
             self._batcher.add(kept)
 
     def _offload(self, traces: list[TraceRecord]) -> None:

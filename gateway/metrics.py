@@ -248,6 +248,14 @@ class GatewayMetrics:
             registry=registry,
         )
 
+        self.example_traces = Gauge(
+            f"{b}_example_trace",
+            "Example trace ids of stored traces per alert reason and pivot, for alert payloads (value: the "
+            "Unix time the trace was kept; at most 3 per reason and pivot, 32 pivots; gateway/process/examples.py).",
+            ["reason", "release_bundle", "prompt_version", "bedrock_model_id", "trace_id"],
+            registry=registry,
+        )
+
         # -- feedback (spec §10): business counter, joins, event stream -----------------------
         self.feedback = Counter(
             f"{b}_feedback_total",

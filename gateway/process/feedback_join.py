@@ -32,13 +32,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from gateway.metrics import GatewayMetrics
-from gateway.model import FeedbackRecord, Settles, TraceRecord
+from gateway.model import FeedbackRecord, FeedbackValue, Settles, TraceRecord
+from gateway.process.examples import ExampleTraces
 from gateway.process.measure import LabelCap
 from gateway.process.recent import RecentMap
 
 PIVOTS = ("intent", "prompt_version", "release_bundle", "bedrock_model_id", "deployment_stage", "rollout_cohort")
 AWAITING_MAX = 10_000
 JOIN_OUTCOMES = ("sampled_in", "rescued", "in_flight", "orphan")
+STORED_OUTCOMES = frozenset({"sampled_in", "rescued", "in_flight"})  # the trace is (or will be) in MLflow
 _Waiting = tuple[float, FeedbackRecord, Settles | None, bool]
 
 
@@ -108,8 +110,10 @@ class FeedbackJoin:
         clock: Callable[[], float] = time.monotonic,
         max_label_sets: int = 1000,
         max_label_chars: int = 128,
+        examples: ExampleTraces | None = None,
     ) -> None:
         self._m = metrics
+        self._examples = examples
         self._max = max_traces
         self._cap = LabelCap(max_label_values, metrics, max_label_sets, max_label_chars)
         self._hold_s = hold_s
@@ -213,3 +217,10 @@ class FeedbackJoin:
         )
         labels = cap.label_set(PIVOTS, values)
         self._m.feedback.labels(*labels, record.value.value).inc(exemplar={"trace_id": record.trace_id})
+        if (
+            self._examples is not None
+            and ctx is not None
+            and outcome in STORED_OUTCOMES
+            and record.value is FeedbackValue.THUMBS_DOWN
+        ):
+            self._examples.thumbs_down(record.trace_id, (labels[2], labels[1], labels[3]))

@@ -17,6 +17,7 @@ from typing import Any
 
 from gateway.metrics import BUSINESS_LABELS, GatewayMetrics
 from gateway.model import SpanStatus, TraceRecord, truthy
+from gateway.process.examples import ExampleTraces
 from gateway.process.recent import RecentMap
 
 OTHER = "other"
@@ -154,9 +155,21 @@ class Measure:
     drop_reason = None
 
     def __init__(
-        self, metrics: GatewayMetrics, max_label_values: int, max_label_sets: int = 1000, max_label_chars: int = 128
+        self,
+        metrics: GatewayMetrics,
+        max_label_values: int,
+        max_label_sets: int = 1000,
+        max_label_chars: int = 128,
+        examples: ExampleTraces | None = None,
+        slow_s: float = float("inf"),
+        costly_usd: float = float("inf"),
     ) -> None:
+        """``examples``: where traces worth offering in an alert payload are noted (slow: root at least
+        ``slow_s``; costly: Bedrock cost at least ``costly_usd``; errors, fallbacks, grounding failures)."""
         self._m = metrics
+        self._examples = examples
+        self._slow_s = slow_s
+        self._costly_usd = costly_usd
         self._cap = LabelCap(max_label_values, metrics, max_label_sets, max_label_chars)
         self._children: dict[tuple[str, ...], _Children] = {}
         self._verdicts: dict[tuple[str, ...], Any] = {}
@@ -202,6 +215,7 @@ class Measure:
                 self._sessions[session_key] = None
                 c.n_sessions += 1
             root = trace.root
+            seconds = 0.0
             if root is not None:
                 seconds = max(0, root.end_time_ns - root.start_time_ns) / 1e9
                 c.latency.observe(seconds, exemplar={"trace_id": trace_id})
@@ -239,6 +253,21 @@ class Measure:
             c.sum_in += in_tok
             c.sum_out += out_tok
             c.sum_cost += cost
+            if self._examples is not None and (
+                error or grounding_failed or fallback or seconds >= self._slow_s or cost >= self._costly_usd
+            ):
+                reasons = tuple(
+                    reason
+                    for reason, hit in (
+                        ("slow", seconds >= self._slow_s),
+                        ("error", error),
+                        ("guardrail_fallback", fallback),
+                        ("grounding_failure", grounding_failed),
+                        ("costly", cost >= self._costly_usd),
+                    )
+                    if hit
+                )
+                self._examples.note(trace_id, (labels[1], labels[2], labels[3]), reasons)
         for c in touched.values():
             c.apply()
         for child, n in verdicts.items():
