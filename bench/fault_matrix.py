@@ -48,7 +48,7 @@ from opentelemetry.trace import Status, StatusCode, format_span_id, format_trace
 # The scenarios live beside the tests (tests/faults/harness.py); run from a checkout.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from orchestrator.tools.traffic import RELEASE_BUNDLE, Plan, plan_requests
+from orchestrator.tools.traffic import Plan, plan_requests, trace_tags
 from tests.faults.harness import (
     Figures,
     Poll,
@@ -135,18 +135,7 @@ def _otel_message(tracer: otel_trace.Tracer, p: Plan) -> tuple[str, list[str]]:
             ids.append(format_span_id(s.get_span_context().span_id))
             yield s
 
-    tags = {
-        "session_id": p.session_id,
-        "request_id": p.request_id,
-        "intent": p.intent,
-        "page_type": p.page_type,
-        "release_bundle": RELEASE_BUNDLE,
-        "prompt_version": p.prompt_version,
-        "bedrock_model_id": p.model_id,
-        "cache_hit": "true" if p.cache_hit else "false",
-        "user_type": p.user_type,
-        "deployment_stage": p.deployment_stage,
-    }
+    tags = trace_tags(p)
     with span(
         "handle_message",
         "CHAIN",

@@ -112,6 +112,22 @@ class Plan:
         return 17 if self.uses_bedrock else 16
 
 
+def trace_tags(p: Plan) -> dict[str, str]:
+    """The spec's trace tags of one planned request (the pivots the metrics and alerts use)."""
+    return {
+        "session_id": p.session_id,
+        "request_id": p.request_id,
+        "intent": p.intent,
+        "page_type": p.page_type,
+        "release_bundle": RELEASE_BUNDLE,
+        "prompt_version": p.prompt_version,
+        "bedrock_model_id": p.model_id,
+        "cache_hit": "true" if p.cache_hit else "false",
+        "user_type": p.user_type,
+        "deployment_stage": p.deployment_stage,
+    }
+
+
 def plan_requests(
     count: int, seed: int, error_rate: float = 0.02, block_rate: float = 0.02, feedback_rate: float = 0.1
 ) -> list[Plan]:
@@ -214,20 +230,7 @@ def handle_message(tracer: Tracer, p: Plan) -> str:
             attributes={"classifier": "manga-intent-classifier", "model_version": "7", "confidence": 0.93},
         ):
             pass
-        tracer.update_current_trace(
-            tags={
-                "session_id": p.session_id,
-                "request_id": p.request_id,
-                "intent": p.intent,
-                "page_type": p.page_type,
-                "release_bundle": RELEASE_BUNDLE,
-                "prompt_version": p.prompt_version,
-                "bedrock_model_id": p.model_id,
-                "cache_hit": "true" if p.cache_hit else "false",
-                "user_type": p.user_type,
-                "deployment_stage": p.deployment_stage,
-            }
-        )
+        tracer.update_current_trace(tags=trace_tags(p))
         with tracer.start_span("route_intent", attributes={"route": p.intent, "uses_bedrock": p.uses_bedrock}):
             pass
         with tracer.start_span(
