@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import threading
 import time
@@ -403,6 +404,10 @@ def serve_in_thread(app: FastAPI, host: str = "127.0.0.1", port: int = 0, timeou
     return RunningApi(f"http://{host}:{bound}", server, thread)
 
 
+def _drained(_signum: int, _frame: object) -> None:
+    """The signal uvicorn re-raises after its graceful shutdown: nothing left to do."""
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="mangaassist-orchestrator",
@@ -446,6 +451,11 @@ def main(argv: list[str] | None = None) -> int:
         mlflow_experiment_id=cfg.page.mlflow_experiment_id,
     )
     # SIGTERM: stop accepting, give in-flight requests MANGAASSIST_SHUTDOWN_GRACE_S, then flush the tracer.
+    # uvicorn re-raises the signal it handled once it has shut down, into the handler that was there
+    # before it: the default one would kill the process (exit -15 / 143 after a clean drain), so a
+    # no-op one is put there first and main returns 0.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _drained)
     uvicorn.run(
         app,
         host=cfg.api.host,
