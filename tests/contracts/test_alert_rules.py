@@ -2,7 +2,9 @@
 pass their unit tests (deploy/prometheus/alerts.test.yaml), and keep the conventions the on-call
 relies on: every alert has ``for``, a severity, a summary, a description naming the minimum volume,
 and a runbook in the repository; business alerts keep the investigation pivot; every alert is tested
-firing, not firing and below its minimum volume (or duration)."""
+firing, not firing and below its minimum volume (or duration); every business alert's payload names
+up to 3 example trace ids of its reason and pivot (``example_trace_ids``), rendered in every firing
+unit test."""
 
 from __future__ import annotations
 
@@ -101,6 +103,70 @@ def test_business_alerts_keep_the_pivot_exclude_shadow_traffic_and_guard_volume(
         assert "Minimum volume:" in a["annotations"]["description"], name
         assert all(p in a["annotations"]["summary"] for p in PIVOTS), name
         assert "mlflow_trace_filter" in a["annotations"], name
+
+
+# Example trace ids (the gateway's mangaassist_example_trace series, gateway/process/examples.py):
+# the reason each business alert's payload names.
+EXAMPLE_REASONS = {
+    "MangaAssistP99LatencyHigh": "slow",
+    "MangaAssistErrorRateHigh": "error",
+    "MangaAssistErrorBudgetBurnFast": "error",
+    "MangaAssistErrorBudgetBurnSlow": "error",
+    "MangaAssistGuardrailBlockRateHigh": "guardrail_fallback",
+    "MangaAssistGroundingFailureRateHigh": "grounding_failure",
+    "MangaAssistThumbsDownRateHigh": "thumbs_down",
+    "MangaAssistBedrockCostPerSessionHigh": "costly",
+}
+NO_EXAMPLE_CASE = "no example stored"  # the one firing case whose annotation renders empty
+
+
+def test_business_alerts_name_example_traces_of_their_reason_and_pivot() -> None:
+    business = {a["alert"]: a for a in _alerts() if a["alert"].startswith("MangaAssist")}
+    assert set(business) == set(EXAMPLE_REASONS), set(business) ^ set(EXAMPLE_REASONS)
+    for name, a in business.items():
+        tpl = a["annotations"].get("example_trace_ids", "")
+        queries = re.findall(r"query \(printf `([^`]*)`((?: \$labels\.\w+)+)\)", tpl)
+        assert len(queries) == 1, (name, tpl)
+        promql, args = queries[0]
+        selector = re.search(r"mangaassist_example_trace\{([^}]*)\}", promql)
+        assert selector, (name, promql)
+        matchers = dict(m.split("=", 1) for m in selector.group(1).split(","))
+        assert matchers == {"reason": f'"{EXAMPLE_REASONS[name]}"', **{p: "%q" for p in PIVOTS}}, (name, matchers)
+        assert args.split() == [f"$labels.{p}" for p in PIVOTS], (name, args)  # the alert's own pivot
+        assert re.match(r"sort_desc\(topk\(3, max by \(trace_id\) \(", promql), (name, promql)  # 3 newest
+        assert "{{ $s.Labels.trace_id }}" in tpl and "{{ if $i }} {{ end }}" in tpl, name  # no trailing space
+        assert "mangaassist_example_trace" in a["annotations"]["description"], name
+        assert a["annotations"].get("mlflow_trace_filter"), name
+    for a in _alerts():
+        if a["alert"].startswith("TraceGateway"):  # pods, not traces
+            assert "example_trace_ids" not in a["annotations"], a["alert"]
+
+
+def test_firing_cases_of_business_alerts_store_and_render_example_traces() -> None:
+    empty = four = 0
+    for group in _unit_tests()["tests"]:
+        alert = group["name"].partition(": ")[0]
+        if alert not in EXAMPLE_REASONS:
+            continue
+        examples = [
+            s["series"]
+            for s in group["input_series"]
+            if s["series"].startswith("mangaassist_example_trace{")
+            and f'reason="{EXAMPLE_REASONS[alert]}"' in s["series"]
+            and 'release_bundle="rb-2026-12-01"' in s["series"]
+        ]
+        for t in group["alert_rule_test"]:
+            for e in t.get("exp_alerts") or []:
+                rendered = e["exp_annotations"]["example_trace_ids"]
+                if NO_EXAMPLE_CASE in group["name"]:
+                    assert rendered == "" and not examples, group["name"]
+                    empty += 1
+                    continue
+                ids = rendered.split(" ")
+                assert 1 <= len(ids) <= 3 and all(re.fullmatch(r"[0-9a-f]{32}", i) for i in ids), (group["name"], ids)
+                assert all(f'trace_id="{i}"' in " ".join(examples) for i in ids), group["name"]
+                four += len({re.search(r'trace_id="(\w+)"', s).group(1) for s in examples}) > 3  # type: ignore[union-attr]
+    assert empty >= 1 and four >= 1, (empty, four)
 
 
 def test_gateway_ratio_alerts_guard_volume_and_the_rest_name_their_duration() -> None:
