@@ -103,3 +103,79 @@ def _values(registry: CollectorRegistry) -> list[float]:
     return [
         s.value for family in registry.collect() if family.name == "mangaassist_example_trace" for s in family.samples
     ]
+
+
+def test_the_scrape_carries_trace_id_exemplars_on_latency_errors_fallbacks_and_feedback() -> None:
+    """What Prometheus reads: the OpenMetrics exposition of a real gateway's /metrics under MangaAssist
+    traffic, parsed (``promtool check metrics`` 2.42 rejects exemplars), carries trace ids on the
+    latency histogram and on the error, guardrail-fallback and feedback counters."""
+    import urllib.request
+
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families
+
+    writer = RecordingWriter()
+    gw = ThreadedGateway(
+        config.load(
+            {
+                "TRACEGW_LISTEN_ADDRESS": "127.0.0.1:0",
+                "TRACEGW_METRICS_ADDRESS": "127.0.0.1:0",
+                "TRACEGW_SPOOL_DIR": "",
+                "TRACEGW_ROOT_GRACE_S": "0.05",
+                "TRACEGW_BATCH_MAX_DELAY_S": "0.05",
+            }
+        ),
+        writer,
+    )
+    try:
+        plans = plan_requests(60, seed=13, feedback_rate=0.0, error_rate=0.2, block_rate=0.2)
+        with Tracer(ClientConfig(target=gw.target, flush_interval_s=0.05)) as tracer:
+            ids = [handle_message(tracer, p) for p in plans]
+            assert tracer.flush(timeout_s=10)
+            wait_for(
+                lambda: (
+                    gw.metrics.registry.get_sample_value("tracegw_stage_traces_out_total", {"stage": "measure"}) == 60
+                ),
+                timeout_s=10,
+                what="60 traces decided",
+            )
+            tracer.record_feedback(
+                FeedbackEvent(
+                    response_id="resp_e",
+                    trace_id=ids[0],
+                    feedback=Feedback.THUMBS_DOWN,
+                    reason_code="wrong_recommendation",
+                    session_id=plans[0].session_id,
+                )
+            )
+            assert tracer.flush(timeout_s=10)
+        wait_for(
+            lambda: (
+                (gw.metrics.registry.get_sample_value("tracegw_feedback_joins_total", {"outcome": "sampled_in"}) or 0)
+                + (gw.metrics.registry.get_sample_value("tracegw_feedback_joins_total", {"outcome": "rescued"}) or 0)
+                == 1
+            ),
+            timeout_s=10,
+            what="the feedback joined",
+        )
+        port = gw.running.metrics_port
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/metrics", headers={"Accept": "application/openmetrics-text;version=1.0.0"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            text = response.read().decode()
+        found: dict[str, set[str]] = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.exemplar is not None:
+                    found.setdefault(family.name, set()).add(sample.exemplar.labels["trace_id"])
+        for name in (
+            "mangaassist_request_latency_seconds",
+            "mangaassist_request_errors",
+            "mangaassist_guardrail_fallbacks",
+            "mangaassist_feedback",
+        ):
+            assert found.get(name), f"no trace_id exemplar on {name}: {sorted(found)}"
+            assert found[name] <= set(ids), f"{name} names a trace nobody sent"
+        assert found["mangaassist_feedback"] == {ids[0]}
+    finally:
+        gw.stop(2.0)
