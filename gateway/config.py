@@ -39,6 +39,7 @@ class ListenConfig:
     metrics_address: str
     max_receive_message_bytes: int
     health_address: str = ""
+    health_grpc_address: str = ""
     metrics_max_connections: int = 8
     metrics_read_timeout_s: float = 5.0
     metrics_write_timeout_s: float = 10.0
@@ -386,6 +387,15 @@ SETTINGS: tuple[Setting, ...] = (
         str,
         "HTTP /healthz (readiness: 503 while draining) and /livez (liveness) for the kubelet's probes, "
         "e.g. 0.0.0.0:8081; empty: none (gRPC health on the gRPC port still answers)",
+        _optional_address,
+    ),
+    Setting(
+        "TRACEGW_HEALTH_GRPC_ADDRESS",
+        "listen.health_grpc_address",
+        "",
+        str,
+        "a second gRPC listener that serves only grpc.health.v1 (the span port can stay on loopback while the "
+        "kubelet's gRPC startupProbe dials the pod IP), e.g. 0.0.0.0:8082; SERVING once spans are accepted",
         _optional_address,
     ),
     Setting(

@@ -147,6 +147,8 @@ class Running:
     _health: HealthServicer
     _http: list[MetricsHttpServer] = field(default_factory=list)
     health_port: int | None = None
+    _health_grpc: grpc.aio.Server | None = None
+    health_grpc_port: int | None = None
     _stopped: bool = field(default=False)
 
     async def stop(self, timeout_s: float | None = None) -> None:
@@ -159,6 +161,8 @@ class Running:
         await self.gateway.shutdown_receiving()
         await self._server.stop(min(RPC_GRACE_S, budget / 4))
         await self.gateway.shutdown(budget)
+        if self._health_grpc is not None:
+            await self._health_grpc.stop(0)
         for httpd in self._http:
             await httpd.close()
         log.info("stopped")
@@ -200,6 +204,14 @@ async def start(
         ports[role] = await httpd.start()
         http_servers.append(httpd)
     metrics_port = ports["metrics"]
+    health_grpc, health_grpc_port = None, None
+    if listen.health_grpc_address:  # bound after the span port: SERVING only once spans are accepted
+        health_grpc = grpc.aio.server()
+        health_pb2_grpc.add_HealthServicer_to_server(health, health_grpc)
+        health_grpc_port = health_grpc.add_insecure_port(listen.health_grpc_address)
+        if health_grpc_port == 0:
+            raise OSError(f"cannot listen on {listen.health_grpc_address}")
+        await health_grpc.start()
     log.info(
         "listening grpc=%s:%d metrics_port=%s tracking=%s mlflow_user=%s experiment=%s sampling_ratio=%s",
         config.listen.grpc_address.rpartition(":")[0],
@@ -210,7 +222,19 @@ async def start(
         config.mlflow.experiment_name,
         config.sampling.ratio,
     )
-    return Running(config, gateway, metrics, grpc_port, metrics_port, server, health, http_servers, ports["health"])
+    return Running(
+        config,
+        gateway,
+        metrics,
+        grpc_port,
+        metrics_port,
+        server,
+        health,
+        http_servers,
+        ports["health"],
+        health_grpc,
+        health_grpc_port,
+    )
 
 
 def _safe_uri(uri: str) -> str:

@@ -104,17 +104,13 @@ def test_the_gateway_is_a_native_sidecar_with_a_startup_probe_on_a_numeric_port(
     (handler,) = {"grpc", "httpGet", "tcpSocket", "exec"} & probe.keys()
     port = probe[handler]["port"]
     assert isinstance(port, int) and not isinstance(port, bool), "probe ports must be numbers (gRPC probes need it)"
-    # The kubelet probes the pod IP. The gateway serves gRPC health only on its span port, which
-    # stays on loopback, so today the startup probe is the HTTP health port's readiness path.
-    if handler == "grpc":
-        grpc_port = int(cfg.listen.grpc_address.rpartition(":")[2])
-        assert port == grpc_port and not gateway_config.is_loopback(cfg.listen.grpc_address), (
-            "a gRPC probe can only reach a gRPC health port off loopback"
-        )
-    else:
-        assert handler == "httpGet" and probe["httpGet"]["path"] == "/healthz"
-        host, _, health_port = cfg.listen.health_address.rpartition(":")
-        assert port == int(health_port) and not gateway_config.is_loopback(cfg.listen.health_address), host
+    # The kubelet probes the pod IP while the span port stays on loopback: the gRPC startup probe
+    # dials the gateway's health-only gRPC listener (TRACEGW_HEALTH_GRPC_ADDRESS), which is bound
+    # after the span port and says SERVING only while spans are accepted.
+    assert handler == "grpc", "the startup probe is a gRPC health check"
+    health_grpc = cfg.listen.health_grpc_address
+    assert health_grpc and not gateway_config.is_loopback(health_grpc), "the gRPC health port is on the pod IP"
+    assert port == int(health_grpc.rpartition(":")[2]) != int(cfg.listen.grpc_address.rpartition(":")[2])
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
