@@ -85,10 +85,12 @@ fmt: setup  ## apply ruff's fixes and its formatter
 proto: setup  ## regenerate clients/pb from proto/
 	$(BIN)/python -m clients.codegen
 
-bench: setup  ## client request-path cost, pipeline stage cost per span, redaction speed
+# Bars are ratios to a reference in the same run: ingest_ab's last line is gateway/floor CPU per span (bar <= 1.67).
+bench: setup  ## client request-path cost, pipeline stage cost per span, redaction speed, ingest against its floor
 	$(BIN)/python bench/client_overhead.py
 	$(BIN)/python bench/pipeline_stages.py
 	$(BIN)/python bench/redaction.py
+	$(BIN)/python bench/ingest_ab.py --b-floor --rounds 6
 
 sampling-report: setup  ## 10,000 traces at ratio 0.1 through a real gateway: what was stored, what was counted
 	$(BIN)/python -m pytest tests/integration/test_sampling_e2e.py -k ten_thousand -s -q -p no:warnings

@@ -16,7 +16,7 @@ and does nothing else, DESIGN §8's "converts ~113k spans/s per core" measured o
 
     python bench/ingest_ab.py --b-rev HEAD~1 [--rounds 8] [--slice-s 4]
     python bench/ingest_ab.py --a-gc-interval 5 --b-gc-interval 0
-    python bench/ingest_ab.py --b-floor
+    python bench/ingest_ab.py --b-floor                      # ends: gateway/floor CPU per span: median X.XX
     python bench/ingest_ab.py --b-env TRACEGW_WAL=false      # the write-ahead log's cost
 """
 
@@ -33,6 +33,9 @@ from pathlib import Path
 import ingest
 
 ROOT = Path(__file__).resolve().parent.parent
+FLOOR_BAR = 0.6
+"""Ingest's bar: at least this share of the decode-only floor's throughput in the same run (CPU per
+span at most 1/0.6 = 1.67x the floor's)."""
 
 
 def slice_cost(gw: ingest.GatewayChild, seconds: float, inflight: int, seed: int) -> tuple[float, float]:
@@ -139,6 +142,14 @@ def main() -> None:
             f"median {statistics.median(rate[side]):,.0f} spans/s while fed"
         )
     print(f"  B/A per round: median {statistics.median(ratios):.3f} (min {min(ratios):.3f}, max {max(ratios):.3f})")
+    if args.b_floor:  # the ingest bar, as a ratio to the floor in the same run (BENCHMARKS.md, Bars)
+        per_round = [a / b for a, b in zip(cost["A"], cost["B"], strict=True)]
+        gw_floor = statistics.median(per_round)
+        print(
+            f"gateway/floor CPU per span: median {gw_floor:.2f} (min {min(per_round):.2f}, max {max(per_round):.2f}; "
+            f"bar <= {1 / FLOOR_BAR:.2f}: {'met' if gw_floor <= 1 / FLOOR_BAR else 'not met'}); "
+            f"throughput {1 / gw_floor:.2f} of the floor's (bar >= {FLOOR_BAR})"
+        )
 
 
 if __name__ == "__main__":
