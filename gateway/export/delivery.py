@@ -456,6 +456,14 @@ class Delivery:
             self._observe(seg, "retryable_error", started)
             if exc.status in (401, 403):
                 self._m.write_auth_failures.labels(seg.kind, str(exc.status)).inc()
+            if seg.kind is Kind.FEEDBACK and exc.status == 403:
+                # MLflow's basic-auth layer answers 403, not 404, for an assessment on a trace it
+                # cannot find yet (it looks the trace's experiment up to check the right). Wait for
+                # the trace as for a 404, and leave the breaker the span writes share alone: feedback
+                # retries holding it open would keep the very traces they wait for from being written.
+                permit.release()
+                self._permanent(seg, payload, PermanentWriteError(exc.reason, status=404, code=exc.code))
+                return
             if seg.kind is Kind.LINKS:
                 # A link's failure must not hold spans back: if the server is down the span writes
                 # open the breaker themselves; links only wait for it.

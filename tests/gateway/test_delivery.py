@@ -450,3 +450,42 @@ def test_orphan_feedback_is_bounded_in_count_and_in_writes(tmp_path: Path) -> No
         assert writer.feedback_calls == 7
     finally:
         d.shutdown(2)
+
+
+class AuthServerWriter(FlakyWriter):
+    """A basic-auth MLflow server: feedback on a trace it does not have yet is refused with 403 (its
+    auth layer cannot find the trace's experiment), not 404; span writes succeed, slowly."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.feedback_calls = 0
+
+    def write_spans(self, experiment_id: str, payload: bytes, span_count: int) -> None:
+        time.sleep(0.05)
+        super().write_spans(experiment_id, payload, span_count)
+
+    def write_feedback(self, record: FeedbackRecord, check_existing: bool = False) -> None:
+        with self.lock:
+            self.feedback_calls += 1
+            stored = record.trace_id in self.written
+        if not stored:
+            raise RetryableWriteError("write feedback: HTTP 403 PERMISSION_DENIED", status=403)
+        super().write_feedback(record, check_existing)
+
+
+def test_feedback_refused_403_before_its_trace_waits_for_it_and_never_opens_the_breaker(tmp_path: Path) -> None:
+    """Found by the local stack's rehearsal: counting these 403s as server failures opened the breaker
+    that the span writes share, so the traces the feedback waited for were never written."""
+    writer = AuthServerWriter()
+    d, m = make(tmp_path, writer, TRACEGW_BREAKER_FAILURES="3")
+    traces = [f"{i:032x}" for i in range(1, 41)]
+    for t in traces:  # each trace's thumbs-down arrives before its spans are written
+        d.submit_feedback(FeedbackRecord(f"ev-{t}", "resp", t, FeedbackValue.THUMBS_DOWN, 0))
+    for i in range(0, len(traces), 4):
+        d.submit_batch(batch(*traces[i : i + 4]))
+    wait_for(lambda: set(traces) <= set(writer.written), timeout_s=20, what="every trace written")
+    wait_for(lambda: len(writer.feedback) == len(traces), timeout_s=30, what="every feedback written")
+    d.shutdown(5)
+    assert writer.feedback_calls > len(traces), "some feedback met the 403 first"
+    assert value(m, "tracegw_circuit_transitions_total", to="open") == 0, "feedback 403s opened the breaker"
+    assert value(m, "tracegw_write_auth_failures_total", kind="feedback", status="403") > 0
