@@ -7,7 +7,7 @@ UV_VERSION  := 0.13.8
 LOCK   := requirements/dev.lock
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml $(LOCK) | cksum | cut -d' ' -f1)
 
-.PHONY: help setup demo demo-rollout demo-serve demo-server test test-fast lint fmt proto proto-check bench sampling-report lock lock-check deploy-check clean
+.PHONY: help setup demo demo-rollout demo-serve demo-server stack stack-down stack-rehearsal test test-fast lint fmt proto proto-check bench sampling-report lock lock-check deploy-check clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -61,6 +61,15 @@ demo-serve: setup  ## leave the chatbot, its gateway and MLflow running: the cha
 demo-server: setup  ## the same traffic through a local `mlflow server`, stopped mid-run (then the release steps)
 	$(BIN)/mangaassist-demo --workdir .demo-server --mlflow-server
 
+stack: setup  ## a production-like stack on loopback in .stack/: MLflow (PostgreSQL, S3 on moto, basic-auth), Prometheus, 2 gateways, 2 chatbots, a proxy
+	$(BIN)/python -m orchestrator.tools.stack up --workdir .stack
+
+stack-down:  ## stop exactly what `make stack` started (its .stack/state.json)
+	$(BIN)/python -m orchestrator.tools.stack down --workdir .stack
+
+stack-rehearsal: setup  ## scale-out rehearsal: 2 MLflow replicas on one PostgreSQL database, 2,000 chats, delivery and loss
+	$(BIN)/python -m orchestrator.tools.stack rehearse --workdir .stack-rehearsal
+
 test: setup  ## the whole suite: unit, client, integration (real mlflow servers, PostgreSQL)
 	$(BIN)/python -m pytest
 
@@ -110,4 +119,4 @@ lock-check: $(STAMP)  ## the locks match pyproject.toml (run by lint)
 	$(BIN)/python requirements/lock.py check
 
 clean:  ## remove the venv, tools and demo output
-	rm -rf $(VENV) .tools .demo .demo-serve .demo-server .release-demo .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .tools .demo .demo-serve .demo-server .release-demo .stack .stack-rehearsal .pytest_cache .mypy_cache .ruff_cache
