@@ -136,3 +136,8 @@ class FlakyWriter(RecordingWriter):
 
 
 __all__ = ["FakeClock", "FlakyWriter", "NullWriter", "RecordingWriter", "trace_ids"]
+
+
+# Memory limits for an in-process gateway: the test process's own RSS (hundreds of MB late in a full
+# run) must not make the gateway shed or refuse what a test sends.
+ROOMY = {"TRACEGW_MEMORY_SOFT_LIMIT_BYTES": str(8 << 30), "TRACEGW_MEMORY_HARD_LIMIT_BYTES": str(12 << 30)}

@@ -145,6 +145,7 @@ async def _durable(
         return 0
     try:
         segment, written = wal.append(kind, payload, experiment)
+        del payload  # the WAL's queue holds the bytes until they are written, then lets them go
     except WalFull as exc:
         gateway.metrics.wal_refused.labels(what, "full").inc(count)
         await context.abort(
@@ -184,7 +185,10 @@ class NativeReceiver(trace_gateway_service_pb2_grpc.TraceGatewayServiceServicer)
         self._experiments = experiments
 
     async def ExportSpans(
-        self, request: trace_gateway_service_pb2.ExportSpansRequest, context: grpc.aio.ServicerContext, raw: bytes = b""
+        self,
+        request: trace_gateway_service_pb2.ExportSpansRequest,
+        context: grpc.aio.ServicerContext,
+        raw: Received | None = None,
     ) -> trace_gateway_service_pb2.ExportSpansResponse:
         await _refuse_if_closed(self._gw, context)
         await _refuse_if_full(self._gw, context, "native", len(request.spans))
@@ -201,7 +205,7 @@ class NativeReceiver(trace_gateway_service_pb2_grpc.TraceGatewayServiceServicer)
                 self._gw,
                 context,
                 RecordKind.NATIVE_SPANS,
-                raw or request.SerializeToString(),
+                _bytes_of(raw, request),
                 request.experiment_name,
                 "spans",
                 len(decoded.spans),
@@ -281,7 +285,7 @@ class OtlpReceiver(trace_service_pb2_grpc.TraceServiceServicer):
         self,
         request: trace_service_pb2.ExportTraceServiceRequest,
         context: grpc.aio.ServicerContext,
-        raw: bytes = b"",
+        raw: Received | None = None,
     ) -> trace_service_pb2.ExportTraceServiceResponse:
         await _refuse_if_closed(self._gw, context)
         spans = sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)
@@ -304,7 +308,7 @@ class OtlpReceiver(trace_service_pb2_grpc.TraceServiceServicer):
                 self._gw,
                 context,
                 RecordKind.OTLP_SPANS,
-                raw or request.SerializeToString(),
+                _bytes_of(raw, request),
                 experiment,
                 "spans",
                 len(decoded.spans),
@@ -340,6 +344,17 @@ class Received:
     def __init__(self, message: Any, data: bytes) -> None:
         self.message = message
         self.data = data
+
+
+def _bytes_of(raw: Received | None, request: Any) -> bytes:
+    """The request's bytes as they arrived, taken out of ``raw`` (so that only the WAL's queue holds
+    them while the RPC waits for its group commit: a 4 MiB request is not kept twice), else
+    serialized again (the WAL turned on while the server kept plain deserializers)."""
+    if raw is not None and raw.data:
+        data, raw.data = raw.data, b""
+        return data
+    payload: bytes = request.SerializeToString()
+    return payload
 
 
 class TooLarge:
@@ -391,7 +406,7 @@ def _guarded(
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"{principal.identity} may not {what}")
         CALLER.set(principal)
         if request.__class__ is Received:
-            return await handler(request.message, context, request.data)  # type: ignore[call-arg]
+            return await handler(request.message, context, request)  # type: ignore[call-arg]
         if request.__class__ is TooLarge:
             gateway.metrics.requests_too_large.labels(rpc).inc()
             _MALFORMED_LOG.warning("too_large_" + rpc, "%s request of %d bytes refused (too large)", rpc, request.size)

@@ -13,7 +13,7 @@ from gateway.metrics import GatewayMetrics
 from gateway.process.examples import MAX_KEYS, PER_KEY, REASONS, ExampleTraces
 from gateway.server import ThreadedGateway
 from orchestrator.tools.traffic import handle_message, plan_requests
-from tests.fakes import RecordingWriter
+from tests.fakes import ROOMY, RecordingWriter
 from tests.support import wait_for
 
 
@@ -51,6 +51,7 @@ def test_a_kept_error_trace_and_a_thumbs_down_are_offered_and_a_sampled_out_trac
         config.load(
             {
                 "TRACEGW_LISTEN_ADDRESS": "127.0.0.1:0",
+                **ROOMY,
                 "TRACEGW_METRICS_ADDRESS": "",
                 "TRACEGW_SPOOL_DIR": "",
                 "MLFLOW_TRACE_SAMPLING_RATIO": "0.0",  # only tail reasons and feedback keep a trace
@@ -118,6 +119,7 @@ def test_the_scrape_carries_trace_id_exemplars_on_latency_errors_fallbacks_and_f
         config.load(
             {
                 "TRACEGW_LISTEN_ADDRESS": "127.0.0.1:0",
+                **ROOMY,
                 "TRACEGW_METRICS_ADDRESS": "127.0.0.1:0",
                 "TRACEGW_SPOOL_DIR": "",
                 "TRACEGW_ROOT_GRACE_S": "0.05",

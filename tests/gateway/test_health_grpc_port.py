@@ -12,7 +12,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from clients.pb import trace_gateway_service_pb2, trace_gateway_service_pb2_grpc
 from gateway import config
 from gateway.server import ThreadedGateway
-from tests.fakes import RecordingWriter
+from tests.fakes import ROOMY, RecordingWriter
 from tests.support import wait_for
 
 
@@ -21,6 +21,7 @@ def test_the_health_port_serves_health_only_and_follows_the_drain() -> None:
         config.load(
             {
                 "TRACEGW_LISTEN_ADDRESS": "127.0.0.1:0",
+                **ROOMY,
                 "TRACEGW_METRICS_ADDRESS": "",
                 "TRACEGW_SPOOL_DIR": "",
                 "TRACEGW_HEALTH_GRPC_ADDRESS": "127.0.0.1:0",

@@ -18,7 +18,7 @@ import pytest
 from clients.pb import spans_pb2, trace_gateway_service_pb2, trace_gateway_service_pb2_grpc
 from gateway import config
 from gateway.server import ThreadedGateway
-from tests.fakes import RecordingWriter
+from tests.fakes import ROOMY, RecordingWriter
 from tests.support import wait_for
 
 
@@ -54,6 +54,7 @@ def test_a_full_disk_refuses_the_rpc_counted_and_the_gateway_recovers(tmp_path: 
         config.load(
             {
                 "TRACEGW_LISTEN_ADDRESS": "127.0.0.1:0",
+                **ROOMY,
                 "TRACEGW_METRICS_ADDRESS": "",
                 "MLFLOW_TRACE_SAMPLING_RATIO": "1.0",
                 "TRACEGW_SPOOL_DIR": str(tmp_path / "spool"),

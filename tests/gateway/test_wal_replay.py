@@ -17,7 +17,7 @@ from clients.events import Feedback
 from gateway import config
 from gateway.server import ThreadedGateway
 from orchestrator.tools.traffic import handle_message, plan_requests
-from tests.fakes import RecordingWriter
+from tests.fakes import ROOMY, RecordingWriter
 from tests.support import wait_for
 
 
@@ -25,6 +25,7 @@ def settings(spool: Path, **extra: str) -> config.Config:
     return config.load(
         {
             "TRACEGW_LISTEN_ADDRESS": "127.0.0.1:0",
+            **ROOMY,
             "TRACEGW_METRICS_ADDRESS": "",
             "MLFLOW_TRACE_SAMPLING_RATIO": "1.0",
             "TRACEGW_SPOOL_DIR": str(spool),
